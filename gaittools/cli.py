@@ -1,0 +1,59 @@
+"""The ``gaittools`` command: a click group whose subcommands load lazily.
+
+Subcommands live in ``gaittools.commands.*`` and are imported only when invoked, so that
+``gaittools synth --help`` does not pay for importing torch or dask.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import click
+
+from gaittools import __version__
+
+#: Subcommand name -> "module:attribute" of its click command, in pipeline order.
+COMMANDS: dict[str, str] = {
+    "synth": "gaittools.commands.synth:synth",
+    "extract-frames": "gaittools.commands.extract:extract_frames",
+    "manifest": "gaittools.commands.extract:manifest",
+    "flow": "gaittools.commands.flow:flow",
+    "show-flow": "gaittools.commands.flow:show_flow",
+    "compute-flow": "gaittools.commands.compute_flow:compute_flow",
+    "build-split": "gaittools.commands.split:build_split",
+    "enroll": "gaittools.commands.identify:enroll",
+    "identify": "gaittools.commands.identify:identify",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, target in COMMANDS.items() if _module_exists(target)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _module_exists(target):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+def _module_exists(target: str) -> bool:
+    module_name = target.split(":")[0]
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="gaittools")
+def main() -> None:
+    """Gait videos -> cropped gray clips and TV-L1 flow in a Zarr store (GaitCopy toolkit)."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Protocol definitions shipped as data, read by build-split and evaluation."""

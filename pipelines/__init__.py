@@ -1,0 +1,1 @@
+"""Dask graphs that run gaittools operations over whole datasets."""
