@@ -187,7 +187,7 @@ class Store:
         meta_path = self._seq_path(seq_id) / "zarr.json"
         meta = json.loads(meta_path.read_text())
         meta.setdefault("attributes", {}).update(_jsonable(dict(update)))
-        _atomic_write_text(meta_path, json.dumps(meta, indent=2))
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
 
     def delete_sequence(self, seq_id: str) -> None:
         target = self._seq_path(seq_id)
@@ -202,7 +202,7 @@ class Store:
         fdir = self.path / FAILURES
         fdir.mkdir(exist_ok=True)
         record = {"seq_id": seq_id, "stage": stage, "source": source, "error": error, **extra}
-        _atomic_write_text(fdir / f"{seq_id}.json", json.dumps(_jsonable(record), indent=2))
+        atomic_write_text(fdir / f"{seq_id}.json", json.dumps(_jsonable(record), indent=2))
 
     def clear_failure(self, seq_id: str) -> None:
         (self.path / FAILURES / f"{seq_id}.json").unlink(missing_ok=True)
@@ -262,7 +262,7 @@ def _read_group_attrs(path: Path) -> dict[str, Any]:
     return dict(meta.get("attributes", {}))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "w") as f:

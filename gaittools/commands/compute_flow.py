@@ -1,0 +1,65 @@
+"""``gaittools compute-flow STORE``: TV-L1 flow for every sequence of a store."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipelines.cluster import cluster_options
+
+
+def _batch_size(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"{value!r}: expected a positive integer or 'auto'")
+    return n
+
+
+@click.command("compute-flow")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--gpu", is_flag=True, help="Batched torch TV-L1 on the GPU(s) (default: OpenCV DualTVL1 on CPU workers).")
+@click.option("--device", default=None, metavar="cpu|cuda|cuda:N",
+              help="Run the batched torch TV-L1 on this device (cpu: the torch path without a GPU; "
+                   "cuda: every visible GPU, one process each).")
+@cluster_options
+@click.option("--batch-size", default="auto", show_default=True, metavar="N|auto",
+              help="Frame pairs per torch batch; auto: from the device's free memory (halved on out-of-memory).")
+@click.option("--readers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Threads reading sequences ahead of the torch engine.")
+@click.option("--tvl1", "tvl1_params", multiple=True, metavar="NAME=VALUE",
+              help="TV-L1 parameter override, e.g. --tvl1 warps=3 (default: OpenCV's defaults).")
+@click.option("--overwrite", is_flag=True, help="Recompute sequences that already have flow.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Compute at most N sequences (a trial run).")
+def compute_flow(
+    store: str, gpu: bool, device: str | None, scheduler: str | None, workers: int | None, batch_size: str,
+    readers: int, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None,
+) -> None:
+    """Compute TV-L1 flow between consecutive frames of every sequence of STORE.
+
+    Flow t -> t+1 is cropped with frame t's crop window and rescaled to the crop's pixels, so
+    flow[t] lines up with gray[t]; stores without frames (silhouette pickles) get flow of the
+    crops themselves. Done sequences are skipped (resume); failures are listed and recorded,
+    and the exit code is 1 when any sequence failed.
+    """
+    from pipelines.compute_flow import DeviceUnavailable, FlowRun, compute_flow as run_compute_flow, parse_params
+
+    try:
+        params = parse_params(tvl1_params)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tvl1") from exc
+    if (gpu or device) and scheduler:
+        raise click.UsageError("--scheduler runs the OpenCV CPU path on a Dask cluster; the torch path (--gpu/--device) "
+                               "runs on this machine's devices. Drop one of them.")
+    run = FlowRun(gpu=gpu, device=device, scheduler=scheduler, workers=workers, batch_size=_batch_size(batch_size),
+                  readers=readers, overwrite=overwrite, limit=limit, params=params)
+    try:
+        summary = run_compute_flow(store, run)
+    except DeviceUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(0 if summary.ok else 1)

@@ -1,0 +1,189 @@
+"""``gaittools enroll`` and ``gaittools identify``: flow-free recognition with an exported student.
+
+Both take ``--model BUNDLE`` (a directory written by ``train-copy export``; see
+``gaittools.deploy``) and run on CPU (ONNX Runtime or torch.export) or GPU (TensorRT, torch,
+or onnxruntime-gpu) per ``--device``. Decisions about clips, pooling, distance, the unknown
+threshold, people-less and short videos are documented in ``gaittools.identify``.
+
+One bad video never stops the others: it is reported (status "error", or skipped at enrolment)
+and the command exits with status 1 after handling the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from gaittools.identify import (
+    DEFAULT_THRESHOLD,
+    STATUS_ERROR,
+    STATUS_OK,
+    Answer,
+    Gallery,
+    GalleryError,
+    answer_for,
+    resolve_threshold,
+    signature_of_video,
+)
+
+DEVICE_HELP = "cpu, cuda[:N], or auto (CUDA when the backend and a GPU are there)."
+
+
+def _load_model(model: Path, device: str, batch_size: int):  # -> SignatureModel
+    from gaittools.deploy import BundleError, load_signature_model
+
+    try:
+        loaded = load_signature_model(model, device=device, batch_size=batch_size)
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+    if loaded.bundle.modality != "gray":
+        raise click.ClickException(f"{model}: a {loaded.bundle.modality} master's bundle; identification "
+                                   "is flow-free: export a gray student (`train-copy export RUN --model student`)")
+    return loaded
+
+
+def _background(path: Path | None, working_height: int | None) -> np.ndarray | None:
+    """An empty-scene image (H, W) at the working height: the median of a video, or an image."""
+    if path is None:
+        return None
+    from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError, decode
+
+    try:
+        decoded = decode(path, working_height=working_height or DEFAULT_WORKING_HEIGHT, max_frames=60)
+    except VideoError as exc:
+        raise click.ClickException(str(exc)) from None
+    return np.median(decoded.frames, axis=0).astype(np.uint8)
+
+
+def _split_ids(ids: tuple[str, ...]) -> list[str]:
+    return [part.strip() for item in ids for part in item.split(",") if part.strip()]
+
+
+def _progress(i: int, n: int, t0: float, video: Path) -> None:
+    done = i + 1
+    rate = done / max(time.perf_counter() - t0, 1e-9)
+    eta = (n - done) / rate if rate > 0 else 0.0
+    click.echo(f"[{done}/{n}] {video.name}  {rate:.2f} videos/s, ETA {eta:.0f}s", err=True)
+
+
+@click.command("enroll")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Deployment bundle from `train-copy export`.")
+@click.option("--ids", "ids", multiple=True, required=True,
+              help="Identity of each video, in order (repeat the option or separate by commas).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Gallery file (.npz).")
+@click.option("--append", is_flag=True, help="Add to an existing gallery (same model) instead of refusing.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing gallery.")
+@click.option("--threshold", type=float, default=None,
+              help=f"Unknown threshold to store with the gallery (default at identify: {DEFAULT_THRESHOLD}).")
+@click.option("--background", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Empty-scene video or image for background subtraction (e.g. a CASIA-B bkgrd clip).")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+def enroll(videos: tuple[Path, ...], model_path: Path, ids: tuple[str, ...], out: Path, append: bool,
+           overwrite: bool, threshold: float | None, background: Path | None, device: str,
+           batch_size: int) -> None:
+    """Enrol VIDEO... under --ids into a gallery of signatures of the --model student."""
+    identities = _split_ids(ids)
+    if len(identities) != len(videos):
+        raise click.UsageError(f"{len(videos)} videos but {len(identities)} ids: give one id per video")
+    if append and overwrite:
+        raise click.UsageError("--append and --overwrite exclude each other")
+    model = _load_model(model_path, device, batch_size)
+    out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+    gallery = _gallery_to_extend(out, model, append, overwrite, threshold)
+    bg = _background(background, model.bundle.working_height)
+    failures = 0
+    t0 = time.perf_counter()
+    for i, (video, identity) in enumerate(zip(videos, identities)):
+        try:
+            seq = signature_of_video(video, model, bg)
+        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the others
+            click.echo(f"{video}: not enrolled: {exc}", err=True)
+            failures += 1
+            continue
+        if seq.status != STATUS_OK or seq.signature is None:
+            click.echo(f"{video}: not enrolled: {seq.status} ({seq.message})", err=True)
+            failures += 1
+            continue
+        gallery.add(identity, seq.signature, str(video))
+        click.echo(f"{video}: enrolled as {identity} ({seq.clips} clips, {seq.person_frames} person frames)")
+        _progress(i, len(videos), t0, video)
+    if gallery.ids:
+        path = gallery.save(out)
+        click.echo(f"gallery {path}: {len(gallery.ids)} entries, {len(set(gallery.ids))} identities")
+    else:
+        click.echo("nothing enrolled: gallery not written", err=True)
+    if failures:
+        sys.exit(1)
+
+
+def _gallery_to_extend(out: Path, model, append: bool, overwrite: bool, threshold: float | None) -> Gallery:
+    if out.exists() and not (append or overwrite):
+        raise click.ClickException(f"{out}: exists; pass --append to add to it or --overwrite to replace it")
+    if out.exists() and append:
+        try:
+            gallery = Gallery.load(out)
+            gallery.check_model(model, out)
+        except GalleryError as exc:
+            raise click.ClickException(str(exc)) from None
+        if threshold is not None:
+            gallery.meta["threshold"] = threshold
+        return gallery
+    return Gallery.empty_for(model, threshold)
+
+
+@click.command("identify")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Deployment bundle from `train-copy export` (the one the gallery was enrolled with).")
+@click.option("--gallery", "gallery_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--threshold", type=float, default=None,
+              help=f"Distance beyond which the answer is 'unknown' (default: the gallery's, else {DEFAULT_THRESHOLD}).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per video (JSON lines) on stdout.")
+@click.option("--background", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Empty-scene video or image for background subtraction.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+def identify(videos: tuple[Path, ...], model_path: Path, gallery_path: Path, threshold: float | None,
+             as_json: bool, background: Path | None, device: str, batch_size: int) -> None:
+    """Who walks in each VIDEO: the nearest enrolled identity and its distance, or 'unknown'."""
+    model = _load_model(model_path, device, batch_size)
+    try:
+        gallery = Gallery.load(gallery_path)
+        gallery.check_model(model, gallery_path)
+    except GalleryError as exc:
+        raise click.ClickException(str(exc)) from None
+    limit = resolve_threshold(threshold, gallery, model)
+    bg = _background(background, model.bundle.working_height)
+    errors = 0
+    t0 = time.perf_counter()
+    for i, video in enumerate(videos):
+        try:
+            answer = answer_for(str(video), signature_of_video(video, model, bg), gallery, limit)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next video
+            answer = Answer(str(video), STATUS_ERROR, threshold=limit, message=str(exc))
+            errors += 1
+        _print_answer(answer, as_json)
+        if not as_json:
+            _progress(i, len(videos), t0, video)
+    if errors:
+        sys.exit(1)
+
+
+def _print_answer(answer: Answer, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(answer.to_dict()))
+        return
+    if answer.distance is not None:
+        click.echo(f"{answer.video}: {answer.identity}  (nearest {answer.nearest} at distance "
+                   f"{answer.distance:.3f}, threshold {answer.threshold:.3f}, {answer.clips} clips)")
+    else:
+        click.echo(f"{answer.video}: {answer.status}: {answer.message}")

@@ -1,0 +1,78 @@
+"""Crops: the walker's square window in each frame, resized to S x S gray (uint8).
+
+Two modes, both giving a square window in frame pixels:
+
+- ``person`` (OpenGait's 64x64 pretreatment, on gray frames): the window's height is the box
+  height, so the body spans the crop's height; it is centred horizontally on the body's
+  horizontal centre of mass (of the foreground), not on the box, because swinging arms and
+  legs move the box's centre but not the body's.
+- ``frame`` (GaitCopy's): the whole frame is resized to height S and a window S wide is cut,
+  centred on the walker; no vertical alignment, so the body's size and height in the crop
+  follow its distance to the camera. In frame pixels the window is H x H (H the frame height).
+
+The window's bounds are whole pixels (``x1``, ``y1`` exclusive) so that the crop is exactly
+``resize(pad(frame)[y0:y1, x0:x1], (S, S), INTER_AREA)``, where pad() fills outside the frame
+with 0. compute-flow can apply the same window to flow fields and get aligned crops.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CROP_MODES = ("person", "frame")
+DEFAULT_SIZE = 64
+
+
+def windows_for(boxes: np.ndarray, centres: np.ndarray, frame_shape: tuple[int, int],
+                mode: str = "person") -> np.ndarray:
+    """Square crop windows (T, 4) float32 in frame pixels, NaN where there is no box."""
+    if mode not in CROP_MODES:
+        raise ValueError(f"unknown crop mode {mode!r}; one of {CROP_MODES}")
+    H = frame_shape[0]
+    boxes = np.asarray(boxes, np.float64)
+    cx = np.where(np.isfinite(centres), centres, (boxes[:, 0] + boxes[:, 2]) / 2)
+    if mode == "person":
+        y0 = np.round(boxes[:, 1])
+        side = np.maximum(np.round(boxes[:, 3]) - y0, 1)
+    else:
+        y0 = np.zeros(len(boxes))
+        side = np.full(len(boxes), float(H))
+    x0 = np.round(cx - side / 2)
+    windows = np.stack([x0, y0, x0 + side, y0 + side], axis=1)
+    windows[~np.isfinite(boxes[:, 0])] = np.nan
+    return windows.astype(np.float32)
+
+
+def crop_window(frame: np.ndarray, window: np.ndarray, size: int = DEFAULT_SIZE,
+                interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """One window (x0, y0, x1, y1, whole pixels) of a 2-D array resized to size x size.
+
+    Works for any dtype OpenCV resizes (uint8 frames, float32 flow components).
+    """
+    x0, y0, x1, y1 = (int(v) for v in window)
+    H, W = frame.shape[:2]
+    patch = np.zeros((y1 - y0, x1 - x0, *frame.shape[2:]), frame.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+    if sx1 > sx0 and sy1 > sy0:
+        patch[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = frame[sy0:sy1, sx0:sx1]
+    return cv2.resize(patch, (size, size), interpolation=interpolation)
+
+
+def crop_frames(frames: np.ndarray, windows: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """uint8 (T, S, S) crops; all-zero where the window is NaN (nobody)."""
+    out = np.zeros((len(frames), size, size), np.uint8)
+    for t in np.flatnonzero(np.isfinite(windows[:, 0])):
+        out[t] = crop_window(frames[t], windows[t], size)
+    return out
+
+
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """Square crops (T, s, s) resized to (T, size, size); for imported 64x64 silhouettes."""
+    if crops.shape[1:] == (size, size):
+        return crops
+    interp = cv2.INTER_AREA if size < crops.shape[1] else cv2.INTER_LINEAR
+    out = np.empty((len(crops), size, size), crops.dtype)
+    for t, c in enumerate(crops):
+        out[t] = cv2.resize(c, (size, size), interpolation=interp)
+    return out

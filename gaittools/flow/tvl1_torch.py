@@ -1,0 +1,229 @@
+"""Batched dual TV-L1 optical flow in PyTorch, following OpenCV's DualTVL1OpticalFlow.
+
+The solver is OpenCV's (Zach-Pock-Bischof with Wedel's three-case thresholding): a pyramid of
+``nscales`` levels; per level ``warps`` linearisations of I1 about the current flow; per warp
+up to ``outer_iterations`` x ``inner_iterations`` primal-dual iterations with a median filter on
+the flow before each outer iteration; a warp stops when the summed squared flow update drops to
+``epsilon**2 * area``.
+
+Each pair in a batch is solved independently and stops independently: inside an outer
+iteration a per-pair ``running`` flag lives on the device and masks the updates (no host sync),
+and between outer iterations (at most every ``inner_iterations`` steps) the batch is compacted
+to the pairs still running, so converged pairs stop costing work.
+
+Two engines run the inner iterations and the median filter: :class:`ReferenceEngine` (plain
+torch, any device, the definition) and ``fused.FusedEngine`` (Triton kernels, CUDA only), which
+the tests compare against the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from gaittools.flow.imageops import centred_gradient, median_filter, remap_cubic
+from gaittools.flow.params import TVL1Params
+from gaittools.flow.pyramid import build_pyramid, level_sizes, resize_linear, scaled_epsilon
+
+#: OpenCV's guard against dividing by a vanishing image gradient (FLT_EPSILON).
+GRAD_EPS = float(np.finfo(np.float32).eps)
+
+
+class InnerEngine(Protocol):
+    """What runs the hot loop: the median filter and a block of inner iterations."""
+
+    def median(self, flow: torch.Tensor, kernel: int) -> torch.Tensor:
+        """k x k median of each plane of (B, 2, H, W), replicated border."""
+
+    def iterate(self, u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, threshold: float,
+                n_iter: int, params: TVL1Params) -> torch.Tensor:
+        """Run up to ``n_iter`` iterations in place on u (B, K, H, W) and p (B, K, 2, H, W).
+
+        ``data`` is (B, 4, H, W): I1wx, I1wy, rho_c, |grad I1w|^2. Returns a (B,) bool tensor:
+        the pairs whose last update was still above ``threshold`` (not converged).
+        """
+
+
+def primal_dual_step(u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, params: TVL1Params
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One inner iteration for a batch; returns new u, new p and each pair's squared update.
+
+    u is (B, K, H, W) with K = 2 (flow) or 3 (flow and OpenCV's illumination term u3 when
+    gamma > 0); p is (B, K, 2, H, W), the x and y dual variables of each component.
+    """
+    l_t = params.lambda_ * params.theta
+    taut = params.tau / params.theta
+    ix, iy, rho_c, grad = data.unbind(1)
+    rho = rho_c + (ix * u[:, 0] + iy * u[:, 1])
+    if u.shape[1] == 3:
+        rho = rho + params.gamma * u[:, 2]
+    lt_grad = l_t * grad
+    safe_grad = torch.where(grad > GRAD_EPS, grad, torch.ones_like(grad))
+    coeff = torch.where(rho < -lt_grad, torch.full_like(rho, l_t),
+                        torch.where(rho > lt_grad, torch.full_like(rho, -l_t),
+                                    torch.where(grad > GRAD_EPS, -rho / safe_grad,
+                                                torch.zeros_like(rho))))
+    slopes = [ix, iy] + ([torch.full_like(ix, params.gamma)] if u.shape[1] == 3 else [])
+    v = u + coeff[:, None] * torch.stack(slopes, 1)
+    u_new = v + params.theta * _divergence(p)
+    err = (u_new - u).square().sum(dim=(1, 2, 3))
+    ux, uy = _forward_gradient(u_new)
+    norm = 1 + taut * torch.sqrt(ux * ux + uy * uy)
+    p_new = (p + taut * torch.stack((ux, uy), 2)) / norm[:, :, None]
+    return u_new, p_new, err
+
+
+def _divergence(p: torch.Tensor) -> torch.Tensor:
+    """Backward-difference divergence of (B, K, 2, H, W) duals, p taken as 0 before the image."""
+    px, py = p[:, :, 0], p[:, :, 1]
+    div_x = px.clone()
+    div_x[..., 1:] -= px[..., :-1]
+    div_y = py.clone()
+    div_y[..., 1:, :] -= py[..., :-1, :]
+    return div_x + div_y
+
+
+def _forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences of (B, K, H, W), zero in the last column/row (Neumann)."""
+    ux = torch.zeros_like(u)
+    uy = torch.zeros_like(u)
+    ux[..., :-1] = u[..., 1:] - u[..., :-1]
+    uy[..., :-1, :] = u[..., 1:, :] - u[..., :-1, :]
+    return ux, uy
+
+
+class ReferenceEngine:
+    """The plain-torch definition of the hot loop; runs anywhere torch does."""
+
+    def median(self, flow: torch.Tensor, kernel: int) -> torch.Tensor:
+        return median_filter(flow, kernel)
+
+    def iterate(self, u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, threshold: float,
+                n_iter: int, params: TVL1Params) -> torch.Tensor:
+        running = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
+        on_cpu = u.device.type == "cpu"
+        for _ in range(n_iter):
+            if on_cpu and not bool(running.any()):
+                break  # a free check on the CPU; on a GPU the masks alone keep pairs exact
+            u_new, p_new, err = primal_dual_step(u, p, data, params)
+            mask = running[:, None, None, None]
+            u.copy_(torch.where(mask, u_new, u))
+            p.copy_(torch.where(mask[..., None], p_new, p))
+            running = running & (err > threshold)
+        return running
+
+
+def _as_batch(images, name: str) -> torch.Tensor:
+    """(B, H, W) float32 tensor from a tensor or array of (B, H, W) or (H, W) on 0-255."""
+    tensor = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
+    if tensor.ndim == 2:
+        tensor = tensor[None]
+    if tensor.ndim != 3:
+        raise ValueError(f"{name} must be (B, H, W) or (H, W), got shape {tuple(tensor.shape)}")
+    if tensor.shape[-1] < 1 or tensor.shape[-2] < 1 or tensor.shape[0] < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(tensor.shape)}")
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name} must be real intensities on 0-255, got {tensor.dtype}")
+    return tensor.to(torch.float32).contiguous()
+
+
+def pick_engine(device: torch.device, params: TVL1Params, engine: str = "auto") -> InnerEngine:
+    """The fused Triton engine on CUDA when it can run, else the reference engine."""
+    if engine == "reference":
+        return ReferenceEngine()
+    wants_fused = engine == "fused" or (engine == "auto" and device.type == "cuda")
+    if not wants_fused:
+        if engine not in ("auto",):
+            raise ValueError(f"unknown engine {engine!r}: use auto, reference or fused")
+        return ReferenceEngine()
+    from gaittools.flow import fused  # lazy: imports triton
+
+    reason = fused.unavailable_reason(device, params)
+    if reason is None:
+        return fused.FusedEngine()
+    if engine == "fused":
+        raise RuntimeError(f"the fused TV-L1 engine cannot run: {reason}")
+    return ReferenceEngine()
+
+
+def tvl1(I0, I1, params: TVL1Params | None = None, *, engine: str = "auto") -> torch.Tensor:
+    """Dual TV-L1 flow from I0 to I1 for a batch of gray frame pairs.
+
+    I0 and I1 are (B, H, W) (or (H, W)) tensors or arrays, uint8 or float on the 0-255 scale,
+    on the CPU or a CUDA device. Returns float32 flow (B, 2, H, W) on the same device:
+    channel 0 is dx, channel 1 is dy, so that I1(x + flow) ~ I0(x).
+    ``engine``: "auto" (fused Triton kernels on CUDA, the reference elsewhere), "reference"
+    or "fused".
+    """
+    params = params or TVL1Params()
+    frames0 = _as_batch(I0, "I0")
+    frames1 = _as_batch(I1, "I1")
+    if frames0.shape != frames1.shape:
+        raise ValueError(f"I0 and I1 differ in shape: {tuple(frames0.shape)} vs {tuple(frames1.shape)}")
+    if frames0.device != frames1.device:
+        raise ValueError(f"I0 is on {frames0.device} but I1 is on {frames1.device}")
+    runner = pick_engine(frames0.device, params, engine)
+    with torch.no_grad():
+        return _solve(frames0, frames1, params, runner)
+
+
+def _solve(frames0: torch.Tensor, frames1: torch.Tensor, params: TVL1Params,
+           runner: InnerEngine) -> torch.Tensor:
+    batch, height, width = frames0.shape
+    sizes = level_sizes(height, width, params.nscales, params.scale_step)
+    pyramid0 = build_pyramid(frames0, sizes, params.scale_step)
+    pyramid1 = build_pyramid(frames1, sizes, params.scale_step)
+    n_comp = 3 if params.gamma > 0 else 2
+    coarse_h, coarse_w = sizes[-1]
+    u = torch.zeros(batch, n_comp, coarse_h, coarse_w, device=frames0.device)
+    for level in range(len(sizes) - 1, -1, -1):
+        u = _solve_level(pyramid0[level], pyramid1[level], u, params, runner)
+        if level > 0:
+            u = resize_linear(u, sizes[level - 1]).contiguous()
+            u[:, :2] /= params.scale_step
+    return u[:, :2].contiguous()
+
+
+def _solve_level(frame0: torch.Tensor, frame1: torch.Tensor, u: torch.Tensor,
+                 params: TVL1Params, runner: InnerEngine) -> torch.Tensor:
+    """All warps of one pyramid level; the batch shrinks to the running pairs per outer step."""
+    batch, height, width = frame0.shape
+    grad_x, grad_y = centred_gradient(frame1)
+    sources = torch.stack((frame1, grad_x, grad_y), 1)
+    p = torch.zeros(batch, u.shape[1], 2, height, width, device=u.device)
+    threshold = scaled_epsilon(params.epsilon, height, width)
+    for _ in range(params.warps):
+        data = _linearise(frame0, sources, u)
+        active = torch.ones(batch, dtype=torch.bool, device=u.device)
+        for _ in range(params.outer_iterations):
+            n_active = int(active.sum())  # the one host sync per outer iteration
+            if n_active == 0:
+                break
+            if n_active == batch:
+                active = _outer_step(u, p, data, threshold, params, runner)
+                continue
+            index = active.nonzero().squeeze(1)
+            u_sub, p_sub = u[index], p[index]
+            still = _outer_step(u_sub, p_sub, data[index], threshold, params, runner)
+            u[index], p[index] = u_sub, p_sub
+            active = torch.zeros_like(active)
+            active[index] = still
+    return u
+
+
+def _linearise(frame0: torch.Tensor, sources: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Warp I1 and its gradient by u; return (B, 4, H, W): I1wx, I1wy, rho_c, |grad|^2."""
+    warped = remap_cubic(sources, u[:, :2])
+    i1w, ix, iy = warped.unbind(1)
+    rho_c = i1w - ix * u[:, 0] - iy * u[:, 1] - frame0
+    return torch.stack((ix, iy, rho_c, ix * ix + iy * iy), 1).contiguous()
+
+
+def _outer_step(u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, threshold: float,
+                params: TVL1Params, runner: InnerEngine) -> torch.Tensor:
+    """Median-filter the flow, then run a block of inner iterations; in place on u and p."""
+    if params.median_filtering > 1:
+        u[:, :2] = runner.median(u[:, :2].contiguous(), params.median_filtering)
+    return runner.iterate(u, p, data, threshold, params.inner_iterations, params)

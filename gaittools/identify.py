@@ -1,0 +1,272 @@
+"""Flow-free identification: video -> gray crops -> student clip signatures -> nearest identity.
+
+The deployed path of GaitCopy: decode (``gaittools.video``), find and crop the person
+(``gaittools.extract.localise_and_crop``), cut clips of T frames every ``step`` frames, run the
+exported student (``gaittools.deploy``), and compare with a gallery. No optical flow is computed
+or imported anywhere on this path: that is the point of the student.
+
+Decisions (documented for users of ``gaittools enroll`` / ``identify``):
+
+- Clips: T = the bundle's clip length (25), step = the bundle's step (5), taken inside runs of
+  consecutive frames that hold the person (a frame whose crop window is finite), like training.
+- Per-video signature: the mean of the clip signatures (each L2-normalised by the model),
+  renormalised to unit length. Averaging unit vectors is the usual way to pool a sequence; it
+  weights every clip equally.
+- Distance: Euclidean distance between unit signatures, in [0, 2] (= sqrt(2 - 2 cos)); the
+  same metric as the k-NN evaluation on L2-normalised signatures.
+- Unknown: the nearest gallery entry farther than the threshold answers ``"unknown"``.
+  Default threshold ``DEFAULT_THRESHOLD`` = 0.8 (cosine similarity 0.68): a conservative value
+  that is NOT calibrated on real data; calibrate it on a labelled validation set for your model
+  and pass ``--threshold`` (or store it in the gallery at enrolment).
+- A video in which nobody is found answers status ``"no person"``; a video whose longest run
+  of person frames is shorter than one clip answers ``"too short"`` (we do not loop or pad:
+  less than one clip of walking is less than one gait cycle at 25 fps, and a made-up clip would
+  give a confident-looking but meaningless signature). Neither is an error or a crash.
+
+Gallery file (``.npz``, written atomically): ``ids`` (N,) str, ``signatures`` (N, d) float32
+unit rows, ``sources`` (N,) str (the enrolled videos), ``meta`` a JSON string
+(``gallery_format`` "gaitcopy-gallery", ``gallery_version`` 1, ``weights_fingerprint``,
+``model`` name, ``dim``, ``clip`` {length, step, crop_size, crop_mode}, ``threshold`` or null,
+``created``). Searching with a model whose weights fingerprint differs is refused: signatures
+of two models live in different spaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gaittools.deploy import SignatureModel
+
+DEFAULT_THRESHOLD = 0.8
+GALLERY_FORMAT = "gaitcopy-gallery"
+GALLERY_VERSION = 1
+
+STATUS_OK = "ok"
+STATUS_IDENTIFIED = "identified"
+STATUS_UNKNOWN = "unknown"
+STATUS_NO_PERSON = "no person"
+STATUS_TOO_SHORT = "too short"
+STATUS_ERROR = "error"
+
+
+class GalleryError(ValueError):
+    """A gallery that cannot be used (unreadable, or made with another model)."""
+
+
+# ---------------------------------------------------------------------------- clips
+def clip_starts(valid: np.ndarray, clip_len: int, step: int) -> list[int]:
+    """Starts of clips of ``clip_len`` frames, every ``step`` frames inside each valid run.
+
+    Unlike training's index this needs only ``clip_len`` valid frames (no flow clip to align).
+    """
+    starts: list[int] = []
+    n = len(valid)
+    t = 0
+    while t < n:
+        if not valid[t]:
+            t += 1
+            continue
+        end = t
+        while end < n and valid[end]:
+            end += 1
+        starts.extend(range(t, end - clip_len + 1, step))
+        t = end
+    return starts
+
+
+def longest_run(valid: np.ndarray) -> int:
+    best = run = 0
+    for v in valid:
+        run = run + 1 if v else 0
+        best = max(best, run)
+    return best
+
+
+@dataclass
+class SequenceSignature:
+    """A video's pooled signature and the facts behind it."""
+
+    status: str  # STATUS_OK, STATUS_NO_PERSON, STATUS_TOO_SHORT
+    signature: np.ndarray | None
+    frames: int
+    person_frames: int
+    clips: int
+    message: str = ""
+
+
+def valid_frames(windows: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    """Frames that hold a person: finite crop window (and a non-empty crop)."""
+    ok = np.isfinite(np.asarray(windows, dtype=np.float64)).all(axis=1)
+    return ok & gray.reshape(len(gray), -1).any(axis=1)
+
+
+def pooled_signature(clip_signatures: np.ndarray) -> np.ndarray:
+    """Mean of unit clip signatures, renormalised (see the module docstring)."""
+    mean = clip_signatures.astype(np.float64).mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+
+def signature_of_crops(model: SignatureModel, gray: np.ndarray, windows: np.ndarray) -> SequenceSignature:
+    """Pool the student's signatures over every clip of one sequence's crops."""
+    valid = valid_frames(windows, gray)
+    n_person = int(valid.sum())
+    if n_person == 0:
+        return SequenceSignature(STATUS_NO_PERSON, None, len(gray), 0, 0, "nobody was found in any frame")
+    starts = clip_starts(valid, model.clip_len, model.clip_step)
+    if not starts:
+        run = longest_run(valid)
+        return SequenceSignature(
+            STATUS_TOO_SHORT, None, len(gray), n_person, 0,
+            f"the longest run of frames with the person is {run}; one clip needs {model.clip_len}",
+        )
+    clips = np.stack([gray[s:s + model.clip_len] for s in starts])
+    signatures = model(clips)
+    return SequenceSignature(STATUS_OK, pooled_signature(signatures), len(gray), n_person, len(starts))
+
+
+def crops_of_video(path: str | os.PathLike[str], model: SignatureModel,
+                   background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a video (or frame folder) and crop the person as the model's training data was."""
+    from gaittools.extract import localise_and_crop
+    from gaittools.video import DEFAULT_WORKING_HEIGHT, decode
+
+    bundle = model.bundle
+    decoded = decode(path, working_height=bundle.working_height or DEFAULT_WORKING_HEIGHT)
+    _, windows, gray, _ = localise_and_crop(decoded.frames, background=background,
+                                            mode=bundle.crop_mode, size=bundle.crop_size)
+    return np.asarray(gray), np.asarray(windows)
+
+
+def signature_of_video(path: str | os.PathLike[str], model: SignatureModel,
+                       background: np.ndarray | None = None) -> SequenceSignature:
+    gray, windows = crops_of_video(path, model, background)
+    return signature_of_crops(model, gray, windows)
+
+
+# ---------------------------------------------------------------------------- gallery
+@dataclass
+class Gallery:
+    """Enrolled identities: one unit signature per enrolled video."""
+
+    ids: list[str]
+    signatures: np.ndarray  # (N, d) float32
+    sources: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def empty_for(cls, model: SignatureModel, threshold: float | None = None) -> Gallery:
+        bundle = model.bundle
+        meta = {
+            "gallery_format": GALLERY_FORMAT,
+            "gallery_version": GALLERY_VERSION,
+            "weights_fingerprint": model.fingerprint,
+            "model": bundle.meta.get("model", {}).get("name"),
+            "dim": model.dim,
+            "clip": {k: bundle.meta["clip"].get(k) for k in ("length", "step", "crop_size", "crop_mode")},
+            "threshold": threshold,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        return cls([], np.zeros((0, model.dim), np.float32), [], meta)
+
+    def add(self, identity: str, signature: np.ndarray, source: str) -> None:
+        self.ids.append(str(identity))
+        self.sources.append(str(source))
+        self.signatures = np.concatenate([self.signatures, signature[None].astype(np.float32)])
+
+    def check_model(self, model: SignatureModel, path: str | os.PathLike[str] = "<gallery>") -> None:
+        """Refuse a model whose signatures are not comparable with the enrolled ones."""
+        theirs = self.meta.get("weights_fingerprint")
+        if theirs != model.fingerprint:
+            raise GalleryError(
+                f"{path}: gallery was enrolled with model {self.meta.get('model')!r} "
+                f"(weights {str(theirs)[:12]}), but {model.bundle.root} has weights "
+                f"{model.fingerprint[:12]}; signatures of different models are not comparable: "
+                "enrol again with this model"
+            )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez(tmp, ids=np.array(self.ids, dtype=str), signatures=self.signatures.astype(np.float32),
+                 sources=np.array(self.sources, dtype=str), meta=np.array(json.dumps(self.meta)))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Gallery:
+        path = Path(path)
+        if not path.is_file():
+            raise GalleryError(f"{path}: no such gallery file")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                gallery = cls([str(i) for i in data["ids"]], np.asarray(data["signatures"], np.float32),
+                              [str(s) for s in data["sources"]], meta)
+        except (OSError, ValueError, KeyError) as exc:
+            raise GalleryError(f"{path}: not a readable gallery ({exc})") from exc
+        if meta.get("gallery_format") != GALLERY_FORMAT:
+            raise GalleryError(f"{path}: not a GaitCopy gallery (format {meta.get('gallery_format')!r})")
+        if gallery.signatures.shape != (len(gallery.ids), int(meta["dim"])):
+            raise GalleryError(f"{path}: signatures {gallery.signatures.shape} do not match "
+                               f"{len(gallery.ids)} ids of dim {meta['dim']}")
+        return gallery
+
+
+# ---------------------------------------------------------------------------- matching
+@dataclass
+class Answer:
+    """What ``identify`` says about one video."""
+
+    video: str
+    status: str  # identified | unknown | no person | too short | error
+    identity: str | None = None  # the enrolled id, "unknown", or None when no signature
+    distance: float | None = None  # to the nearest gallery entry
+    nearest: str | None = None
+    threshold: float | None = None
+    clips: int = 0
+    frames: int = 0
+    person_frames: int = 0
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def match(signature: np.ndarray, gallery: Gallery, threshold: float) -> tuple[str, float, str]:
+    """(answer, distance, nearest id): nearest enrolled video by Euclidean distance on unit vectors."""
+    if not gallery.ids:
+        raise GalleryError("the gallery is empty: enrol someone first")
+    distances = np.linalg.norm(gallery.signatures - signature[None], axis=1)
+    best = int(np.argmin(distances))
+    nearest = gallery.ids[best]
+    distance = float(distances[best])
+    return (nearest if distance <= threshold else STATUS_UNKNOWN), distance, nearest
+
+
+def answer_for(video: str, seq: SequenceSignature, gallery: Gallery, threshold: float) -> Answer:
+    answer = Answer(video, seq.status, threshold=threshold, clips=seq.clips, frames=seq.frames,
+                    person_frames=seq.person_frames, message=seq.message)
+    if seq.status != STATUS_OK or seq.signature is None:
+        return answer
+    identity, distance, nearest = match(seq.signature, gallery, threshold)
+    answer.identity, answer.distance, answer.nearest = identity, distance, nearest
+    answer.status = STATUS_UNKNOWN if identity == STATUS_UNKNOWN else STATUS_IDENTIFIED
+    return answer
+
+
+def resolve_threshold(threshold: float | None, gallery: Gallery, model: SignatureModel) -> float:
+    """--threshold, else the gallery's, else the bundle's, else ``DEFAULT_THRESHOLD``."""
+    for value in (threshold, gallery.meta.get("threshold"), model.bundle.meta.get("threshold")):
+        if value is not None:
+            return float(value)
+    return DEFAULT_THRESHOLD

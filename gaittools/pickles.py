@@ -1,0 +1,90 @@
+"""Loading OpenGait silhouette pickles without letting a pickle run code.
+
+A pickle names the functions that rebuild its objects, and ``pickle.load`` calls them: a file
+from the internet can name ``os.system``. ``load_array`` uses an unpickler whose
+``find_class`` admits only what numpy needs to rebuild an ndarray (its reconstructor, the
+ndarray and dtype classes, and the buffer helper of protocol 5), in both the numpy 1 and
+numpy 2 module spellings; anything else is refused with ``UnsafePickle`` naming the file and
+the global it asked for. The result must be a numpy array.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: (module, name) pairs a numpy-array pickle may reference, and nothing else.
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+) | frozenset(
+    (module, name)
+    for module in ("numpy.core.numeric", "numpy._core.numeric")
+    for name in ("_frombuffer",)
+) | frozenset({("numpy", "ndarray"), ("numpy", "dtype"),
+             # protocol 2 stores array bytes as latin-1 text re-encoded by this pure function
+             ("_codecs", "encode")})
+
+
+class UnsafePickle(pickle.UnpicklingError):
+    """A pickle that asks for something other than numpy arrays."""
+
+
+class PickleError(ValueError):
+    """A pickle that is unreadable or holds something other than what was expected."""
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BufferedIOBase, source: str):
+        super().__init__(file)
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickle(f"{self.source}: refused: the pickle asks for {module}.{name}, "
+                           f"only numpy arrays are admitted")
+
+
+def loads_array(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Unpickle bytes that must hold one numpy array."""
+    try:
+        obj = _ArrayUnpickler(io.BytesIO(data), source).load()
+    except UnsafePickle:
+        raise
+    except Exception as exc:  # truncated, not a pickle, bad protocol...
+        raise PickleError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, np.ndarray):
+        raise PickleError(f"{source}: holds a {type(obj).__name__}, not a numpy array")
+    return obj
+
+
+def load_array(path: str | os.PathLike[str]) -> np.ndarray:
+    """Load a pickle file that must hold one numpy array (refusing anything else)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PickleError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise PickleError(f"{path}: empty file (0 bytes)")
+    return loads_array(path.read_bytes(), str(path))
+
+
+def load_silhouettes(path: str | os.PathLike[str]) -> np.ndarray:
+    """An OpenGait pickle: uint8 (T, h, w) silhouettes with at least one frame."""
+    arr = load_array(path)
+    if arr.ndim != 3:
+        raise PickleError(f"{path}: expected silhouettes (T, h, w), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise PickleError(f"{path}: no frames (shape {arr.shape})")
+    if arr.dtype != np.uint8:
+        if arr.dtype == bool or (np.issubdtype(arr.dtype, np.number) and arr.min() >= 0 and arr.max() <= 255):
+            arr = arr.astype(np.uint8) * (255 if arr.dtype == bool else 1)
+        else:
+            raise PickleError(f"{path}: expected uint8 silhouettes, got {arr.dtype}")
+    return np.ascontiguousarray(arr)

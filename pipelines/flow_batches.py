@@ -1,0 +1,480 @@
+"""Batched torch TV-L1 over a store: many sequences' frame pairs per batch, one engine per device.
+
+Why batching across sequences: one pair of 320x240 frames is far too little work for a GPU, and a
+sequence has only ~100 pairs; filling a batch from many sequences is what keeps the device busy.
+Why threads around the device loop: reading (Zarr decompression), stacking pairs into batches
+and writing results are CPU work; done in reader, batcher and writer threads, they overlap with
+the TV-L1 kernels instead of leaving the GPU waiting between batches.
+
+Pipeline of one engine::
+
+    next_seq() -> reader threads -> ready sequences -> batcher thread -> batches (2 ahead)
+        -> device loop: upload, tvl1, crop on the device, download crops
+        -> per-sequence buffers -> writer threads: NaN/Inf check, float16, Store.add_arrays
+
+Several devices: one process per device (spawned), all pulling sequences from one queue, so a
+slow device simply takes fewer. Memory: the batch size comes from the device's free memory and
+a measured per-pixel cost; an out-of-memory batch is split in halves and the cap halved.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gaittools.store import Store
+from pipelines.compute_flow import SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
+
+#: Largest batch ever formed (pairs); beyond it a batch only costs host memory.
+MAX_BATCH = 8192
+#: Fraction of the device's free memory a batch may plan to use.
+MEMORY_FRACTION = 0.7
+#: Pixels per batch on CPU (where memory is not the limit, cache and latency are).
+CPU_PIXELS_PER_BATCH = 4_000_000
+BACKEND = "torch-tvl1"
+
+Report = Callable[[SeqResult], None]
+
+
+@dataclass
+class EngineStats:
+    """What the device loop did: the numbers behind a speed or GPU-utilisation claim."""
+
+    device: str
+    pairs: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    oom_halvings: int = 0
+    kernel_seconds: float = 0.0  # inside TV-L1 + crop on the device (CUDA events on GPUs)
+    wall_seconds: float = 0.0
+
+    @property
+    def busy_fraction(self) -> float:
+        return self.kernel_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def merge(self, other: EngineStats) -> EngineStats:
+        return EngineStats(
+            f"{self.device},{other.device}", self.pairs + other.pairs, self.batches + other.batches,
+            max(self.largest_batch, other.largest_batch), self.oom_halvings + other.oom_halvings,
+            self.kernel_seconds + other.kernel_seconds, max(self.wall_seconds, other.wall_seconds),
+        )
+
+    def format(self) -> str:
+        rate = self.pairs / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        return (
+            f"[compute-flow] torch TV-L1 on {self.device}: {self.pairs} pairs in {self.batches} batches "
+            f"(largest {self.largest_batch}), {rate:.1f} pairs/s, TV-L1 busy {self.busy_fraction:.0%} of "
+            f"{self.wall_seconds:.1f} s, {self.oom_halvings} out-of-memory halvings"
+        )
+
+
+@dataclass
+class _SeqState:
+    """A sequence whose pairs are being computed; written once every pair has come back."""
+
+    inp: SequenceInput
+    out: np.ndarray  # (T-1, 2, S, S) float32
+    valid: np.ndarray  # (T-1,) bool
+    remaining: int
+    seconds: float = 0.0
+    failed: bool = False
+
+
+@dataclass
+class _Batch:
+    """Pairs of one shape, stacked for upload, and where each result goes."""
+
+    kind: str  # "frames" (crop with windows) or "gray"
+    crop_size: int
+    i0: Any  # (B, H, W) uint8 (torch, pinned on CUDA)
+    i1: Any
+    windows: np.ndarray | None  # (B, 4)
+    owners: list[tuple[_SeqState, int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def halves(self) -> tuple[_Batch, _Batch]:
+        m = len(self) // 2
+        w = self.windows
+        return (
+            _Batch(self.kind, self.crop_size, self.i0[:m], self.i1[:m], None if w is None else w[:m], self.owners[:m]),
+            _Batch(self.kind, self.crop_size, self.i0[m:], self.i1[m:], None if w is None else w[m:], self.owners[m:]),
+        )
+
+
+class _PairBudget:
+    """Bounds the pairs read but not yet computed, so read-ahead cannot fill host memory."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+_END = object()
+
+
+class BatchedFlow:
+    """One device's engine: reads, batches, computes, crops and writes sequences."""
+
+    def __init__(
+        self, store_path: str, device: str, params: dict, batch_size: int | None = None, readers: int = 4,
+        writers: int = 2,
+    ):
+        import torch
+
+        from gaittools.flow import TVL1Params
+
+        self.store = Store(store_path)
+        self.device = torch.device(device)
+        self.params = TVL1Params(**params)
+        self.fixed_batch = batch_size
+        self.readers, self.writers = max(1, readers), max(1, writers)
+        self.stats = EngineStats(str(self.device))
+        self._caps: dict[tuple[int, int], int] = {}
+        self._bytes_per_pixel: float | None = None
+        self._lock = threading.Lock()
+        self._oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+    # ------------------------------------------------------------------ batch size
+    def batch_cap(self, height: int, width: int) -> int:
+        """Pairs per batch at this frame size: --batch-size, or what free memory allows."""
+        with self._lock:
+            key = (height, width)
+            if key not in self._caps:
+                self._caps[key] = self.fixed_batch or self._auto_batch(height, width)
+            return self._caps[key]
+
+    def _auto_batch(self, height: int, width: int) -> int:
+        import torch
+
+        if self.device.type != "cuda":
+            return int(np.clip(CPU_PIXELS_PER_BATCH // (height * width), 1, MAX_BATCH))
+        if self._bytes_per_pixel is None:
+            self._bytes_per_pixel = self._measure_bytes_per_pixel()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        per_pair = self._bytes_per_pixel * height * width
+        return int(np.clip(MEMORY_FRACTION * free // per_pair, 1, MAX_BATCH))
+
+    def _measure_bytes_per_pixel(self, n: int = 4, size: tuple[int, int] = (120, 160)) -> float:
+        """Peak device memory of a small TV-L1 batch per pair-pixel (pyramid, duals, warps...)."""
+        import torch
+
+        from gaittools.flow import tvl1
+
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        i0 = torch.randint(0, 256, (n, *size), generator=gen).float().to(self.device)
+        i1 = torch.roll(i0, 1, dims=2)
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        tvl1(i0, i1, self.params)
+        torch.cuda.synchronize(self.device)
+        peak = torch.cuda.max_memory_allocated(self.device) - base
+        del i0, i1
+        torch.cuda.empty_cache()
+        return 1.25 * max(peak, 1) / (n * size[0] * size[1])  # margin for allocator fragmentation
+
+    # ------------------------------------------------------------------ run
+    def run(self, next_seq: Callable[[], SeqPlan | None], report: Report) -> EngineStats:
+        """Compute every sequence ``next_seq`` hands out (until it returns None); report each."""
+        start = time.perf_counter()
+        ready: queue.Queue = queue.Queue()
+        batches: queue.Queue = queue.Queue(maxsize=2)
+        budget = _PairBudget(limit=4 * self._budget_pairs())
+        report_lock = threading.Lock()
+
+        def safe_report(result: SeqResult) -> None:
+            with report_lock:
+                report(result)
+
+        readers = [threading.Thread(target=self._reader, args=(next_seq, ready, budget, safe_report), daemon=True)
+                   for _ in range(self.readers)]
+        for t in readers:
+            t.start()
+        closer = threading.Thread(target=lambda: ([t.join() for t in readers], ready.put(_END)), daemon=True)
+        closer.start()
+        batcher = threading.Thread(target=self._batcher, args=(ready, batches, budget), daemon=True)
+        batcher.start()
+        with ThreadPoolExecutor(self.writers, thread_name_prefix="flow-writer") as writer:
+            self._device_loop(batches, writer, budget, safe_report)
+        batcher.join()
+        self.stats.wall_seconds = time.perf_counter() - start
+        return self.stats
+
+    def _budget_pairs(self) -> int:
+        return self.fixed_batch or (MAX_BATCH if self.device.type == "cuda" else 1024)
+
+    # ------------------------------------------------------------------ threads
+    def _reader(self, next_seq: Callable[[], SeqPlan | None], ready: queue.Queue, budget: _PairBudget,
+                report: Report) -> None:
+        while (item := next_seq()) is not None:
+            budget.acquire(item.n_pairs)
+            try:
+                inp = read_input(self.store, item.seq_id)
+            except Exception as exc:  # one unreadable sequence must not stop the others
+                budget.release(item.n_pairs)
+                report(record_failure(self.store, item.seq_id, exc))
+                continue
+            if inp.n_pairs != item.n_pairs:  # planned from metadata; the data decides
+                budget.release(item.n_pairs)
+                budget.acquire(inp.n_pairs)
+            ready.put(inp)
+
+    def _batcher(self, ready: queue.Queue, batches: queue.Queue, budget: _PairBudget) -> None:
+        """Group pairs by (kind, H, W, S); emit a batch when a group fills, the rest at the end."""
+        groups: dict[tuple, deque] = {}
+        try:
+            while True:
+                try:
+                    inp = ready.get(timeout=0.5)
+                except queue.Empty:  # reading is slow or the read-ahead budget is full: go anyway
+                    key = max(groups, key=lambda k: len(groups[k]), default=None)
+                    if key is not None and groups[key]:
+                        batches.put(("batch", self._stack(key, groups[key], self.batch_cap(key[1], key[2]))))
+                    continue
+                if inp is _END:
+                    break
+                state = _SeqState(inp, np.zeros((inp.n_pairs, 2, inp.crop_size, inp.crop_size), np.float32),
+                                  np.ones(inp.n_pairs, bool), inp.n_pairs)
+                if inp.n_pairs == 0:
+                    batches.put(("empty", state))
+                    continue
+                key = (inp.source, *inp.images.shape[1:], inp.crop_size)
+                group = groups.setdefault(key, deque())
+                group.extend((state, t) for t in range(inp.n_pairs))
+                cap = self.batch_cap(*inp.images.shape[1:])
+                while len(group) >= cap:
+                    batches.put(("batch", self._stack(key, group, cap)))
+            for key, group in groups.items():
+                while group:
+                    batches.put(("batch", self._stack(key, group, self.batch_cap(key[1], key[2]))))
+        except BaseException as exc:  # never leave the device loop waiting forever
+            batches.put(("error", exc))
+        batches.put(("end", None))
+
+    def _stack(self, key: tuple, group: deque, cap: int) -> _Batch:
+        import torch
+
+        owners = [group.popleft() for _ in range(min(cap, len(group)))]
+        i0 = torch.from_numpy(np.stack([s.inp.images[t] for s, t in owners]))
+        i1 = torch.from_numpy(np.stack([s.inp.images[t + 1] for s, t in owners]))
+        if self.device.type == "cuda":
+            i0, i1 = i0.pin_memory(), i1.pin_memory()
+        windows = np.stack([s.inp.windows[t] for s, t in owners]) if key[0] == "frames" else None
+        return _Batch(key[0], key[3], i0, i1, windows, owners)
+
+    def _device_loop(self, batches: queue.Queue, writer: ThreadPoolExecutor, budget: _PairBudget,
+                     report: Report) -> None:
+        while True:
+            kind, payload = batches.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise RuntimeError(f"batching failed: {payload!r}") from payload
+            if kind == "empty":
+                writer.submit(self._write, payload, budget, report)
+                continue
+            self._run_batch(payload, writer, budget, report)
+
+    def _run_batch(self, batch: _Batch, writer: ThreadPoolExecutor, budget: _PairBudget, report: Report) -> None:
+        live = [(s, t) for s, t in batch.owners if not s.failed]
+        if not live:
+            return
+        try:
+            crops, valid, seconds = self._compute(batch)
+        except Exception as exc:  # not memory: give up on this batch's sequences only
+            for state in {id(s): s for s, _ in batch.owners}.values():
+                if not state.failed:
+                    state.failed = True
+                    budget.release(state.inp.n_pairs)
+                    report(record_failure(self.store, state.inp.seq_id, exc))
+            return
+        self.stats.pairs += len(batch)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.kernel_seconds += seconds
+        for i, (state, t) in enumerate(batch.owners):
+            if state.failed:
+                continue
+            state.out[t] = crops[i]
+            state.valid[t] = valid[i]
+            state.seconds += seconds / len(batch)
+            state.remaining -= 1
+            if state.remaining == 0:
+                writer.submit(self._write, state, budget, report)
+
+    def _compute(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray, float]:
+        """Flow + crop of one batch; on out-of-memory, halve the cap and do it in two halves."""
+        try:
+            return self._flow_and_crop(batch)
+        except self._oom:
+            self._free_memory()
+            if len(batch) == 1:
+                raise
+            h, w = batch.i0.shape[1:]
+            with self._lock:
+                self._caps[(h, w)] = max(1, min(self._caps.get((h, w), len(batch)), len(batch)) // 2)
+            self.stats.oom_halvings += 1
+            first, second = batch.halves()
+            c0, v0, s0 = self._compute(first)
+            c1, v1, s1 = self._compute(second)
+            return np.concatenate([c0, c1]), np.concatenate([v0, v1]), s0 + s1
+
+    def _flow_and_crop(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray, float]:
+        import torch
+
+        from gaittools.flow import tvl1
+        from gaittools.flow_crop import crop_flow_torch
+
+        i0 = batch.i0.to(self.device, non_blocking=True).float()
+        i1 = batch.i1.to(self.device, non_blocking=True).float()
+        timer = _Timer(self.device)
+        flow = tvl1(i0, i1, self.params)
+        if batch.kind == "frames":
+            flow, valid = crop_flow_torch(flow, batch.windows, batch.crop_size)
+        else:
+            valid = np.ones(len(batch), bool)
+        crops = flow.float().cpu().numpy()
+        return crops, valid, timer.stop()
+
+    def _free_memory(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _write(self, state: _SeqState, budget: _PairBudget, report: Report) -> None:
+        try:
+            valid = state.valid if state.inp.source == "frames" else None
+            write_flow(self.store, state.inp, state.out, valid, backend=BACKEND, params=self.params.as_dict(),
+                       device=str(self.device), seconds=state.seconds)
+            report(SeqResult(state.inp.seq_id, True, state.inp.n_pairs, seconds=state.seconds))
+        except Exception as exc:
+            report(record_failure(self.store, state.inp.seq_id, exc))
+        finally:
+            budget.release(state.inp.n_pairs)
+
+
+class _Timer:
+    """Device time of the work queued between start and stop (CUDA events; wall time on CPU)."""
+
+    def __init__(self, device: Any):
+        import torch
+
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.start_event = torch.cuda.Event(enable_timing=True)
+            self.end_event = torch.cuda.Event(enable_timing=True)
+            self.start_event.record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            self.end_event.record()
+            self.end_event.synchronize()
+            return self.start_event.elapsed_time(self.end_event) / 1000.0
+        return time.perf_counter() - self.t0
+
+
+# ---------------------------------------------------------------------------- devices
+def expand_devices(device: str | list[str]) -> list[str]:
+    """``"cuda"`` -> every visible GPU; anything else as given (a list runs one engine each)."""
+    if isinstance(device, list):
+        return device
+    if device == "cuda":
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cuda"]
+    return [device]
+
+
+def run_torch(
+    store_path: str, todo: list[SeqPlan], device: str | list[str], params: dict, batch_size: int | None,
+    readers: int, report: Report,
+) -> EngineStats:
+    """Run the batched engine on one device in this process, or one process per device."""
+    devices = expand_devices(device)
+    if len(devices) == 1:
+        seqs: queue.Queue = queue.Queue()
+        for item in todo:
+            seqs.put(item)
+        for _ in range(max(1, readers)):
+            seqs.put(None)
+        return BatchedFlow(store_path, devices[0], params, batch_size, readers).run(seqs.get, report)
+    return _run_processes(store_path, todo, devices, params, batch_size, readers, report)
+
+
+def _run_processes(
+    store_path: str, todo: list[SeqPlan], devices: list[str], params: dict, batch_size: int | None,
+    readers: int, report: Report,
+) -> EngineStats:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+    seqs, results = ctx.Queue(), ctx.Queue()
+    for item in todo:
+        seqs.put(item)
+    for _ in range(len(devices) * max(1, readers)):
+        seqs.put(None)
+    procs = [ctx.Process(target=_device_worker, args=(store_path, d, params, batch_size, readers, seqs, results),
+                         daemon=True) for d in devices]
+    for p in procs:
+        p.start()
+    reported: set[str] = set()
+    total = EngineStats("")
+    finished = 0
+    while finished < len(procs):
+        try:
+            kind, payload = results.get(timeout=1.0)
+        except queue.Empty:
+            if all(not p.is_alive() for p in procs) and results.empty():
+                break  # a worker died without saying so
+            continue
+        if kind == "result":
+            reported.add(payload.seq_id)
+            report(payload)
+        else:
+            finished += 1
+            total = payload if not total.device else total.merge(payload)
+    for p in procs:
+        p.join(timeout=10)
+    store = Store(store_path)
+    dead = ", ".join(f"{d} (exit {p.exitcode})" for d, p in zip(devices, procs) if p.exitcode)
+    for item in todo:  # sequences a crashed worker took with it
+        if item.seq_id not in reported:
+            report(record_failure(store, item.seq_id, RuntimeError(f"device worker died: {dead or 'unknown'}")))
+    return total
+
+
+def _device_worker(store_path: str, device: str, params: dict, batch_size: int | None, readers: int,
+                   seqs: Any, results: Any) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    try:
+        engine = BatchedFlow(store_path, device, params, batch_size, readers)
+        stats = engine.run(seqs.get, lambda r: results.put(("result", r)))
+    except BaseException as exc:  # still tell the parent this worker is done
+        stats = EngineStats(f"{device} (failed: {exc!r})")
+    results.put(("stats", stats))

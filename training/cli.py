@@ -1,0 +1,141 @@
+"""``train-copy``: train the flow master, the gray students that copy it, evaluate, export.
+
+Every training command takes ``--config`` (YAML, validated) and ``--set KEY=VALUE`` overrides
+(``--set train.steps=200``), writes a run directory and continues one with ``--resume``.
+Run under ``torchrun --nproc-per-node N -m training.cli ...`` for DDP: nothing else changes.
+``export`` comes from ``training.export`` and is listed only when that module is installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import click
+
+from training.config import Config, ConfigError, load_config
+
+#: Commands that live in other modules, loaded only when used: name -> "module:attr".
+LAZY_COMMANDS: dict[str, str] = {"export": "training.export:export"}
+
+
+class TrainCopyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [n for n, target in LAZY_COMMANDS.items() if _module_exists(target)]
+        return [*super().list_commands(ctx), *lazy]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        target = LAZY_COMMANDS[cmd_name]
+        if not _module_exists(target):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr, None)
+
+
+def _module_exists(target: str) -> bool:
+    try:
+        return importlib.util.find_spec(target.split(":")[0]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _config(path: str, overrides: tuple[str, ...]) -> Config:
+    try:
+        return load_config(path, overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+config_option = click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+                             help="YAML run configuration (see training/configs/).")
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a config value, e.g. --set train.steps=200 (repeatable).")
+resume_option = click.option("--resume", is_flag=True, help="Continue the run in OUT from its last checkpoint.")
+
+
+@click.group(cls=TrainCopyGroup)
+def main() -> None:
+    """GaitCopy training: flow master -> gray students that copy its signatures -> evaluation."""
+
+
+@main.command()
+@config_option
+@set_option
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+@resume_option
+def master(config_path: str, overrides: tuple[str, ...], out: str, resume: bool) -> None:
+    """Train the flow master, freeze it and store its signatures of every training clip."""
+    from training.tasks import train_master
+
+    train_master(_config(config_path, overrides), out, resume)
+
+
+@main.command()
+@config_option
+@set_option
+@click.option("--master", "master_run", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The finished master run whose signatures are copied (and whose clips are used).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--no-copy", is_flag=True, help="Baseline: identification losses only, no copying.")
+@resume_option
+def student(config_path: str, overrides: tuple[str, ...], master_run: str, out: str, no_copy: bool,
+            resume: bool) -> None:
+    """Train a gray student to copy the master (or, with --no-copy, the baseline)."""
+    from training.tasks import train_student
+
+    train_student(_config(config_path, overrides), out, master_run, no_copy, resume)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", "split_dir", required=True, type=click.Path(exists=True), help="build-split output DIR.")
+@click.option("--store", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Store to read (default: the run's).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")
+@click.option("--workers", default=None, type=int, help="DataLoader workers (default: the run's).")
+def evaluate(run: str, split_dir: str, store: str | None, device: str | None, workers: int | None) -> None:
+    """Rank-1 tables of a run on a split: printed, and CSV + heatmap PNGs in RUN/eval."""
+    from training.tasks import evaluate_run
+
+    evaluate_run(run, split_dir, store, device, workers)
+
+
+@main.command("run")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False))
+@set_option
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Directory of the runs (default: the config's run.out).")
+@resume_option
+@click.option("--skip-export", is_flag=True, help="Do not export the copy student.")
+def run_all(config_path: str, overrides: tuple[str, ...], out: str | None, resume: bool, skip_export: bool) -> None:
+    """Master, copy student, no-copy student, evaluation of all three (and export) in one go.
+
+    Writes OUT/master, OUT/student-copy, OUT/student-nocopy and OUT/summary.csv."""
+    from training.tasks import run_everything
+
+    cfg = _config(config_path, overrides)
+    out = out or cfg.run.out
+    if not out:
+        raise click.UsageError(f"{config_path}: give --out or run.out")
+    run_everything(cfg, Path(out), resume, export=not skip_export and _module_exists(LAZY_COMMANDS["export"]))
+
+
+@main.command("show-config")
+@click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(exists=True, dir_okay=False))
+@set_option
+def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Print a config with every default filled in (or the defaults, without CONFIG)."""
+    import yaml
+
+    from training.config import config_from_dict
+
+    cfg = _config(config_path, overrides) if config_path else config_from_dict({}, "<defaults>", overrides)
+    click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The clip index: which fixed-length clips every sequence of a split offers.
+
+A clip is ``(seq_id, start)`` with id ``"<seq_id>:<start>"``. The SAME ids name the gray
+clip and the flow clip, so a master's signature of a flow clip is the target of the student
+that sees the gray clip:
+
+- gray clip = ``gray[start : start + L]`` (L frames);
+- flow clip = ``flow[start : start + L]`` (L flow fields: frame start+i -> start+i+1).
+
+The flow clip needs frames ``start .. start + L`` (L + 1 frames), so a clip is valid when all
+L + 1 frames hold the person and ``start + L <= T - 1`` (flow has T - 1 fields). The rule
+is the same whether or not a store has flow yet, so the ids do not change when flow arrives.
+A frame holds the person when its crop window (or box) is finite; stores without windows or
+boxes (silhouettes imported from pickles) fall back to "gray not all zero". Per the store's
+contract these agree, and reading the small (T, 4) arrays is much cheaper than all of gray.
+
+Clips start every ``step`` frames inside each run of valid frames, counted from the run's
+start, so the index is a pure function of the store, the split and (L, step): stable.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gaittools.store import Store
+
+SPLIT_COLUMNS = ("seq_id", "subject", "condition", "seq_num", "view", "role", "probe_set")
+CLIP_COLUMNS = ("clip", "clip_id", "seq_id", "subject", "condition", "seq_num", "view", "role",
+                "probe_set", "start", "label")
+
+
+def read_split(split: str | os.PathLike[str]) -> pd.DataFrame:
+    """``DIR/split.parquet`` (or the parquet file itself), checked for the columns we use."""
+    path = Path(split)
+    if path.is_dir():
+        path = path / "split.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no split table (run `gaittools build-split`)")
+    df = pd.read_parquet(path)
+    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a split table (missing columns {missing})")
+    df = df.astype({"seq_id": str, "subject": str, "condition": str, "view": str, "role": str})
+    return df.reset_index(drop=True)
+
+
+def valid_frames(store: Store, seq_id: str) -> np.ndarray:
+    """Boolean (T,) mask of frames that hold the person."""
+    arrays = set(store.arrays_of(seq_id))
+    for name in ("windows", "boxes"):
+        if name in arrays:
+            return np.isfinite(store.read(seq_id, name)).all(axis=1)
+    if "gray" not in arrays:
+        raise ValueError(f"{store.path}: sequence {seq_id!r} has no gray crops (run extract-frames)")
+    gray = store.read(seq_id, "gray")
+    return gray.reshape(len(gray), -1).any(axis=1)
+
+
+def clip_starts(valid: np.ndarray, clip_len: int, step: int) -> list[int]:
+    """Starts of the clips inside each run of valid frames (see the module docstring)."""
+    n_frames = len(valid)
+    starts: list[int] = []
+    t = 0
+    while t < n_frames:
+        if not valid[t]:
+            t += 1
+            continue
+        run_end = t
+        while run_end < n_frames and valid[run_end]:
+            run_end += 1
+        # frames t .. run_end-1 are valid; a clip at s needs s .. s+L valid (so s+L <= T-1).
+        last_start = run_end - 1 - clip_len
+        starts.extend(range(t, last_start + 1, step))
+        t = run_end
+    return starts
+
+
+def build_clip_index(
+    store: Store,
+    split: pd.DataFrame,
+    clip_len: int,
+    step: int,
+    roles: tuple[str, ...] = ("train",),
+    labels: dict[str, int] | None = None,
+    threads: int = 8,
+) -> pd.DataFrame:
+    """One row per clip of the split's sequences in ``roles``; ``label`` = class of the subject.
+
+    ``labels`` maps subject -> class; by default the sorted subjects of the selected rows get
+    0..n-1 (training). Sequences in the split but absent from the store are skipped (the split's
+    ``missing.txt`` already lists them); sequences too short for one clip give no rows.
+    """
+    rows = split[split["role"].isin(roles)].sort_values("seq_id", kind="stable")
+    present = set(store.seq_ids())
+    rows = rows[rows["seq_id"].isin(present)]
+    if labels is None:
+        labels = {s: i for i, s in enumerate(sorted(rows["subject"].unique()))}
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        masks = list(pool.map(lambda s: valid_frames(store, s), rows["seq_id"]))
+    records = []
+    for rec, mask in zip(rows.itertuples(index=False), masks):
+        for start in clip_starts(mask, clip_len, step):
+            records.append(
+                (f"{rec.seq_id}:{start}", rec.seq_id, rec.subject, rec.condition, rec.seq_num, rec.view,
+                 rec.role, rec.probe_set, start, labels.get(rec.subject, -1))
+            )
+    df = pd.DataFrame.from_records(records, columns=list(CLIP_COLUMNS[1:]))
+    df.insert(0, "clip", np.arange(len(df), dtype=np.int64))
+    df["start"] = df["start"].astype(np.int64)
+    df["label"] = df["label"].astype(np.int64)
+    return df
+
+
+def save_clip_index(clips: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    clips.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def load_clip_index(path: str | os.PathLike[str]) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    missing = [c for c in CLIP_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a clip index (missing columns {missing})")
+    return df

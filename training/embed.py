@@ -1,0 +1,69 @@
+"""Clip embeddings of whole sequences: what signatures and evaluation are computed from.
+
+One pass over a clip table in order, no augmentation except an optional mirror (the flipped
+clips whose master signatures are the targets of flipped student inputs), in eval mode,
+without gradients. Reads through the same DataLoader as training, so Zarr decoding runs in
+parallel workers while the model computes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.data import AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader
+
+
+@dataclass
+class EmbedSettings:
+    """How the model was trained to see clips: the data path must feed it the same way."""
+
+    store: str
+    clip_len: int
+    input_size: int | None
+    flow_scale: float
+    batch_size: int = 64
+    workers: int = 0
+    amp: bool = True
+
+
+@torch.no_grad()
+def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: EmbedSettings,
+                device: torch.device, flip: bool = False, normalise: bool = True,
+                progress: str | None = None) -> torch.Tensor:
+    """(N, d) float32 CPU embeddings of the table's clips, in its row order."""
+    if clips.empty:
+        return torch.zeros(0, getattr(model, "embedding_dim", 0))
+    size = crop_size(settings.store, clips["seq_id"].iloc[0], modality)
+    input_size = settings.input_size or size
+    dataset = ZarrClips(settings.store, clips, modality, settings.clip_len)
+    sampler = SequentialBatches(len(clips), settings.batch_size)
+    loader = make_loader(dataset, sampler, settings.workers, pin_memory=device.type == "cuda", persistent=False)
+    was_training = model.training
+    model.eval()
+    out: list[torch.Tensor] = []
+    t0, done = time.perf_counter(), 0
+    for raw in loader:
+        raw = raw.to(device)
+        x = augment(raw.x, AugmentParams.identity(len(raw.clip), flip), input_size, settings.flow_scale)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and settings.amp):
+            emb = model(x)["embedding"].float()
+        out.append((F.normalize(emb, dim=1) if normalise else emb).cpu())
+        done += len(raw.clip)
+        if progress and (len(out) % 20 == 0 or done == len(clips)):
+            rate = done / max(1e-9, time.perf_counter() - t0)
+            print(f"{progress}: {done}/{len(clips)} clips, {rate:.0f} clips/s", flush=True)
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def settings_from(cfg: Any, workers: int | None = None) -> EmbedSettings:
+    """Embedding settings of a run's config (``training.config.Config``)."""
+    return EmbedSettings(cfg.data.store, cfg.data.clip_len, cfg.data.input_size, cfg.data.flow_scale,
+                         cfg.eval.batch_size, cfg.data.workers if workers is None else workers, cfg.train.amp)

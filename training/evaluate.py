@@ -1,0 +1,213 @@
+"""Protocol metrics on clip embeddings: rank-1 per condition, per view and per view pair.
+
+Input: one embedding per clip (N, d) and a DataFrame with one row per clip, aligned with
+the embeddings, with columns ``seq_id``, ``subject``, ``view``, ``role`` ("gallery" or
+"probe"; other roles are ignored) and ``probe_set`` (the probe condition, e.g. NM/BG/CL or
+N/B/S; ignored for gallery rows). A missing view (TUM-GAID) counts as one view, "none".
+
+Two decision rules, both reported (column ``method``):
+
+- ``sequence-mean``: each sequence's signature is the mean of its L2-normalised clip
+  embeddings, re-normalised; a probe takes the subject of the nearest gallery sequence.
+- ``clip-knn``: each probe clip takes the majority subject among its k (7) nearest gallery
+  clips; the probe video takes the majority of its clips' votes (the authors' rule). Ties:
+  a clip prefers the subject whose nearest neighbour ranks higher; a video prefers the
+  subject with more neighbour votes over all its clips, then the first subject.
+
+Distances are Euclidean between normalised vectors, so nearest = largest cosine.
+
+Gallery restrictions (column ``gallery_view``): every gallery view on its own, giving the
+probe view x gallery view matrix, and ``"all"`` (the whole gallery). CASIA-B's cross-view
+rank-1 averages each probe view's row with the identical view excluded, then averages the
+probe views per condition; same-view rank-1 is the diagonal; TUM-GAID's per-condition
+rank-1 is ``all_views_rank1`` (one view, no cross-view pairs). Accuracies are in percent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+METHODS: tuple[str, ...] = ("sequence-mean", "clip-knn")
+ALL_VIEWS = "all"
+NO_VIEW = "none"
+REQUIRED_COLUMNS: tuple[str, ...] = ("seq_id", "subject", "view", "role", "probe_set")
+
+
+@dataclass
+class Evaluation:
+    """Tidy result tables; ``matrix`` pivots ``pairs`` into the view x view table."""
+
+    summary: pd.DataFrame      # method, probe_set, cross_view_rank1, same_view_rank1, all_views_rank1, n_probes
+    per_view: pd.DataFrame     # method, probe_set, probe_view, cross_view_rank1, same_view_rank1
+    pairs: pd.DataFrame        # method, probe_set, probe_view, gallery_view, n_probes, rank1
+    predictions: pd.DataFrame  # method, gallery_view, seq_id, subject, probe_set, view, predicted, correct
+    k: int
+
+    def matrix(self, method: str, probe_set: str) -> pd.DataFrame:
+        """Rank-1 (%) with probe views as rows and gallery views as columns (diagonal = same view)."""
+        rows = self.pairs[(self.pairs.method == method) & (self.pairs.probe_set == probe_set)]
+        if rows.empty:
+            raise KeyError(f"no results for method {method!r}, probe set {probe_set!r}")
+        return rows.pivot(index="probe_view", columns="gallery_view", values="rank1")
+
+    def write_csv(self, out_dir: str | Path) -> list[Path]:
+        """Write the four tables as CSV files in ``out_dir``; returns their paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name in ("summary", "per_view", "pairs", "predictions"):
+            path = out / f"{name}.csv"
+            getattr(self, name).to_csv(path, index=False, float_format="%.3f")
+            paths.append(path)
+        return paths
+
+    def to_text(self) -> str:
+        """The summary and the cross-view rank-1 per probe view, as printable tables."""
+        table = self.per_view.pivot_table(index=["method", "probe_set"], columns="probe_view",
+                                          values="cross_view_rank1", dropna=False)
+        parts = [f"Rank-1 (%), clip-knn k={self.k}", self.summary.to_string(index=False,
+                                                                         float_format="%.2f")]
+        if table.notna().any().any():
+            table["mean"] = table.mean(axis=1)
+            parts += ["", "Cross-view rank-1 (%) per probe view (identical view excluded)",
+                      table.to_string(float_format="%.1f")]
+        return "\n".join(parts)
+
+
+def _check_inputs(embeddings: np.ndarray | torch.Tensor, clips: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in clips.columns]
+    if missing:
+        raise ValueError(f"clip table lacks columns {missing}; needs {list(REQUIRED_COLUMNS)}")
+    if embeddings.ndim != 2 or len(embeddings) != len(clips):
+        raise ValueError(f"embeddings of shape {tuple(embeddings.shape)} do not match "
+                         f"{len(clips)} clip rows (need (n_clips, d))")
+    for role in ("gallery", "probe"):
+        if not (clips.role == role).any():
+            raise ValueError(f"no {role} clips in the clip table")
+
+
+def _sequence_table(clips: pd.DataFrame) -> pd.DataFrame:
+    """One row per sequence; a sequence whose clips disagree on subject/view/role is an error."""
+    columns = ["subject", "view", "role", "probe_set"]
+    varying = clips.groupby("seq_id", sort=False)[columns[:3]].nunique(dropna=False)
+    bad = varying[(varying > 1).any(axis=1)]
+    if not bad.empty:
+        raise ValueError(f"clips of sequences {list(bad.index[:5])} disagree on subject/view/role")
+    return clips.groupby("seq_id", sort=False)[columns].first().reset_index()
+
+
+def _normalise(vectors: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(vectors.float(), dim=1)
+
+
+def _sequence_signatures(clip_vectors: torch.Tensor, clip_seq: torch.Tensor,
+                         n_sequences: int) -> torch.Tensor:
+    sums = torch.zeros(n_sequences, clip_vectors.shape[1], device=clip_vectors.device)
+    return _normalise(sums.index_add_(0, clip_seq, clip_vectors))
+
+
+def _knn_votes(probe: torch.Tensor, gallery: torch.Tensor, gallery_subject: torch.Tensor,
+               n_subjects: int, k: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per probe clip: its k-NN subject (clip vote) and the neighbour counts per subject."""
+    k = min(k, len(gallery))
+    rank_bonus = torch.arange(k, 0, -1, device=probe.device)  # k for the nearest, 1 for the k-th
+    votes, counts = [], []
+    for start in range(0, len(probe), chunk):
+        nearest = (probe[start:start + chunk] @ gallery.T).topk(k, dim=1).indices
+        subjects = gallery_subject[nearest]
+        count = torch.zeros(len(subjects), n_subjects, dtype=torch.long, device=probe.device)
+        count.scatter_add_(1, subjects, torch.ones_like(subjects))
+        first = torch.zeros_like(count).scatter_reduce_(
+            1, subjects, rank_bonus.expand_as(subjects), reduce="amax")
+        votes.append((count * (k + 1) + first).argmax(dim=1))
+        counts.append(count)
+    return torch.cat(votes), torch.cat(counts)
+
+
+def _video_vote(clip_vote: torch.Tensor, clip_counts: torch.Tensor, clip_seq: torch.Tensor,
+                n_sequences: int) -> torch.Tensor:
+    """Majority of clip votes per sequence; ties go to the subject with more neighbour votes."""
+    n_subjects = clip_counts.shape[1]
+    votes = torch.zeros(n_sequences, n_subjects, dtype=torch.long, device=clip_vote.device)
+    votes.index_put_((clip_seq, clip_vote), torch.ones_like(clip_vote), accumulate=True)
+    counts = torch.zeros_like(votes).index_add_(0, clip_seq, clip_counts)
+    scale = int(clip_counts.sum(dim=1).max()) * len(clip_seq) + 1
+    return (votes * scale + counts).argmax(dim=1)
+
+
+def evaluate(embeddings: np.ndarray | torch.Tensor, clips: pd.DataFrame, k: int = 7,
+             chunk: int = 4096) -> Evaluation:
+    """Rank-1 tables for both decision rules over every gallery restriction.
+
+    ``embeddings`` may be a numpy array or a tensor (on any device: the matching runs
+    there). ``chunk`` bounds the probe-clips x gallery-clips similarity block in memory."""
+    _check_inputs(embeddings, clips)
+    clips = clips.reset_index(drop=True).copy()
+    clips["view"] = clips["view"].astype("string").fillna(NO_VIEW).astype(str)
+    vectors = _normalise(torch.as_tensor(np.asarray(embeddings) if not torch.is_tensor(embeddings)
+                                         else embeddings))
+    device = vectors.device
+    sequences = _sequence_table(clips)
+    subject_codes, subjects = pd.factorize(sequences.subject.astype(str))
+    seq_index = pd.Series(np.arange(len(sequences)), index=sequences.seq_id)
+    clip_seq = torch.as_tensor(clips.seq_id.map(seq_index).to_numpy(dtype=np.int64), device=device)
+    seq_subject = torch.as_tensor(subject_codes, device=device)
+    signatures = _sequence_signatures(vectors, clip_seq, len(sequences))
+
+    probe_seq = np.flatnonzero(sequences.role.to_numpy() == "probe")
+    probe_clip = torch.as_tensor(np.flatnonzero(clips.role.to_numpy() == "probe"), device=device)
+    probe_clip_seq = torch.as_tensor(np.searchsorted(probe_seq, clip_seq[probe_clip].cpu().numpy()),
+                                     device=device)
+    is_gallery = sequences.role.to_numpy() == "gallery"
+    gallery_views = sorted(sequences.view[is_gallery].unique())
+    records = []
+    for gallery_view in [*gallery_views, ALL_VIEWS]:
+        chosen = is_gallery & ((sequences.view == gallery_view).to_numpy()
+                               | (gallery_view == ALL_VIEWS))
+        gallery_seq = torch.as_tensor(np.flatnonzero(chosen), device=device)
+        nearest = (signatures[probe_seq] @ signatures[gallery_seq].T).argmax(dim=1)
+        by_mean = seq_subject[gallery_seq][nearest]
+        gallery_clip = torch.as_tensor(np.flatnonzero(chosen[clip_seq.cpu().numpy()]),
+                                       device=device)
+        clip_vote, clip_counts = _knn_votes(vectors[probe_clip], vectors[gallery_clip],
+                                            seq_subject[clip_seq[gallery_clip]],
+                                            len(subjects), k, chunk)
+        by_knn = _video_vote(clip_vote, clip_counts, probe_clip_seq, len(probe_seq))
+        for method, predicted in zip(METHODS, (by_mean, by_knn)):
+            records.append(pd.DataFrame({
+                "method": method, "gallery_view": gallery_view,
+                "seq_id": sequences.seq_id.to_numpy()[probe_seq],
+                "subject": sequences.subject.astype(str).to_numpy()[probe_seq],
+                "probe_set": sequences.probe_set.to_numpy()[probe_seq],
+                "view": sequences.view.to_numpy()[probe_seq],
+                "predicted": subjects[predicted.cpu().numpy()]}))
+    predictions = pd.concat(records, ignore_index=True)
+    predictions["correct"] = predictions.predicted == predictions.subject
+    return _tables(predictions, k)
+
+
+def _tables(predictions: pd.DataFrame, k: int) -> Evaluation:
+    """Aggregate per-probe predictions into the pair, per-view and summary tables."""
+    keys = ["method", "probe_set"]
+    by_view = predictions[predictions.gallery_view != ALL_VIEWS].rename(columns={"view": "probe_view"})
+    pairs = (by_view.groupby([*keys, "probe_view", "gallery_view"], sort=True)["correct"]
+             .agg(n_probes="size", rank1="mean").reset_index())
+    pairs["rank1"] *= 100
+    same = pairs.probe_view == pairs.gallery_view
+    per_view = (pairs[~same].groupby([*keys, "probe_view"])["rank1"].mean()
+                .rename("cross_view_rank1").to_frame()
+                .join(pairs[same].set_index([*keys, "probe_view"])["rank1"]
+                      .rename("same_view_rank1"), how="outer").reset_index())
+    overall = predictions[predictions.gallery_view == ALL_VIEWS]
+    summary = (overall.groupby(keys)["correct"].agg(all_views_rank1="mean", n_probes="size")
+               .reset_index())
+    summary["all_views_rank1"] *= 100
+    view_means = per_view.groupby(keys)[["cross_view_rank1", "same_view_rank1"]].mean()
+    summary = summary.join(view_means, on=keys)[
+        [*keys, "cross_view_rank1", "same_view_rank1", "all_views_rank1", "n_probes"]]
+    return Evaluation(summary=summary, per_view=per_view, pairs=pairs,
+                      predictions=predictions, k=k)

@@ -1,0 +1,135 @@
+"""Losses for masters and students, matched to model outputs by name.
+
+- ``ce``: cross-entropy on ``outputs["logits"]`` against subject ``labels``.
+- ``triplet``: batch-all or batch-hard triplet loss on the L2-normalised
+  ``outputs["embedding"]`` (Euclidean distance, margin 0.2 by default).
+- ``smooth_l1`` / ``huber`` / ``mse``: copy losses between the student's L2-normalised
+  embedding and the master's signature for the same clip (``targets``, stored normalised and
+  re-normalised here, which changes nothing for unit vectors but guards against raw codes).
+
+Copy losses average over every element (batch x d), like Keras' losses the authors used, so
+their size does not depend on the batch but does shrink with d: for unit vectors the MSE is
+||s - t||^2 / d. ``smooth_l1`` with beta 0.5 equals ``huber`` with delta 0.5 divided by 0.5;
+both are offered because configs from either tradition name one or the other.
+
+``LossSet`` combines them: ``LossSet({"smooth_l1": 1.0, "triplet": 0.1}, margin=0.25)``;
+``total, parts = losses(outputs, labels=labels, targets=targets)``. ``parts`` holds each
+unweighted term (detached 0-d tensors, so logging does not force a GPU sync until it
+converts them) and ``"total"``.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+COPY_LOSSES: tuple[str, ...] = ("smooth_l1", "huber", "mse")
+LOSS_NAMES: tuple[str, ...] = ("ce", "triplet", *COPY_LOSSES)
+MINING: tuple[str, ...] = ("batch_all", "batch_hard")
+
+
+def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (B, B); clamped before the sqrt so the zero diagonal has a
+    finite (zero) gradient."""
+    norms = embeddings.square().sum(dim=1)
+    squared = norms[:, None] + norms[None, :] - 2 * embeddings @ embeddings.T
+    return squared.clamp_min(1e-12).sqrt()
+
+
+def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
+                 mining: str = "batch_all") -> torch.Tensor:
+    """Triplet loss on L2-normalised embeddings.
+
+    ``batch_all`` averages the hinge over the triplets that still violate the margin (the
+    average over all triplets would be diluted by the many easy ones as training
+    progresses); ``batch_hard`` uses each anchor's farthest positive and nearest negative.
+    A batch without any valid triplet gives 0 (still part of the graph)."""
+    if mining not in MINING:
+        raise ValueError(f"unknown triplet mining {mining!r}; known: {', '.join(MINING)}")
+    distances = pairwise_distances(F.normalize(embeddings, dim=1))
+    same = labels[:, None] == labels[None, :]
+    not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    positive = same & not_self
+    negative = ~same
+    if mining == "batch_hard":
+        hardest_positive = distances.masked_fill(~positive, float("-inf")).amax(dim=1)
+        hardest_negative = distances.masked_fill(~negative, float("inf")).amin(dim=1)
+        valid = positive.any(dim=1) & negative.any(dim=1)
+        hinge = F.relu(hardest_positive - hardest_negative + margin)
+        hinge = torch.where(valid, hinge, torch.zeros_like(hinge))
+        return hinge.sum() / valid.sum().clamp_min(1)
+    valid = positive[:, :, None] & negative[:, None, :]  # (anchor, positive, negative)
+    hinge = F.relu(distances[:, :, None] - distances[:, None, :] + margin) * valid
+    return hinge.sum() / (hinge > 0).sum().clamp_min(1)
+
+
+def copy_loss(embedding: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1",
+              delta: float = 0.5) -> torch.Tensor:
+    """Distance between the student's normalised embedding and the master's signature."""
+    student = F.normalize(embedding, dim=1)
+    master = F.normalize(target.to(student.dtype), dim=1)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(student, master, beta=delta)
+    if kind == "huber":
+        return F.huber_loss(student, master, delta=delta)
+    if kind == "mse":
+        return F.mse_loss(student, master)
+    raise ValueError(f"unknown copy loss {kind!r}; known: {', '.join(COPY_LOSSES)}")
+
+
+class LossSet(nn.Module):
+    """Weighted sum of named losses over a model's outputs.
+
+    ``weights`` maps loss names (``LOSS_NAMES``) to weights; a zero weight switches a loss
+    off without removing it from a config. ``needs_labels`` / ``needs_targets`` tell the
+    training loop what to pass."""
+
+    def __init__(self, weights: Mapping[str, float], margin: float = 0.2,
+                 mining: str = "batch_all", delta: float = 0.5) -> None:
+        super().__init__()
+        unknown = sorted(set(weights) - set(LOSS_NAMES))
+        if unknown:
+            raise ValueError(f"unknown loss names {unknown}; known: {', '.join(LOSS_NAMES)}")
+        if any(w < 0 for w in weights.values()):
+            raise ValueError(f"loss weights must be >= 0, got {dict(weights)}")
+        self.weights = {name: float(w) for name, w in weights.items() if w > 0}
+        if not self.weights:
+            raise ValueError(f"no loss has a positive weight in {dict(weights)}")
+        if mining not in MINING:
+            raise ValueError(f"unknown triplet mining {mining!r}; known: {', '.join(MINING)}")
+        self.margin, self.mining, self.delta = margin, mining, delta
+
+    @property
+    def needs_labels(self) -> bool:
+        return "ce" in self.weights or "triplet" in self.weights
+
+    @property
+    def needs_targets(self) -> bool:
+        return any(name in self.weights for name in COPY_LOSSES)
+
+    def term(self, name: str, outputs: Mapping[str, torch.Tensor],
+             labels: torch.Tensor | None, targets: torch.Tensor | None) -> torch.Tensor:
+        """One unweighted loss; a missing input is a clear error naming what is missing."""
+        if name in ("ce", "triplet") and labels is None:
+            raise ValueError(f"loss {name!r} needs labels")
+        if name in COPY_LOSSES and targets is None:
+            raise ValueError(f"copy loss {name!r} needs master targets")
+        if name == "ce":
+            if "logits" not in outputs:
+                raise ValueError("loss 'ce' needs a 'logits' output: build the model with "
+                                 "n_classes > 0")
+            return F.cross_entropy(outputs["logits"].float(), labels)
+        if name == "triplet":
+            return triplet_loss(outputs["embedding"].float(), labels, self.margin, self.mining)
+        return copy_loss(outputs["embedding"].float(), targets, name, self.delta)
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {name: self.term(name, outputs, labels, targets) for name in self.weights}
+        total = sum(self.weights[name] * value for name, value in parts.items())
+        logged = {name: value.detach() for name, value in parts.items()}
+        logged["total"] = total.detach()
+        return total, logged

@@ -1,0 +1,68 @@
+"""Model registry: every model maps (B, C, T, H, W) float clips to a dict of named outputs.
+
+Outputs: ``"embedding"`` (B, d), the raw code that consumers L2-normalise, always;
+``"logits"`` (B, n_classes) when built with ``n_classes > 0``. Losses pick outputs by name
+(``training.losses``). Every model exposes ``in_channels``, ``embedding_dim`` and
+``modality`` ("flow" for 2 channels, "gray" for 1), so the data path knows what to feed.
+
+    name              family   input        d (default)     params (n_classes=0)
+    master3d          3D-CNN   flow (2 ch)  1024            8,851,776
+    student3d-large   3D-CNN   gray (1 ch)  1024            8,846,976
+    student3d-medium  3D-CNN   gray (1 ch)  1024            4,316,352
+    student3d-small   3D-CNN   gray (1 ch)  1024            2,084,000
+    gaitset-flow      GaitSet  flow (2 ch)  62 x 128 = 7936 1,579,584
+    gaitset-gray      GaitSet  gray (1 ch)  62 x 128 = 7936 1,578,784
+
+Keyword arguments: all models take ``n_classes`` (default 0) and ``in_channels`` (to
+override the modality); 3D-CNNs take ``embedding_dim`` (1024 TUM-GAID, 2048 CASIA-B) and
+``dropout`` (0 master, 0.4 students); GaitSet takes ``strip_dim`` (128) or equivalently
+``embedding_dim`` = 62 * strip_dim. Layer tables are in ``c3d`` and ``gaitset``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from training.models.c3d import C3DNet, master3d, student3d
+from training.models.gaitset import N_STRIPS, GaitSet
+
+__all__ = ["MODEL_NAMES", "build_model", "count_parameters", "C3DNet", "GaitSet"]
+
+
+def _gaitset(default_channels: int) -> Callable[..., GaitSet]:
+    def build(in_channels: int = default_channels, strip_dim: int | None = None,
+              embedding_dim: int | None = None, n_classes: int = 0) -> GaitSet:
+        if embedding_dim is not None:
+            if embedding_dim % N_STRIPS or (strip_dim and strip_dim * N_STRIPS != embedding_dim):
+                raise ValueError(f"GaitSet embedding_dim must be {N_STRIPS} x strip_dim, "
+                                 f"got embedding_dim={embedding_dim}, strip_dim={strip_dim}")
+            strip_dim = embedding_dim // N_STRIPS
+        return GaitSet(in_channels, strip_dim or 128, n_classes)
+    return build
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "master3d": master3d,
+    "student3d-large": lambda **kw: student3d("large", **kw),
+    "student3d-medium": lambda **kw: student3d("medium", **kw),
+    "student3d-small": lambda **kw: student3d("small", **kw),
+    "gaitset-flow": _gaitset(2),
+    "gaitset-gray": _gaitset(1),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model; an unknown name or keyword is a clear error."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    try:
+        return _BUILDERS[name](**kwargs)
+    except TypeError as error:
+        raise ValueError(f"bad arguments for model {name!r}: {error}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

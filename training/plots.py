@@ -1,0 +1,92 @@
+"""PNG figures of evaluation results (matplotlib, Agg backend: no display needed).
+
+- ``plot_view_matrices``: one heatmap per probe condition, probe view rows x gallery view
+  columns, rank-1 in each cell; the diagonal (same view, excluded from cross-view
+  rank-1) is outlined.
+- ``plot_rank1_by_condition``: bars of rank-1 per condition for every method, cross-view
+  where the dataset has several views, whole-gallery otherwise (TUM-GAID).
+- ``save_evaluation_plots``: both, written into a directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+
+from training.evaluate import Evaluation  # noqa: E402
+
+
+def plot_view_matrices(evaluation: Evaluation, method: str, path: str | Path) -> Path:
+    """Heatmaps of the probe view x gallery view rank-1 for each probe condition."""
+    probe_sets = sorted(evaluation.pairs.loc[evaluation.pairs.method == method, "probe_set"]
+                        .unique())
+    if not probe_sets:
+        raise ValueError(f"no view-pair results for method {method!r}")
+    fig, axes = plt.subplots(1, len(probe_sets), figsize=(5.2 * len(probe_sets), 4.6),
+                             squeeze=False)
+    for ax, probe_set in zip(axes[0], probe_sets):
+        matrix = evaluation.matrix(method, probe_set)
+        image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis")
+        ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=90)
+        ax.set_yticks(range(matrix.shape[0]), matrix.index)
+        ax.set_xlabel("gallery view")
+        ax.set_ylabel("probe view")
+        row = evaluation.summary[(evaluation.summary.method == method)
+                                 & (evaluation.summary.probe_set == probe_set)]
+        cross = row.cross_view_rank1.iloc[0] if len(row) else np.nan
+        ax.set_title(f"{probe_set}: cross-view rank-1 {cross:.1f}%")
+        for i, probe_view in enumerate(matrix.index):
+            for j, gallery_view in enumerate(matrix.columns):
+                value = matrix.iat[i, j]
+                if not np.isnan(value) and matrix.size <= 144:
+                    ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if value < 60 else "black")
+                if probe_view == gallery_view:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False,
+                                               edgecolor="red", linewidth=1.2))
+    fig.colorbar(image, ax=axes[0].tolist(), label="rank-1 (%)", shrink=0.8)
+    fig.suptitle(f"{method} (k={evaluation.k}): probe view x gallery view rank-1, "
+                 f"red = same view (excluded)")
+    return _save(fig, path)
+
+
+def plot_rank1_by_condition(evaluation: Evaluation, path: str | Path) -> Path:
+    """Grouped bars: rank-1 per probe condition, one bar per method."""
+    summary = evaluation.summary
+    column = ("cross_view_rank1" if summary.cross_view_rank1.notna().any()
+              else "all_views_rank1")
+    table = summary.pivot(index="probe_set", columns="method", values=column)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(table), 3.8))
+    width = 0.8 / max(len(table.columns), 1)
+    positions = np.arange(len(table))
+    for i, method in enumerate(table.columns):
+        bars = ax.bar(positions + i * width, table[method], width, label=method)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(positions + width * (len(table.columns) - 1) / 2, table.index)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel(f"{column.replace('_', ' ').replace('rank1', 'rank-1')} (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def save_evaluation_plots(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
+    """Write the condition bars and, where there are several views, a heatmap per method."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [plot_rank1_by_condition(evaluation, out / "rank1_by_condition.png")]
+    if evaluation.pairs.gallery_view.nunique() > 1:
+        for method in sorted(evaluation.pairs.method.unique()):
+            paths.append(plot_view_matrices(evaluation, method, out / f"views_{method}.png"))
+    return paths
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,251 @@
+"""What each ``train-copy`` command does, as functions (the CLI only parses arguments).
+
+- ``train_master``: flow master with CE and/or triplet; then frozen, and its signatures of
+  every training clip and mirror stored in the run (``signatures.py``).
+- ``train_student``: gray student copying those signatures (copy loss + optional triplet),
+  or with ``no_copy`` the identification losses only: the baseline the method is measured
+  against. It trains on the master run's clip table, so clip ids match the signatures.
+- ``evaluate_run``: clip embeddings of the split's gallery and probe sequences ->
+  ``training.evaluate`` tables, printed and written as CSV + heatmap PNGs in ``RUN/eval``.
+- ``load_run_model``: a finished run's model, rebuilt from ``model.pt`` (also for export).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from gaittools.store import Store
+from training.clips import build_clip_index, load_clip_index, read_split, save_clip_index
+from training.config import Config
+from training.data import FLOW, GRAY, crop_size
+from training.embed import embed_clips, settings_from
+from training.losses import LossSet
+from training.runs import RunDir, RunError
+from training.signatures import SignatureTable, compute_signatures, save_signatures
+from training.trainer import DeviceContext, barrier, build_net, model_modality, setup_device, train
+
+CLIPS_FILE = "clips.parquet"
+
+
+def _open_run(out: str | Path, cfg: Config, info: dict[str, Any], resume: bool, ctx: DeviceContext) -> RunDir:
+    if ctx.is_main:
+        run = RunDir.create(out, cfg, info, resume)
+    barrier(ctx)
+    return RunDir(out) if not ctx.is_main else run
+
+
+def _training_clips(run: RunDir, cfg: Config, ctx: DeviceContext) -> pd.DataFrame:
+    """The run's clip table: built once by rank 0 and stored, so a resume uses the same one."""
+    path = run.path / CLIPS_FILE
+    if ctx.is_main and not path.is_file():
+        store = Store(cfg.data.store)
+        split = read_split(cfg.data.split)
+        clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=("train",))
+        if clips.empty:
+            raise ValueError(f"{cfg.data.split}: no training clips of {cfg.data.clip_len} frames in {store.path}")
+        save_clip_index(clips, path)
+        print(f"{len(clips)} training clips of {clips['seq_id'].nunique()} sequences, "
+              f"{clips['label'].nunique()} subjects", flush=True)
+    barrier(ctx)
+    return load_clip_index(path)
+
+
+def _model_info(cfg: Config, role: str, model_cfg: Any, model: nn.Module, n_classes: int,
+                size: int, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "role": role, "model": model_cfg.model, "model_options": dict(model_cfg.options),
+        "embedding_dim": model_cfg.embedding_dim, "n_classes": n_classes, "modality": model_modality(model),
+        "clip_len": cfg.data.clip_len, "step": cfg.data.step, "crop_size": size,
+        "input_size": cfg.data.input_size or size, "flow_scale": cfg.data.flow_scale,
+        "normalisation": "gray: x/255 - 0.5; flow: x * flow_scale", **extra,
+    }
+
+
+def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
+    ctx = setup_device(cfg.train)
+    run = _open_run(out, cfg, {"role": "master", "model": cfg.master.model}, resume, ctx)
+    clips = _training_clips(run, cfg, ctx)
+    n_classes = int(clips["label"].nunique()) if cfg.loss.ce_weight > 0 else 0
+    model = build_net(cfg.master, n_classes)
+    if model_modality(model) != FLOW:
+        raise ValueError(f"master model {cfg.master.model!r} reads gray; a master must read flow")
+    losses = LossSet({"ce": cfg.loss.ce_weight, "triplet": cfg.loss.triplet_weight},
+                     margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining)
+    result = train(run, model, lambda out_, raw, aug: losses(out_, labels=raw.label), clips, cfg, "master",
+                   ctx, resume)
+    if ctx.is_main:
+        size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], FLOW)
+        run.save_model(model, _model_info(cfg, "master", cfg.master, model, n_classes, size,
+                                          {"clips_per_s": result.clips_per_s}))
+        signatures = compute_signatures(model, clips, settings_from(cfg), ctx.device)
+        save_signatures(run.path, clips, signatures, {"clip_len": cfg.data.clip_len, "step": cfg.data.step,
+                                                      "flow_scale": cfg.data.flow_scale,
+                                                      "master_model": cfg.master.model})
+        run.update_info(finished=True, steps=result.steps)
+    barrier(ctx)
+    return run
+
+
+def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy: bool = False,
+                  resume: bool = False) -> RunDir:
+    ctx = setup_device(cfg.train_for("student"))
+    master = RunDir(master_run)
+    master_clips_path = master.path / CLIPS_FILE
+    if not master_clips_path.is_file():
+        raise RunError(f"{master.path}: not a finished master run (no {CLIPS_FILE})")
+    mcfg = master.config()
+    if (mcfg.data.clip_len, mcfg.data.step) != (cfg.data.clip_len, cfg.data.step):
+        raise ValueError(f"student clip_len/step {cfg.data.clip_len}/{cfg.data.step} differ from the "
+                         f"master's {mcfg.data.clip_len}/{mcfg.data.step} ({master.config_path})")
+    info = {"role": "student", "model": cfg.student.model, "master_run": str(Path(master_run).resolve()),
+            "copy": not no_copy}
+    run = _open_run(out, cfg, info, resume, ctx)
+    clips = load_clip_index(master_clips_path)
+    if ctx.is_main and not (run.path / CLIPS_FILE).is_file():
+        save_clip_index(clips, run.path / CLIPS_FILE)
+    if no_copy:
+        n_classes = int(clips["label"].nunique()) if cfg.loss.ce_weight > 0 else 0
+        losses = LossSet({"ce": cfg.loss.ce_weight, "triplet": cfg.loss.triplet_weight},
+                         margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining)
+
+        def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
+            return losses(outputs, labels=raw.label)
+    else:
+        n_classes = 0
+        table = SignatureTable(master.path, clips, ctx.device)
+        losses = LossSet({cfg.loss.copy: cfg.loss.copy_weight, "triplet": cfg.loss.copy_triplet_weight},
+                         margin=cfg.loss.copy_triplet_margin, mining=cfg.loss.triplet_mining,
+                         delta=cfg.loss.copy_delta)
+        if table.dim != cfg.student.embedding_dim:
+            raise ValueError(f"student embedding_dim {cfg.student.embedding_dim} != master signature "
+                             f"dimension {table.dim}; a student copies the master's code")
+
+        def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
+            return losses(outputs, labels=raw.label, targets=table.targets(raw.clip, aug.flip))
+    model = build_net(cfg.student, n_classes)
+    if model_modality(model) != GRAY:
+        raise ValueError(f"student model {cfg.student.model!r} reads flow; a student must read gray")
+    result = train(run, model, objective, clips, cfg, "student", ctx, resume)
+    if ctx.is_main:
+        size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], GRAY)
+        run.save_model(model, _model_info(cfg, "student", cfg.student, model, n_classes, size,
+                                          {"copy": not no_copy, "clips_per_s": result.clips_per_s}))
+        run.update_info(finished=True, steps=result.steps)
+    barrier(ctx)
+    return run
+
+
+def load_run_model(run_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of a run (CPU, eval mode) and its ``model.pt`` description."""
+    run = RunDir(run_path)
+    saved = run.load_model_file()
+    cfg = run.config()
+    model_cfg = cfg.master if saved["role"] == "master" else cfg.student
+    model = build_net(model_cfg, int(saved["n_classes"]))
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    info = {k: v for k, v in saved.items() if k != "state_dict"}
+    return model, info
+
+
+def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | None = None,
+                 device: str | None = None, workers: int | None = None) -> Any:
+    """Evaluate a finished run on a split's gallery and probe sequences; writes ``RUN/eval``."""
+    from training.evaluate import evaluate
+
+    run = RunDir(run_path)
+    cfg = run.config()
+    if store_path:
+        cfg.data.store = str(store_path)
+    model, info = load_run_model(run.path)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(dev)
+    split = read_split(split_dir)
+    store = Store(cfg.data.store)
+    clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=("gallery", "probe"), labels={})
+    wanted = split[split["role"].isin(("gallery", "probe"))]["seq_id"]
+    without = sorted(set(wanted) - set(clips["seq_id"]))
+    if without:
+        print(f"warning: {len(without)} gallery/probe sequences have no {cfg.data.clip_len}-frame clip "
+              f"and are not evaluated (e.g. {without[0]})", flush=True)
+    embeddings = embed_clips(model, clips, info["modality"], settings_from(cfg, workers), dev,
+                             progress=f"embedding {run.path.name}")
+    result = evaluate(embeddings, clips, k=cfg.eval.k)
+    out = run.path / "eval"
+    result.write_csv(out)
+    _heatmaps(result, out, title=f"{run.path.name} ({info['model']})")
+    print(result.to_text(), flush=True)
+    return result
+
+
+def _heatmaps(result: Any, out: Path, title: str) -> list[Path]:
+    """Probe view x gallery view rank-1 PNG per probe set (clip-knn rule), when views > 1."""
+    try:
+        from training import plots
+    except ImportError:
+        return []
+    paths = []
+    for probe_set in sorted(result.pairs["probe_set"].dropna().unique()):
+        matrix = result.matrix("clip-knn", probe_set)
+        if matrix.shape[1] < 2:
+            continue
+        path = out / f"heatmap_{probe_set}.png"
+        plots.heatmap(matrix, path, title=f"{title}: {probe_set} rank-1 (%)")
+        paths.append(path)
+    return paths
+
+
+STAGES = (("master", None), ("student-copy", False), ("student-nocopy", True))
+
+
+def _finished(path: Path) -> bool:
+    try:
+        return bool(RunDir(path).info().get("finished"))
+    except (OSError, ValueError):
+        return False
+
+
+def run_everything(cfg: Config, out: Path, resume: bool = False, export: bool = False) -> pd.DataFrame:
+    """Master, copy and no-copy students, evaluation of each; ``OUT/summary.csv`` compares them.
+
+    With ``resume``, finished stages are skipped and an unfinished one continues from its
+    last checkpoint, so a killed ``train-copy run`` is restarted by running it again."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, no_copy in STAGES:
+        path = out / name
+        if resume and _finished(path):
+            print(f"{name}: finished earlier, skipped", flush=True)
+            continue
+        partial = resume and (path / "config.yaml").is_file()
+        if no_copy is None:
+            train_master(cfg, path, resume=partial)
+        else:
+            train_student(cfg, path, out / "master", no_copy=no_copy, resume=partial)
+    ctx = setup_device(cfg.train)
+    if not ctx.is_main:
+        return pd.DataFrame()
+    tables = []
+    for name, _ in STAGES:
+        print(f"\n== {name} ==", flush=True)
+        result = evaluate_run(out / name, cfg.data.split)
+        tables.append(result.summary.assign(run=name))
+    summary = pd.concat(tables, ignore_index=True)
+    summary = summary[["run", *[c for c in summary.columns if c != "run"]]]
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.2f")
+    print("\n" + summary.to_string(index=False, float_format="%.1f"), flush=True)
+    if export:
+        _export(out / "student-copy", cfg)
+    return summary
+
+
+def _export(run_path: Path, cfg: Config) -> None:
+    """Export the copy student with ``train-copy export`` (training/export.py) and the config's formats."""
+    from training.export import export as export_command
+
+    for fmt in cfg.export.formats:
+        export_command.main([str(run_path), "--format", fmt], standalone_mode=False)

@@ -1,0 +1,264 @@
+"""The training loop, the same code on CPU, one GPU, or several GPUs under ``torchrun``.
+
+Distributed training is detected from the environment ``torchrun`` sets (WORLD_SIZE,
+LOCAL_RANK): only then is a process group created and the model wrapped in DDP; each rank
+takes its share of the subjects of every P x K batch (``PKBatchSampler``). Rank 0 alone
+writes logs, checkpoints and signatures.
+
+On CUDA the forward/backward runs under bf16 autocast (no loss scaling needed) and 3D models
+use ``channels_last_3d`` (cuDNN's fast NDHWC convolutions); on CPU both are off, float32.
+
+What a step is: draw batch ``step`` (a function of seed and step), augment it on the device
+with parameters drawn for (seed, step), forward, loss, backward, optimiser step, scheduler
+step. With the model/optimiser/scheduler state and the global RNG (dropout) restored from a
+checkpoint, a resumed run therefore repeats the original run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from training.config import Config, ModelConfig, OptimConfig, TrainConfig
+from training.data import (FLOW, GRAY, AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
+                           augment, crop_size, iterate_batches, make_loader)
+from training.runs import RunDir, seed_everything, set_rng_state
+
+#: objective(outputs, batch, augmentation) -> (total loss, {name: detached 0-d tensor}).
+#: Parts stay tensors until a log step, so logging does not synchronise the GPU every step.
+Objective = Callable[[dict[str, torch.Tensor], RawBatch, AugmentParams],
+                     tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+# ---------------------------------------------------------------------------- devices
+@dataclass
+class DeviceContext:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_device(train_cfg: TrainConfig) -> DeviceContext:
+    """The device of this process; joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if train_cfg.device == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(train_cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return DeviceContext(device, rank, world)
+
+
+def barrier(ctx: DeviceContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------- building
+def build_net(model_cfg: ModelConfig, n_classes: int) -> nn.Module:
+    """A registered model; ``c3d`` is the 3D-CNN with ``options.widths`` of your choice
+    (tiny widths make CPU tests and demos fast)."""
+    options = dict(model_cfg.options)
+    if model_cfg.model == "c3d":
+        from training.models.c3d import C3DNet
+
+        return C3DNet(embedding_dim=model_cfg.embedding_dim, n_classes=n_classes, **options)
+    from training.models import build_model
+
+    return build_model(model_cfg.model, embedding_dim=model_cfg.embedding_dim, n_classes=n_classes, **options)
+
+
+def model_modality(model: nn.Module) -> str:
+    modality = getattr(model, "modality", None)
+    if modality not in (GRAY, FLOW):
+        raise ValueError(f"{type(model).__name__} does not say whether it reads gray or flow")
+    return modality
+
+
+def build_optimizer(params: Any, ocfg: OptimConfig) -> torch.optim.Optimizer:
+    if ocfg.name == "adam":
+        return torch.optim.Adam(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay)
+    return torch.optim.SGD(params, lr=ocfg.lr, momentum=ocfg.momentum, weight_decay=ocfg.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, ocfg: OptimConfig, total_steps: int) -> Any:
+    """``step``: x gamma every step_size steps; ``cosine``: to 0 over the run; ``plateau``:
+    x plateau_factor when the mean loss of ``plateau_patience`` log windows did not improve."""
+    if ocfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, ocfg.step_size, ocfg.gamma)
+    if ocfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total_steps))
+    if ocfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=ocfg.plateau_factor,
+                                                          patience=ocfg.plateau_patience)
+    return None
+
+
+def total_steps(train_cfg: TrainConfig, n_clips: int, batch: int) -> int:
+    if train_cfg.steps is not None:
+        return train_cfg.steps
+    if train_cfg.epochs is not None:
+        return max(1, math.ceil(train_cfg.epochs * n_clips / batch))
+    return 1000
+
+
+# ---------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    model: nn.Module
+    steps: int
+    clips_per_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train(
+    run: RunDir | None,
+    model: nn.Module,
+    objective: Objective,
+    clips: pd.DataFrame,
+    cfg: Config,
+    role: str,
+    ctx: DeviceContext,
+    resume: bool = False,
+    extra_params: list[nn.Parameter] | None = None,
+) -> TrainResult:
+    """Train ``model`` on the clip table with ``objective``; checkpoints into ``run``."""
+    tcfg, ocfg, dcfg = cfg.train_for(role), cfg.optim_for(role), cfg.data
+    modality = model_modality(model)
+    if clips.empty:
+        raise ValueError(f"{dcfg.store}: no training clips (are the sequences long enough for a clip?)")
+    store_size = crop_size(dcfg.store, clips["seq_id"].iloc[0], modality)
+    input_size = dcfg.input_size or store_size
+    n_steps = total_steps(tcfg, len(clips), dcfg.P * dcfg.K)
+    seed_everything(tcfg.seed)
+
+    model.to(ctx.device)
+    if ctx.cuda and tcfg.channels_last and _is_3d(model):
+        model.to(memory_format=torch.channels_last_3d)
+    params = list(model.parameters()) + list(extra_params or [])
+    optimizer = build_optimizer(params, ocfg)
+    scheduler = build_scheduler(optimizer, ocfg, n_steps)
+    start = 0
+    if resume and run is not None and (ckpt := run.last_checkpoint()) is not None:
+        state = run.load_checkpoint(ckpt, map_location=ctx.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        run.truncate_metrics(start)
+        _log(ctx, f"resumed {run.path} at step {start}/{n_steps}")
+    net: nn.Module = nn.parallel.DistributedDataParallel(
+        model, device_ids=[ctx.device.index] if ctx.cuda else None) if ctx.distributed else model
+
+    sampler = PKBatchSampler(clips["label"].to_numpy(), dcfg.P, dcfg.K, tcfg.seed, start, n_steps,
+                             ctx.rank, ctx.world)
+    if dcfg.gpu_resident:
+        source: Any = ResidentClips(dcfg.store, clips, modality, dcfg.clip_len, ctx.device)
+        _log(ctx, f"{modality} of {clips['seq_id'].nunique()} sequences resident on {ctx.device} "
+                  f"({source.nbytes / 2**20:.0f} MiB)")
+    else:
+        source = make_loader(ZarrClips(dcfg.store, clips, modality, dcfg.clip_len, dcfg.cache_sequences),
+                             sampler, dcfg.workers, pin_memory=ctx.cuda)
+    writer = run.tensorboard() if run is not None and ctx.is_main else None
+    history: list[dict[str, Any]] = []
+    window: list[dict[str, torch.Tensor]] = []
+    t_window, clips_window, t_all, clips_all = time.perf_counter(), 0, time.perf_counter(), 0
+    net.train()
+    step = start
+    for step, raw in zip(range(start, n_steps), iterate_batches(source, sampler, ctx.device)):
+        aug = AugmentParams.draw(len(raw.clip), tcfg.seed * 1000 + ctx.rank, step, dcfg.shift_px, dcfg.zoom,
+                                 dcfg.flip, input_size)
+        x = augment(raw.x, aug, input_size, dcfg.flow_scale)
+        if ctx.cuda and tcfg.channels_last and _is_3d(model):
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.cuda and tcfg.amp):
+            outputs = net(x)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        loss, parts = objective(outputs, raw, aug)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        window.append({"loss": loss.detach(), **{k: v for k, v in parts.items() if k != "total"}})
+        clips_window += len(raw.clip) * ctx.world
+        clips_all += len(raw.clip) * ctx.world
+        done = step + 1
+        if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()
+        if done % tcfg.log_every == 0 or done == n_steps:
+            row = _summarise(window, done, optimizer, clips_window / (time.perf_counter() - t_window))
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(row["loss"])
+            history.append(row)
+            if ctx.is_main and run is not None:
+                run.append_metrics(row)
+                for key, value in row.items():
+                    if key != "step":
+                        writer.add_scalar(f"{role}/{key}", value, done)
+            _log(ctx, f"{role} step {done}/{n_steps} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+                      f"{row['clips_per_s']:.1f} clips/s ETA {_eta(done - start, n_steps - done, t_all)}")
+            window, t_window, clips_window = [], time.perf_counter(), 0
+        if run is not None and ctx.is_main and (done % tcfg.ckpt_every == 0 or done == n_steps):
+            run.save_checkpoint(done, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            })
+    if writer is not None:
+        writer.close()
+    elapsed = time.perf_counter() - t_all
+    barrier(ctx)
+    return TrainResult(model, n_steps, clips_all / elapsed if elapsed > 0 and clips_all else 0.0, history)
+
+
+def _summarise(window: list[dict[str, torch.Tensor]], step: int, opt: torch.optim.Optimizer,
+               speed: float) -> dict[str, Any]:
+    keys = list(window[0])
+    means = torch.stack([torch.stack([w[k].float() for w in window]).mean() for k in keys]).tolist()
+    row: dict[str, Any] = {"step": step}
+    row.update(dict(zip(keys, means)))
+    row["lr"] = opt.param_groups[0]["lr"]
+    row["clips_per_s"] = speed
+    return row
+
+
+def _eta(done: int, left: int, t0: float) -> str:
+    if done <= 0:
+        return "?"
+    seconds = (time.perf_counter() - t0) / done * left
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _log(ctx: DeviceContext, message: str) -> None:
+    if ctx.is_main:
+        print(message, flush=True)
+
+
+def _is_3d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv3d) for m in model.modules())
