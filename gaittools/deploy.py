@@ -27,7 +27,7 @@ silently be searched with another. A bundle is a directory that carries both::
     normalisation {scale 1/255, offset -0.5, formula "x / 255 - 0.5"}   (gray; a flow master:
                   {scale flow_scale, offset 0, formula "flow_px * flow_scale"})
     model   {name, role "student"|"master", options, parameters}
-    source  {run, checkpoint, step}
+    source  {run, checkpoint, steps (training steps of the run)}
     parity  {clips, clips_source, min_cosine, mean_cosine, max_abs_diff, bound, passed, device}
     created, exporter {torch, onnx, onnxruntime, torch_tensorrt}
 

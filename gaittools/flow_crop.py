@@ -41,8 +41,11 @@ def axis_weights(lo: Any, hi: Any, n_src: int, size: int, xp: Any = np) -> Any:
     b = a + step
     # Area weights: overlap of the footprint [a, b) with each frame pixel [i, i + 1).
     area = (xp.minimum(b, src + 1) - xp.maximum(a, src)).clip(0) / step
-    # Linear weights at the footprint centre, for windows smaller than the crop.
-    linear = (1 - xp.abs(src - ((a + b) / 2 - 0.5))).clip(0)
+    # Linear weights at the footprint centre, for windows smaller than the crop: borders are
+    # replicated within the frame, and centres outside it get nothing.
+    centre = (a + b) / 2
+    inside = (centre >= 0) & (centre < n_src)
+    linear = (1 - xp.abs(src - (centre - 0.5).clip(0, n_src - 1))).clip(0) * inside
     weights = xp.where(step < 1, linear, area)
     return weights * ok[:, None, None]
 

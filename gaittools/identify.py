@@ -140,6 +140,9 @@ def crops_of_video(path: str | os.PathLike[str], model: SignatureModel,
 
     bundle = model.bundle
     decoded = decode(path, working_height=bundle.working_height or DEFAULT_WORKING_HEIGHT)
+    if background is not None and background.shape != decoded.frames.shape[1:]:
+        raise ValueError(f"{path}: frames are {decoded.frames.shape[2]}x{decoded.frames.shape[1]} at the "
+                         f"working height, the background image is {background.shape[1]}x{background.shape[0]}")
     _, windows, gray, _ = localise_and_crop(decoded.frames, background=background,
                                             mode=bundle.crop_mode, size=bundle.crop_size)
     return np.asarray(gray), np.asarray(windows)

@@ -92,6 +92,10 @@ def localise(frames: np.ndarray, background: np.ndarray | None = None,
         return _localise_hog(frames, p, notes)
     masks, method = _foreground(small, background, p)
     fraction = float(np.median(masks.mean(axis=(1, 2))))
+    if background is not None and fraction > p.fail_fraction and p.method == "median":
+        notes.append(f"empty-scene image does not match ({fraction:.0%} foreground): sequence median")
+        masks, method = _foreground(small, None, p)
+        fraction = float(np.median(masks.mean(axis=(1, 2))))
     if p.hog and fraction > p.fail_fraction:
         notes.append(f"background model failed ({fraction:.0%} of the frame foreground): HOG")
         return _localise_hog(frames, p, notes, fraction)
@@ -170,7 +174,7 @@ def clean_masks(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def moving_camera(small: np.ndarray, limit_px: float, step: int = 2, pairs: int = 8) -> bool:
+def moving_camera(small: np.ndarray, limit_px: float, step: int = 2, pairs: int = 5) -> bool:
     """True when the scene as a whole shifts between frames.
 
     Corners tracked with pyramidal Lucas-Kanade over sampled frame pairs; the median corner
@@ -182,12 +186,15 @@ def moving_camera(small: np.ndarray, limit_px: float, step: int = 2, pairs: int 
     if T <= step:
         return False
     starts = np.unique(np.linspace(0, T - 1 - step, min(pairs, T - step)).round().astype(int))
+    spacing = max(6, small.shape[2] // 20)  # spread corners so the walker holds only a few
     shifts = []
     for t in starts:
-        corners = cv2.goodFeaturesToTrack(small[t], maxCorners=80, qualityLevel=0.01, minDistance=5)
+        corners = cv2.goodFeaturesToTrack(small[t], maxCorners=60, qualityLevel=0.001,
+                                          minDistance=spacing)
         if corners is None or len(corners) < 10:
             continue
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(small[t], small[t + step], corners, None)
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(small[t], small[t + step], corners, None,
+                                                    winSize=(11, 11), maxLevel=2)
         ok = status.reshape(-1) == 1
         if ok.sum() >= 10:
             shifts.append(float(np.median(np.linalg.norm((moved - corners).reshape(-1, 2)[ok], axis=1))))

@@ -43,6 +43,9 @@ FAILURES = "failures"
 
 #: Frames per chunk along time for each array; whole frames per chunk spatially.
 TIME_CHUNKS: dict[str, int] = {"frames": 16, "boxes": 4096, "gray": 64, "flow": 32}
+#: zstd level per array (default 3). Frames are the bulk of a store and can be decoded again
+#: from the source: level 1 compresses them 3-4x faster for ~12% more bytes (CASIA-B).
+ZSTD_LEVELS: dict[str, int] = {"frames": 1}
 
 
 class StoreError(RuntimeError):
@@ -247,8 +250,10 @@ def _write_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
         shape=data.shape,
         dtype=data.dtype,
         chunks=chunks,
-        compressors=zarr.codecs.ZstdCodec(level=3),
+        compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVELS.get(name, 3)),
         fill_value=0,
+        # zarr's check for chunks equal to the fill value costs more than compressing them
+        config={"write_empty_chunks": True},
     )
     if data.size:
         arr[...] = data

@@ -83,7 +83,7 @@ def dask_client(
         threads_per_worker=threads_per_worker,
         processes=True,
         memory_limit=memory_limit,
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: runs side by side never collide on 8787
         silence_logs=logging.ERROR if quiet else logging.WARNING,
     )
     try:

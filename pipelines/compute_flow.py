@@ -245,7 +245,7 @@ def opencv_sequence(store_path: str, seq_id: str, params: Mapping[str, Any]) -> 
 
 def opencv_pairs(images: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
     """Full-frame flow (T-1, 2, H, W) float32 between consecutive images with OpenCV."""
-    from gaittools.flow import opencv_tvl1
+    from gaittools.flow.opencv_backend import opencv_tvl1
 
     if images.shape[0] < 2:
         return np.zeros((0, 2, *images.shape[1:]), np.float32)
@@ -253,14 +253,14 @@ def opencv_pairs(images: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
 
 
 def _params(params: Mapping[str, Any]) -> Any:
-    from gaittools.flow import TVL1Params
+    from gaittools.flow.params import TVL1Params
 
     return TVL1Params(**dict(params))
 
 
 def parse_params(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["warps=3", "inner_iterations=10"]`` -> typed TVL1Params overrides (checked)."""
-    from gaittools.flow import TVL1Params
+    from gaittools.flow.params import TVL1Params
 
     types = {f.name: f.type for f in fields(TVL1Params)}
     out: dict[str, Any] = {}
@@ -307,8 +307,20 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) -> Summary:
-    """Compute the flow of every sequence of the store that needs it; returns the summary.
+@dataclass
+class FlowReport:
+    """What a run did: the per-sequence summary, and the torch engine's numbers if it ran."""
+
+    summary: Summary
+    engine: Any = None  # pipelines.flow_batches.EngineStats
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.ok
+
+
+def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) -> FlowReport:
+    """Compute the flow of every sequence of the store that needs it.
 
     Refuses a torch path on a device that is not there before touching the store.
     """
@@ -322,6 +334,7 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
     progress = PairProgress("compute-flow", len(todo), sum(p.n_pairs for p in todo), stream=stream)
     for seq_id, why in skipped:
         progress.skip(seq_id, why)
+    stats = None
     if todo:
         if run.uses_torch:
             from pipelines.flow_batches import run_torch
@@ -335,7 +348,7 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
         print(f"[compute-flow] {summary.frames / summary.seconds:.1f} pairs/s on {device} "
               f"({'torch' if run.uses_torch else 'opencv'})", file=stream, flush=True)
     refresh_manifest(store)
-    return summary
+    return FlowReport(summary, stats)
 
 
 def _run_opencv(store_path: str, todo: list[SeqPlan], params: dict, run: FlowRun, report: Callable[[SeqResult], None]) -> None:
@@ -350,8 +363,9 @@ def _run_opencv(store_path: str, todo: list[SeqPlan], params: dict, run: FlowRun
     with dask_client(scheduler=run.scheduler, workers=run.workers) as client:
         # Longest sequences first: the last tasks are short, so the cores finish together.
         ordered = sorted(todo, key=lambda p: -p.n_pairs)
-        futures = {client.submit(opencv_sequence, store_path, p.seq_id, params, key=f"flow-{p.seq_id}", pure=False): p
-                   for p in ordered}
+        run_tag = time.time_ns()  # a joined cluster may still hold results of an earlier run's keys
+        futures = {client.submit(opencv_sequence, store_path, p.seq_id, params, key=f"flow-{p.seq_id}-{run_tag}",
+                                 pure=False, retries=0): p for p in ordered}
         for fut in as_completed(futures):
             item = futures[fut]
             try:

@@ -29,7 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
+from gaittools.flow.params import TVL1Params
+from gaittools.flow.tvl1_torch import tvl1
+from gaittools.flow_crop import crop_flow_torch
 from gaittools.store import Store
 from pipelines.compute_flow import SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
 
@@ -139,12 +143,10 @@ class BatchedFlow:
         self, store_path: str, device: str, params: dict, batch_size: int | None = None, readers: int = 4,
         writers: int = 2,
     ):
-        import torch
-
-        from gaittools.flow import TVL1Params
-
         self.store = Store(store_path)
         self.device = torch.device(device)
+        if self.device.type == "cuda":  # events, streams and empty_cache act on the current device
+            torch.cuda.set_device(self.device)
         self.params = TVL1Params(**params)
         self.fixed_batch = batch_size
         self.readers, self.writers = max(1, readers), max(1, writers)
@@ -164,8 +166,6 @@ class BatchedFlow:
             return self._caps[key]
 
     def _auto_batch(self, height: int, width: int) -> int:
-        import torch
-
         if self.device.type != "cuda":
             return int(np.clip(CPU_PIXELS_PER_BATCH // (height * width), 1, MAX_BATCH))
         if self._bytes_per_pixel is None:
@@ -176,10 +176,6 @@ class BatchedFlow:
 
     def _measure_bytes_per_pixel(self, n: int = 4, size: tuple[int, int] = (120, 160)) -> float:
         """Peak device memory of a small TV-L1 batch per pair-pixel (pyramid, duals, warps...)."""
-        import torch
-
-        from gaittools.flow import tvl1
-
         gen = torch.Generator(device="cpu").manual_seed(0)
         i0 = torch.randint(0, 256, (n, *size), generator=gen).float().to(self.device)
         i1 = torch.roll(i0, 1, dims=2)
@@ -242,6 +238,8 @@ class BatchedFlow:
     def _batcher(self, ready: queue.Queue, batches: queue.Queue, budget: _PairBudget) -> None:
         """Group pairs by (kind, H, W, S); emit a batch when a group fills, the rest at the end."""
         groups: dict[tuple, deque] = {}
+        if self.device.type == "cuda":  # the current device is per thread; the memory probe runs here
+            torch.cuda.set_device(self.device)
         try:
             while True:
                 try:
@@ -272,8 +270,6 @@ class BatchedFlow:
         batches.put(("end", None))
 
     def _stack(self, key: tuple, group: deque, cap: int) -> _Batch:
-        import torch
-
         owners = [group.popleft() for _ in range(min(cap, len(group)))]
         i0 = torch.from_numpy(np.stack([s.inp.images[t] for s, t in owners]))
         i1 = torch.from_numpy(np.stack([s.inp.images[t + 1] for s, t in owners]))
@@ -309,8 +305,6 @@ class BatchedFlow:
                     report(record_failure(self.store, state.inp.seq_id, exc))
             return
         self.stats.pairs += len(batch)
-        self.stats.batches += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         self.stats.kernel_seconds += seconds
         for i, (state, t) in enumerate(batch.owners):
             if state.failed:
@@ -325,7 +319,10 @@ class BatchedFlow:
     def _compute(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray, float]:
         """Flow + crop of one batch; on out-of-memory, halve the cap and do it in two halves."""
         try:
-            return self._flow_and_crop(batch)
+            result = self._flow_and_crop(batch)
+            self.stats.batches += 1
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            return result
         except self._oom:
             self._free_memory()
             if len(batch) == 1:
@@ -340,11 +337,6 @@ class BatchedFlow:
             return np.concatenate([c0, c1]), np.concatenate([v0, v1]), s0 + s1
 
     def _flow_and_crop(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray, float]:
-        import torch
-
-        from gaittools.flow import tvl1
-        from gaittools.flow_crop import crop_flow_torch
-
         i0 = batch.i0.to(self.device, non_blocking=True).float()
         i1 = batch.i1.to(self.device, non_blocking=True).float()
         timer = _Timer(self.device)
@@ -357,8 +349,6 @@ class BatchedFlow:
         return crops, valid, timer.stop()
 
     def _free_memory(self) -> None:
-        import torch
-
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -378,8 +368,6 @@ class _Timer:
     """Device time of the work queued between start and stop (CUDA events; wall time on CPU)."""
 
     def __init__(self, device: Any):
-        import torch
-
         self.cuda = device.type == "cuda"
         if self.cuda:
             self.start_event = torch.cuda.Event(enable_timing=True)
@@ -402,8 +390,6 @@ def expand_devices(device: str | list[str]) -> list[str]:
     if isinstance(device, list):
         return device
     if device == "cuda":
-        import torch
-
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cuda"]
     return [device]
 
@@ -436,8 +422,9 @@ def _run_processes(
         seqs.put(item)
     for _ in range(len(devices) * max(1, readers)):
         seqs.put(None)
-    procs = [ctx.Process(target=_device_worker, args=(store_path, d, params, batch_size, readers, seqs, results),
-                         daemon=True) for d in devices]
+    threads = max(1, torch.get_num_threads() // len(devices))
+    procs = [ctx.Process(target=_device_worker, args=(store_path, d, params, batch_size, readers, threads, seqs,
+                                                      results), daemon=True) for d in devices]
     for p in procs:
         p.start()
     reported: set[str] = set()
@@ -467,11 +454,11 @@ def _run_processes(
 
 
 def _device_worker(store_path: str, device: str, params: dict, batch_size: int | None, readers: int,
-                   seqs: Any, results: Any) -> None:
-    import torch
-
+                   threads: int, seqs: Any, results: Any) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
+    else:  # several CPU engines share the cores instead of each taking all of them
+        torch.set_num_threads(threads)
     try:
         engine = BatchedFlow(store_path, device, params, batch_size, readers)
         stats = engine.run(seqs.get, lambda r: results.put(("result", r)))

@@ -72,6 +72,7 @@ class Progress:
         self._start = time.perf_counter()
         self._last_print = -float("inf")
         self._count = 0
+        self._printed_at_count = -1
 
     # ------------------------------------------------------------------ events
     def done(self, item: str, frames: int = 0, warning: str | None = None) -> None:
@@ -92,7 +93,7 @@ class Progress:
     def finish(self) -> Summary:
         """Print the last rate line and the summary; return the summary."""
         self.summary.seconds = time.perf_counter() - self._start
-        if self.total:
+        if self.total and self._printed_at_count != self._count:
             self._print_line()
         print(self.summary.format(), file=self.stream, flush=True)
         return self.summary
@@ -124,6 +125,7 @@ class Progress:
 
     def _print_line(self, now: float | None = None) -> None:
         self._last_print = now if now is not None else time.perf_counter()
+        self._printed_at_count = self._count
         print(self.line(), file=self.stream, flush=True)
 
 

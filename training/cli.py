@@ -124,6 +124,26 @@ def run_all(config_path: str, overrides: tuple[str, ...], out: str | None, resum
     run_everything(cfg, Path(out), resume, export=not skip_export and _module_exists(LAZY_COMMANDS["export"]))
 
 
+@main.command("make-toy")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--subjects", default=16, show_default=True, type=click.IntRange(4))
+@click.option("--train-subjects", default=8, show_default=True, type=click.IntRange(2))
+@click.option("--views", default="090", show_default=True, help="Comma-separated CASIA-B views.")
+@click.option("--frames", default=45, show_default=True, type=click.IntRange(27))
+@click.option("--size", default=64, show_default=True, type=click.IntRange(49))
+def make_toy(out: str, subjects: int, train_subjects: int, views: str, frames: int, size: int) -> None:
+    """Write OUT/store + OUT/split of rendered walkers (nm x4, bg x1, cl x1) for demos and tests.
+
+    Crops and (Farneback) flow go straight into the store: no videos, no extract-frames."""
+    from training.toydata import write_toy_split, write_toy_store
+
+    store = write_toy_store(Path(out) / "store", subjects, tuple(views.split(",")), {"nm": 4, "bg": 1, "cl": 1},
+                            frames, size)
+    write_toy_split(store, Path(out) / "split", train_subjects,
+                    probes={"NM": (("nm", 3), ("nm", 4)), "BG": (("bg", 1),), "CL": (("cl", 1),)})
+    click.echo(f"wrote {len(store.seq_ids())} sequences to {out}/store and the split to {out}/split")
+
+
 @main.command("show-config")
 @click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(exists=True, dir_okay=False))
 @set_option

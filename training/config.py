@@ -16,7 +16,7 @@ Format (every key optional; defaults shown by ``train-copy config-template``)::
              copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin}
     train:  {steps, epochs, amp, channels_last, seed, log_every, ckpt_every, device}
     eval:   {k, protocols, batch_size}
-    export: {formats, batch_size, opset}
+    export: {formats: [onnx|exported-program|tensorrt], fp16, batch: dynamic|N, opset}
     run:    {out}                                                    # train-copy run
 """
 
@@ -118,8 +118,12 @@ class EvalConfig:
 
 @dataclass
 class ExportConfig:
+    """What ``train-copy run`` exports (the copy student), via ``train-copy export``."""
+
     formats: list[str] = field(default_factory=lambda: ["onnx"])
-    batch_size: int = 1
+    fp16: bool = False
+    #: A batch size N, or "dynamic".
+    batch: str = "dynamic"
     opset: int = 18
 
 

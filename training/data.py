@@ -183,11 +183,15 @@ def _collate(items: list[tuple[np.ndarray, int, int]]) -> RawBatch:
 
 def make_loader(dataset: ZarrClips, batch_sampler: Sampler[list[int]], workers: int,
                 pin_memory: bool, persistent: bool = True) -> DataLoader:
-    """Workers read Zarr in parallel; batches are prefetched while the device computes."""
+    """Workers read Zarr in parallel; batches are prefetched while the device computes.
+
+    The loader gets its own generator: by default each new iterator draws its worker seed
+    from the global RNG, which would shift the dropout stream of a resumed run by one draw.
+    """
     return DataLoader(
         dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=_collate,
         pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(0),
     )
 
 
@@ -207,8 +211,8 @@ class ResidentClips:
         self.data = torch.cat(arrays).to(device)
         self.device = torch.device(device)
         base = clips["seq_id"].map(offsets).to_numpy() + clips["start"].to_numpy()
-        self.first = torch.as_tensor(base, dtype=torch.int64, device=device)
-        self.labels = torch.as_tensor(clips["label"].to_numpy(), dtype=torch.int64, device=device)
+        self.first = torch.tensor(base, dtype=torch.int64, device=device)
+        self.labels = torch.tensor(clips["label"].to_numpy(), dtype=torch.int64, device=device)
         self.span = torch.arange(clip_len, device=device)
 
     def batch(self, indices: Sequence[int] | torch.Tensor) -> RawBatch:
@@ -271,6 +275,9 @@ def augment(raw: torch.Tensor, params: AugmentParams, input_size: int, flow_scal
     x = raw.float()
     channels = 2 if flow else 1
     planes = x.reshape(B, L * channels, S, S)
+    # decided on the (CPU) parameters, so a GPU step does not wait for a device->host copy
+    identity = (not bool(params.flip.any()) and bool((params.zoom == 1).all())
+                and bool((params.shift == 0).all()) and input_size == S)
     zoom = params.zoom.to(device).float()
     flip = params.flip.to(device)
     sign = torch.where(flip, -1.0, 1.0).to(device)
@@ -279,7 +286,6 @@ def augment(raw: torch.Tensor, params: AugmentParams, input_size: int, flow_scal
     theta[:, 0, 0] = sign / zoom
     theta[:, 1, 1] = 1.0 / zoom
     theta[:, :, 2] = -shift / zoom[:, None]
-    identity = bool((~flip).all()) and bool((zoom == 1).all()) and bool((shift == 0).all()) and input_size == S
     if not identity:
         grid = F.affine_grid(theta, [B, L * channels, input_size, input_size], align_corners=False)
         planes = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.trainer import is_3d
 from training.data import AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader
 
 
@@ -31,6 +32,7 @@ class EmbedSettings:
     batch_size: int = 64
     workers: int = 0
     amp: bool = True
+    channels_last: bool = True
 
 
 @torch.no_grad()
@@ -45,6 +47,9 @@ def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: 
     dataset = ZarrClips(settings.store, clips, modality, settings.clip_len)
     sampler = SequentialBatches(len(clips), settings.batch_size)
     loader = make_loader(dataset, sampler, settings.workers, pin_memory=device.type == "cuda", persistent=False)
+    channels_last = settings.channels_last and is_3d(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)
     was_training = model.training
     model.eval()
     out: list[torch.Tensor] = []
@@ -52,6 +57,8 @@ def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: 
     for raw in loader:
         raw = raw.to(device)
         x = augment(raw.x, AugmentParams.identity(len(raw.clip), flip), input_size, settings.flow_scale)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and settings.amp):
             emb = model(x)["embedding"].float()
         out.append((F.normalize(emb, dim=1) if normalise else emb).cpu())
@@ -66,4 +73,5 @@ def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: 
 def settings_from(cfg: Any, workers: int | None = None) -> EmbedSettings:
     """Embedding settings of a run's config (``training.config.Config``)."""
     return EmbedSettings(cfg.data.store, cfg.data.clip_len, cfg.data.input_size, cfg.data.flow_scale,
-                         cfg.eval.batch_size, cfg.data.workers if workers is None else workers, cfg.train.amp)
+                         cfg.eval.batch_size, cfg.data.workers if workers is None else workers, cfg.train.amp,
+                         cfg.train.channels_last)

@@ -110,22 +110,23 @@ def _sequence_signatures(clip_vectors: torch.Tensor, clip_seq: torch.Tensor,
     return _normalise(sums.index_add_(0, clip_seq, clip_vectors))
 
 
-def _knn_votes(probe: torch.Tensor, gallery: torch.Tensor, gallery_subject: torch.Tensor,
-               n_subjects: int, k: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per probe clip: its k-NN subject (clip vote) and the neighbour counts per subject."""
+def _nearest(probe: torch.Tensor, gallery: torch.Tensor, k: int,
+             chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Similarities and gallery indices of each probe's k nearest gallery rows, best first."""
     k = min(k, len(gallery))
-    rank_bonus = torch.arange(k, 0, -1, device=probe.device)  # k for the nearest, 1 for the k-th
-    votes, counts = [], []
-    for start in range(0, len(probe), chunk):
-        nearest = (probe[start:start + chunk] @ gallery.T).topk(k, dim=1).indices
-        subjects = gallery_subject[nearest]
-        count = torch.zeros(len(subjects), n_subjects, dtype=torch.long, device=probe.device)
-        count.scatter_add_(1, subjects, torch.ones_like(subjects))
-        first = torch.zeros_like(count).scatter_reduce_(
-            1, subjects, rank_bonus.expand_as(subjects), reduce="amax")
-        votes.append((count * (k + 1) + first).argmax(dim=1))
-        counts.append(count)
-    return torch.cat(votes), torch.cat(counts)
+    found = [(probe[start:start + chunk] @ gallery.T).topk(k, dim=1)
+             for start in range(0, len(probe), chunk)]
+    return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
+
+
+def _clip_votes(neighbours: torch.Tensor, n_subjects: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, k) neighbour subjects, best first -> each clip's vote and its counts per subject."""
+    k = neighbours.shape[1]
+    counts = torch.zeros(len(neighbours), n_subjects, dtype=torch.long, device=neighbours.device)
+    counts.scatter_add_(1, neighbours, torch.ones_like(neighbours))
+    rank_bonus = torch.arange(k, 0, -1, device=neighbours.device).expand_as(neighbours)
+    first = torch.zeros_like(counts).scatter_reduce_(1, neighbours, rank_bonus, reduce="amax")
+    return (counts * (k + 1) + first).argmax(dim=1), counts
 
 
 def _video_vote(clip_vote: torch.Tensor, clip_counts: torch.Tensor, clip_seq: torch.Tensor,
@@ -144,50 +145,65 @@ def evaluate(embeddings: np.ndarray | torch.Tensor, clips: pd.DataFrame, k: int 
     """Rank-1 tables for both decision rules over every gallery restriction.
 
     ``embeddings`` may be a numpy array or a tensor (on any device: the matching runs
-    there). ``chunk`` bounds the probe-clips x gallery-clips similarity block in memory."""
+    there). ``chunk`` bounds the probe-clips x gallery-clips similarity block in memory.
+    The whole-gallery k-NN merges the per-view k-NN lists instead of searching again."""
     _check_inputs(embeddings, clips)
     clips = clips.reset_index(drop=True).copy()
     clips["view"] = clips["view"].astype("string").fillna(NO_VIEW).astype(str)
-    vectors = _normalise(torch.as_tensor(np.asarray(embeddings) if not torch.is_tensor(embeddings)
-                                         else embeddings))
+    vectors = _normalise(torch.as_tensor(embeddings if torch.is_tensor(embeddings)
+                                         else np.asarray(embeddings)))
     device = vectors.device
     sequences = _sequence_table(clips)
-    subject_codes, subjects = pd.factorize(sequences.subject.astype(str))
+    codes, subjects = pd.factorize(sequences.subject.astype(str))
     seq_index = pd.Series(np.arange(len(sequences)), index=sequences.seq_id)
-    clip_seq = torch.as_tensor(clips.seq_id.map(seq_index).to_numpy(dtype=np.int64), device=device)
-    seq_subject = torch.as_tensor(subject_codes, device=device)
+    clip_seq_np = np.array(clips.seq_id.map(seq_index), dtype=np.int64)
+    clip_seq = torch.as_tensor(clip_seq_np, device=device)
+    seq_subject = torch.as_tensor(codes, device=device)
     signatures = _sequence_signatures(vectors, clip_seq, len(sequences))
 
     probe_seq = np.flatnonzero(sequences.role.to_numpy() == "probe")
-    probe_clip = torch.as_tensor(np.flatnonzero(clips.role.to_numpy() == "probe"), device=device)
-    probe_clip_seq = torch.as_tensor(np.searchsorted(probe_seq, clip_seq[probe_clip].cpu().numpy()),
+    probe_clip = np.flatnonzero(clips.role.to_numpy() == "probe")
+    probe_vectors = vectors[torch.as_tensor(probe_clip, device=device)]
+    probe_clip_seq = torch.as_tensor(np.searchsorted(probe_seq, clip_seq_np[probe_clip]),
                                      device=device)
     is_gallery = sequences.role.to_numpy() == "gallery"
-    gallery_views = sorted(sequences.view[is_gallery].unique())
-    records = []
-    for gallery_view in [*gallery_views, ALL_VIEWS]:
+    results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    merged_sims, merged_subjects = [], []
+    for gallery_view in [*sorted(sequences.view[is_gallery].unique()), ALL_VIEWS]:
         chosen = is_gallery & ((sequences.view == gallery_view).to_numpy()
                                | (gallery_view == ALL_VIEWS))
         gallery_seq = torch.as_tensor(np.flatnonzero(chosen), device=device)
-        nearest = (signatures[probe_seq] @ signatures[gallery_seq].T).argmax(dim=1)
-        by_mean = seq_subject[gallery_seq][nearest]
-        gallery_clip = torch.as_tensor(np.flatnonzero(chosen[clip_seq.cpu().numpy()]),
-                                       device=device)
-        clip_vote, clip_counts = _knn_votes(vectors[probe_clip], vectors[gallery_clip],
-                                            seq_subject[clip_seq[gallery_clip]],
-                                            len(subjects), k, chunk)
-        by_knn = _video_vote(clip_vote, clip_counts, probe_clip_seq, len(probe_seq))
-        for method, predicted in zip(METHODS, (by_mean, by_knn)):
-            records.append(pd.DataFrame({
-                "method": method, "gallery_view": gallery_view,
-                "seq_id": sequences.seq_id.to_numpy()[probe_seq],
-                "subject": sequences.subject.astype(str).to_numpy()[probe_seq],
-                "probe_set": sequences.probe_set.to_numpy()[probe_seq],
-                "view": sequences.view.to_numpy()[probe_seq],
-                "predicted": subjects[predicted.cpu().numpy()]}))
+        nearest_seq = (signatures[probe_seq] @ signatures[gallery_seq].T).argmax(dim=1)
+        if gallery_view == ALL_VIEWS:
+            sims = torch.cat(merged_sims, dim=1)
+            neighbours = torch.cat(merged_subjects, dim=1).gather(
+                1, sims.topk(min(k, sims.shape[1]), dim=1).indices)
+        else:
+            gallery_clip = torch.as_tensor(np.flatnonzero(chosen[clip_seq_np]), device=device)
+            sims, nearest = _nearest(probe_vectors, vectors[gallery_clip], k, chunk)
+            neighbours = seq_subject[clip_seq[gallery_clip]][nearest]
+            merged_sims.append(sims)
+            merged_subjects.append(neighbours)
+        clip_vote, clip_counts = _clip_votes(neighbours, len(subjects))
+        results[gallery_view] = (seq_subject[gallery_seq][nearest_seq],
+                                 _video_vote(clip_vote, clip_counts, probe_clip_seq,
+                                             len(probe_seq)))
+    return _tables(_predictions(results, sequences.iloc[probe_seq], subjects), k)
+
+
+def _predictions(results: dict[str, tuple[torch.Tensor, torch.Tensor]], probes: pd.DataFrame,
+                 subjects: pd.Index) -> pd.DataFrame:
+    """One row per (method, gallery view, probe sequence) with the predicted subject."""
+    records = [pd.DataFrame({
+        "method": method, "gallery_view": gallery_view, "seq_id": probes.seq_id.to_numpy(),
+        "subject": probes.subject.astype(str).to_numpy(),
+        "probe_set": probes.probe_set.to_numpy(), "view": probes.view.to_numpy(),
+        "predicted": subjects[predicted.cpu().numpy()]})
+        for gallery_view, by_method in results.items()
+        for method, predicted in zip(METHODS, by_method)]
     predictions = pd.concat(records, ignore_index=True)
     predictions["correct"] = predictions.predicted == predictions.subject
-    return _tables(predictions, k)
+    return predictions
 
 
 def _tables(predictions: pd.DataFrame, k: int) -> Evaluation:

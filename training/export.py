@@ -346,76 +346,42 @@ def _swap_in(stage: Path, target: Path) -> None:
 
 # ---------------------------------------------------------------------------- runs
 def model_from_run(run_path: str | os.PathLike[str], which: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a run's model (``which`` = student | master; default: the run's own role).
+    """A finished run's model (``which`` = student | master; default: the run's own role).
 
-    Weights come from ``RUN/model.pt`` (the finished model) or, before training ends, the last
-    checkpoint. The classifier head is dropped: only the embedding is exported.
+    Rebuilt by ``training.tasks.load_run_model`` from ``RUN/model.pt``; a student run reaches
+    its master through ``run.json``'s ``master_run``. The classifier head is dropped: only the
+    embedding is exported, and the parameter count and fingerprint are those of what ships.
     """
     from training.runs import RunDir, RunError
-    from training.trainer import build_net
+    from training.tasks import load_run_model
 
     run = RunDir(run_path)
-    cfg = run.config()
-    info = _run_info(run)
-    role = info.get("role", "student")
-    which = which or role
-    if which != role:
-        other = _linked_run(run, info, which)
-        if other is None:
-            raise ExportError(f"{run.path}: is a {role} run and names no {which} run in run.json")
-        return model_from_run(other, which)
-    model_cfg = cfg.student if which == "student" else cfg.master
-    model = build_net(model_cfg, n_classes=0)
-    state, origin, step = _weights(run)
-    state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "module.classifier."))}
-    state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise ExportError(f"{origin}: weights do not fit {model_cfg.model}: {exc}") from exc
-    if missing:
-        raise ExportError(f"{origin}: weights lack {missing[:5]} of model {model_cfg.model}")
-    if unexpected:
-        raise ExportError(f"{origin}: unexpected weights {unexpected[:5]} for model {model_cfg.model}")
-    details = {"role": which, "model_name": model_cfg.model, "options": dict(model_cfg.options),
-               "embedding_dim": model_cfg.embedding_dim, "run": str(run.path.resolve()),
-               "checkpoint": str(origin), "step": step, "config": cfg}
+        cfg = run.config()
+        info = run.info() if (run.path / "run.json").is_file() else {}
+        role = info.get("role", "student")
+        if which is not None and which != role:
+            linked = info.get(f"{which}_run")
+            if not linked:
+                raise ExportError(f"{run.path}: is a {role} run and names no {which}_run in run.json")
+            return model_from_run(linked, which)
+        model, saved = load_run_model(run.path)
+    except RunError as exc:
+        raise ExportError(f"{exc}; train the run first") from None
+    if getattr(model, "classifier", None) is not None:
+        model.classifier = None
+    details = {"role": saved.get("role", role), "model_name": saved.get("model", "?"),
+               "options": saved.get("model_options", {}), "run": str(run.path.resolve()),
+               "checkpoint": str(run.path / "model.pt"), "steps": info.get("steps"),
+               "input_size": saved.get("input_size"), "config": cfg}
     return model.eval(), details
 
 
-def _run_info(run: Any) -> dict[str, Any]:
-    try:
-        return run.info()
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _linked_run(run: Any, info: dict[str, Any], which: str) -> Path | None:
-    for key in (f"{which}_run", which, f"{which}_dir"):
-        value = info.get(key)
-        if isinstance(value, str) and value:
-            path = Path(value)
-            return path if path.is_absolute() else (run.path / path)
-    return None
-
-
-def _weights(run: Any) -> tuple[dict[str, torch.Tensor], Path, int | None]:
-    final = run.path / "model.pt"
-    if final.is_file():
-        saved = torch.load(final, map_location="cpu", weights_only=False)
-        return saved["state_dict"], final, saved.get("step")
-    ckpt = run.last_checkpoint()
-    if ckpt is None:
-        raise ExportError(f"{run.path}: no model.pt and no checkpoint: train the run first")
-    saved = run.load_checkpoint(ckpt)
-    click.echo(f"export: {run.path} has no model.pt yet; exporting checkpoint {ckpt.name}", err=True)
-    return saved["model"], ckpt, saved.get("step")
-
-
-def clip_settings(cfg: Any, store_path: str | None) -> dict[str, Any]:
-    """Clip geometry for the bundle: the run's clip length/step, the store's crop recipe."""
+def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = None) -> dict[str, Any]:
+    """Clip geometry for the bundle: the run's clip length/step and input size, the store's
+    crop recipe (crop mode, working height) that inference must repeat."""
     extract: dict[str, Any] = {}
-    size = cfg.data.input_size
+    size = input_size or cfg.data.input_size
     if store_path and Path(store_path).exists():
         from gaittools.store import Store
 
@@ -463,22 +429,20 @@ def _store_clips(store_path: str, split: str, t: int, size: int, n: int, modalit
         table = table.assign(_o=table["role"].map(order).fillna(4)).sort_values(["_o", "seq_id"])
         present = set(seq_ids)
         seq_ids = [s for s in table["seq_id"] if s in present]
-    clips: list[np.ndarray] = []
-    for seq_id in seq_ids:
-        if len(clips) >= n or modality not in store.arrays_of(seq_id):
+    per_sequence: list[list[np.ndarray]] = []
+    for seq_id in seq_ids:  # up to n sequences, each offering clips half a clip apart
+        if len(per_sequence) >= n or modality not in store.arrays_of(seq_id):
             continue
         starts = clip_starts(valid_frames(store, seq_id), t, max(1, t // 2))
-        if not starts:
-            continue
-        data = store.read(seq_id, modality)
-        for s in starts[: max(1, n // 8)]:
-            clip = data[s:s + t]
-            if clip.shape[-1] != size:  # the network input differs from the store's crops
-                clip = _resize_clip(clip, size)
-            clips.append(clip.astype(np.float32) if modality == "flow" else clip)
+        if starts:
+            data = store.read(seq_id, modality)
+            per_sequence.append([data[s:s + t] for s in starts[:n]])
+    clips = [seq[i] for i in range(n) for seq in per_sequence if i < len(seq)][:n]  # round robin
     if not clips:
         return np.zeros((0, t, size, size), np.uint8)
-    return np.stack(clips[:n])
+    if clips[0].shape[-1] != size:  # the network input differs from the store's crops
+        clips = [_resize_clip(c, size) for c in clips]
+    return np.stack([c.astype(np.float32) if modality == "flow" else c for c in clips])
 
 
 def _resize_clip(clip: np.ndarray, size: int) -> np.ndarray:
@@ -535,13 +499,13 @@ def export(run: Path, fmt: str, fp16: bool, batch: str, which: str | None, out: 
         model, details = model_from_run(run, which)
         cfg = details.pop("config")
         modality = "flow" if getattr(model, "in_channels", 1) == 2 else "gray"
-        clip = clip_settings(cfg, cfg.data.store)
+        clip = clip_settings(cfg, cfg.data.store, details.get("input_size"))
         clips, clips_source = parity_clips(cfg, clip, n_clips, modality=modality)
         target = out or default_bundle_dir(run, details["role"], fmt, fp16, batch_size)
         bundle = export_bundle(
             model, target, fmt, clips, clips_source, model_name=details["model_name"],
             role=details["role"], options=details["options"], clip=clip, fp16=fp16, batch=batch_size,
-            device=device, source={k: details[k] for k in ("run", "checkpoint", "step")},
+            device=device, source={k: details[k] for k in ("run", "checkpoint", "steps")},
             opset=cfg.export.opset, flow_scale=cfg.data.flow_scale,
         )
     except ExportError as exc:

@@ -26,8 +26,8 @@ def plot_view_matrices(evaluation: Evaluation, method: str, path: str | Path) ->
                         .unique())
     if not probe_sets:
         raise ValueError(f"no view-pair results for method {method!r}")
-    fig, axes = plt.subplots(1, len(probe_sets), figsize=(5.2 * len(probe_sets), 4.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(probe_sets), figsize=(5.2 * len(probe_sets), 4.8),
+                             squeeze=False, layout="constrained")
     for ax, probe_set in zip(axes[0], probe_sets):
         matrix = evaluation.matrix(method, probe_set)
         image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis")
@@ -60,16 +60,16 @@ def plot_rank1_by_condition(evaluation: Evaluation, path: str | Path) -> Path:
     column = ("cross_view_rank1" if summary.cross_view_rank1.notna().any()
               else "all_views_rank1")
     table = summary.pivot(index="probe_set", columns="method", values=column)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(table), 3.8))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(table), 3.8), layout="constrained")
     width = 0.8 / max(len(table.columns), 1)
     positions = np.arange(len(table))
     for i, method in enumerate(table.columns):
         bars = ax.bar(positions + i * width, table[method], width, label=method)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(positions + width * (len(table.columns) - 1) / 2, table.index)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 118)
     ax.set_ylabel(f"{column.replace('_', ' ').replace('rank1', 'rank-1')} (%)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncols=len(table.columns), frameon=False)
     return _save(fig, path)
 
 

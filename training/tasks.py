@@ -6,7 +6,8 @@
   or with ``no_copy`` the identification losses only: the baseline the method is measured
   against. It trains on the master run's clip table, so clip ids match the signatures.
 - ``evaluate_run``: clip embeddings of the split's gallery and probe sequences ->
-  ``training.evaluate`` tables, printed and written as CSV + heatmap PNGs in ``RUN/eval``.
+  ``training.evaluate`` tables, printed and written as CSV + PNGs (``training.plots``: rank-1
+  bars, probe view x gallery view heatmaps) in ``RUN/eval``.
 - ``load_run_model``: a finished run's model, rebuilt from ``model.pt`` (also for export).
 """
 
@@ -25,7 +26,7 @@ from training.config import Config
 from training.data import FLOW, GRAY, crop_size
 from training.embed import embed_clips, settings_from
 from training.losses import LossSet
-from training.runs import RunDir, RunError
+from training.runs import RunDir, RunError, seed_everything
 from training.signatures import SignatureTable, compute_signatures, save_signatures
 from training.trainer import DeviceContext, barrier, build_net, model_modality, setup_device, train
 
@@ -71,6 +72,7 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
     run = _open_run(out, cfg, {"role": "master", "model": cfg.master.model}, resume, ctx)
     clips = _training_clips(run, cfg, ctx)
     n_classes = int(clips["label"].nunique()) if cfg.loss.ce_weight > 0 else 0
+    seed_everything(cfg.train.seed)  # the initial weights are part of what a seed reproduces
     model = build_net(cfg.master, n_classes)
     if model_modality(model) != FLOW:
         raise ValueError(f"master model {cfg.master.model!r} reads gray; a master must read flow")
@@ -127,6 +129,7 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
 
         def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
             return losses(outputs, labels=raw.label, targets=table.targets(raw.clip, aug.flip))
+    seed_everything(cfg.train_for("student").seed)
     model = build_net(cfg.student, n_classes)
     if model_modality(model) != GRAY:
         raise ValueError(f"student model {cfg.student.model!r} reads flow; a student must read gray")
@@ -178,26 +181,12 @@ def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | 
     result = evaluate(embeddings, clips, k=cfg.eval.k)
     out = run.path / "eval"
     result.write_csv(out)
-    _heatmaps(result, out, title=f"{run.path.name} ({info['model']})")
+    from training.plots import save_evaluation_plots
+
+    for path in save_evaluation_plots(result, out):
+        print(f"wrote {path}", flush=True)
     print(result.to_text(), flush=True)
     return result
-
-
-def _heatmaps(result: Any, out: Path, title: str) -> list[Path]:
-    """Probe view x gallery view rank-1 PNG per probe set (clip-knn rule), when views > 1."""
-    try:
-        from training import plots
-    except ImportError:
-        return []
-    paths = []
-    for probe_set in sorted(result.pairs["probe_set"].dropna().unique()):
-        matrix = result.matrix("clip-knn", probe_set)
-        if matrix.shape[1] < 2:
-            continue
-        path = out / f"heatmap_{probe_set}.png"
-        plots.heatmap(matrix, path, title=f"{title}: {probe_set} rank-1 (%)")
-        paths.append(path)
-    return paths
 
 
 STAGES = (("master", None), ("student-copy", False), ("student-nocopy", True))
@@ -248,4 +237,5 @@ def _export(run_path: Path, cfg: Config) -> None:
     from training.export import export as export_command
 
     for fmt in cfg.export.formats:
-        export_command.main([str(run_path), "--format", fmt], standalone_mode=False)
+        args = [str(run_path), "--format", fmt, "--batch", str(cfg.export.batch)]
+        export_command.main(args + (["--fp16"] if cfg.export.fp16 else []), standalone_mode=False)

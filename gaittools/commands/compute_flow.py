@@ -59,7 +59,7 @@ def compute_flow(
     run = FlowRun(gpu=gpu, device=device, scheduler=scheduler, workers=workers, batch_size=_batch_size(batch_size),
                   readers=readers, overwrite=overwrite, limit=limit, params=params)
     try:
-        summary = run_compute_flow(store, run)
+        report = run_compute_flow(store, run)
     except DeviceUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
-    sys.exit(0 if summary.ok else 1)
+    sys.exit(0 if report.ok else 1)

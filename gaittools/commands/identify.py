@@ -48,16 +48,16 @@ def _load_model(model: Path, device: str, batch_size: int):  # -> SignatureModel
 
 
 def _background(path: Path | None, working_height: int | None) -> np.ndarray | None:
-    """An empty-scene image (H, W) at the working height: the median of a video, or an image."""
+    """The empty-scene image at the model's working height (median of a clip, or an image)."""
     if path is None:
         return None
-    from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError, decode
+    from gaittools.extract import load_background
+    from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError
 
     try:
-        decoded = decode(path, working_height=working_height or DEFAULT_WORKING_HEIGHT, max_frames=60)
+        return load_background(path, working_height or DEFAULT_WORKING_HEIGHT)
     except VideoError as exc:
         raise click.ClickException(str(exc)) from None
-    return np.median(decoded.frames, axis=0).astype(np.uint8)
 
 
 def _split_ids(ids: tuple[str, ...]) -> list[str]:

@@ -7,8 +7,11 @@ fast enough on both CPU and GPU; each mirrors the OpenCV call the reference solv
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from gaittools.flow.selection import median_select
 
 #: OpenCV's remap quantises source positions to 1/32 pixel (INTER_BITS = 5).
 REMAP_SUBPIXEL_STEPS = 32
@@ -80,22 +83,33 @@ def remap_cubic(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def median_filter(flow: torch.Tensor, kernel: int, max_elements: int = 1 << 26) -> torch.Tensor:
+def median_filter(flow: torch.Tensor, kernel: int) -> torch.Tensor:
     """k x k median of each (H, W) plane of a (B, C, H, W) tensor over a replicated border.
 
-    Works in batch chunks so the k*k-fold unfolded copy stays under ``max_elements`` floats.
+    On the CPU, for k = 3 or 5, this is OpenCV's medianBlur itself (what DualTVL1 calls, and
+    ~100x faster than torch here); elsewhere it is :func:`median_filter_torch`.
     """
     if kernel <= 1:
         return flow
-    batch, channels, height, width = flow.shape
+    if flow.device.type == "cpu" and kernel in (3, 5) and flow.dtype == torch.float32:
+        return _median_filter_opencv(flow, kernel)
+    return median_filter_torch(flow, kernel)
+
+
+def _median_filter_opencv(flow: torch.Tensor, kernel: int) -> torch.Tensor:
+    import cv2
+
+    planes = flow.detach().contiguous().numpy().reshape(-1, *flow.shape[-2:])
+    out = np.stack([cv2.medianBlur(plane, kernel) for plane in planes])
+    return torch.from_numpy(out.reshape(flow.shape))
+
+
+def median_filter_torch(flow: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The same median in plain torch (any device): forgetful selection over shifted views."""
+    if kernel <= 1:
+        return flow
     radius = kernel // 2
-    per_item = channels * height * width * kernel * kernel
-    chunk = max(1, max_elements // max(per_item, 1))
-    outs = []
-    for start in range(0, batch, chunk):
-        part = flow[start:start + chunk]
-        padded = F.pad(part, (radius, radius, radius, radius), mode="replicate")
-        windows = padded.unfold(2, kernel, 1).unfold(3, kernel, 1)
-        windows = windows.reshape(*part.shape, kernel * kernel)
-        outs.append(windows.median(dim=-1).values)
-    return torch.cat(outs) if len(outs) > 1 else outs[0]
+    height, width = flow.shape[-2:]
+    padded = F.pad(flow, (radius, radius, radius, radius), mode="replicate")
+    views = [padded[..., i:i + height, j:j + width] for i in range(kernel) for j in range(kernel)]
+    return median_select(views, torch.minimum, torch.maximum)

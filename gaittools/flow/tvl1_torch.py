@@ -52,6 +52,11 @@ def primal_dual_step(u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, param
 
     u is (B, K, H, W) with K = 2 (flow) or 3 (flow and OpenCV's illumination term u3 when
     gamma > 0); p is (B, K, 2, H, W), the x and y dual variables of each component.
+
+    The three-case thresholding step is written as a clamp: the step coefficient is
+    -rho / |grad I|^2 limited to [-lambda*theta, lambda*theta], which is what the three cases
+    select. Where |grad I|^2 <= FLT_EPSILON OpenCV steps 0 unless |rho| exceeds the bound;
+    the clamp may step instead, but by at most lambda*theta*sqrt(FLT_EPSILON) < 2e-5 px.
     """
     l_t = params.lambda_ * params.theta
     taut = params.tau / params.theta
@@ -59,39 +64,36 @@ def primal_dual_step(u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, param
     rho = rho_c + (ix * u[:, 0] + iy * u[:, 1])
     if u.shape[1] == 3:
         rho = rho + params.gamma * u[:, 2]
-    lt_grad = l_t * grad
-    safe_grad = torch.where(grad > GRAD_EPS, grad, torch.ones_like(grad))
-    coeff = torch.where(rho < -lt_grad, torch.full_like(rho, l_t),
-                        torch.where(rho > lt_grad, torch.full_like(rho, -l_t),
-                                    torch.where(grad > GRAD_EPS, -rho / safe_grad,
-                                                torch.zeros_like(rho))))
-    slopes = [ix, iy] + ([torch.full_like(ix, params.gamma)] if u.shape[1] == 3 else [])
-    v = u + coeff[:, None] * torch.stack(slopes, 1)
-    u_new = v + params.theta * _divergence(p)
-    err = (u_new - u).square().sum(dim=(1, 2, 3))
-    ux, uy = _forward_gradient(u_new)
-    norm = 1 + taut * torch.sqrt(ux * ux + uy * uy)
-    p_new = (p + taut * torch.stack((ux, uy), 2)) / norm[:, :, None]
+    coeff = (-rho / grad.clamp_min(GRAD_EPS)).clamp_(-l_t, l_t)
+    v = u.clone()
+    v[:, 0] += coeff * ix
+    v[:, 1] += coeff * iy
+    if u.shape[1] == 3:
+        v[:, 2] += coeff * params.gamma
+    u_new = v.add_(_divergence(p), alpha=params.theta)
+    err = (u_new - u).square_().sum(dim=(1, 2, 3))
+    grads = _forward_gradient(u_new)
+    norm = torch.hypot(grads[:, :, 0], grads[:, :, 1]).mul_(taut).add_(1)
+    p_new = grads.mul_(taut).add_(p).div_(norm[:, :, None])
     return u_new, p_new, err
 
 
 def _divergence(p: torch.Tensor) -> torch.Tensor:
     """Backward-difference divergence of (B, K, 2, H, W) duals, p taken as 0 before the image."""
     px, py = p[:, :, 0], p[:, :, 1]
-    div_x = px.clone()
-    div_x[..., 1:] -= px[..., :-1]
+    div = px.clone()
+    div[..., 1:] -= px[..., :-1]
     div_y = py.clone()
     div_y[..., 1:, :] -= py[..., :-1, :]
-    return div_x + div_y
+    return div.add_(div_y)
 
 
-def _forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward differences of (B, K, H, W), zero in the last column/row (Neumann)."""
-    ux = torch.zeros_like(u)
-    uy = torch.zeros_like(u)
-    ux[..., :-1] = u[..., 1:] - u[..., :-1]
-    uy[..., :-1, :] = u[..., 1:, :] - u[..., :-1, :]
-    return ux, uy
+def _forward_gradient(u: torch.Tensor) -> torch.Tensor:
+    """Forward differences (B, K, 2, H, W) of (B, K, H, W), zero in the last column/row."""
+    grads = u.new_zeros(u.shape[:2] + (2,) + u.shape[2:])
+    torch.sub(u[..., 1:], u[..., :-1], out=grads[:, :, 0, :, :-1])
+    torch.sub(u[..., 1:, :], u[..., :-1, :], out=grads[:, :, 1, :-1, :])
+    return grads
 
 
 class ReferenceEngine:
@@ -108,9 +110,13 @@ class ReferenceEngine:
             if on_cpu and not bool(running.any()):
                 break  # a free check on the CPU; on a GPU the masks alone keep pairs exact
             u_new, p_new, err = primal_dual_step(u, p, data, params)
-            mask = running[:, None, None, None]
-            u.copy_(torch.where(mask, u_new, u))
-            p.copy_(torch.where(mask[..., None], p_new, p))
+            if on_cpu and bool(running.all()):
+                u.copy_(u_new)
+                p.copy_(p_new)
+            else:
+                mask = running[:, None, None, None]
+                u.copy_(torch.where(mask, u_new, u))
+                p.copy_(torch.where(mask[..., None], p_new, p))
             running = running & (err > threshold)
         return running
 

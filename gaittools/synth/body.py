@@ -26,6 +26,8 @@ class Capsule:
     ra: float
     rb: float
     colour: Colour
+    cap_a: bool = True       # round end at a (bands inside a part join flat, without caps)
+    cap_b: bool = True
 
 
 def _bands(a: np.ndarray, b: np.ndarray, ra: float, rb: float, garment: Garment, n: int
@@ -35,12 +37,14 @@ def _bands(a: np.ndarray, b: np.ndarray, ra: float, rb: float, garment: Garment,
         return [Capsule(a, b, ra, rb, garment.colour)]
     if garment.pattern == "two-tone":
         mid, rm = (a + b) / 2, (ra + rb) / 2
-        return [Capsule(a, mid, ra, rm, garment.colour), Capsule(mid, b, rm, rb, garment.second)]
+        return [Capsule(a, mid, ra, rm, garment.colour, cap_b=False),
+                Capsule(mid, b, rm, rb, garment.second, cap_a=False)]
     out = []
     for k in range(n):
         f0, f1 = k / n, (k + 1) / n
         out.append(Capsule(a + (b - a) * f0, a + (b - a) * f1, ra + (rb - ra) * f0,
-                           ra + (rb - ra) * f1, garment.colour if k % 2 == 0 else garment.second))
+                           ra + (rb - ra) * f1, garment.colour if k % 2 == 0 else garment.second,
+                           cap_a=k == 0, cap_b=k == n - 1))
     return out
 
 
@@ -52,7 +56,7 @@ def body_capsules(joints: np.ndarray, g: GaitParams, look: Appearance, phase: np
     P = lambda name: joints[:, J[name]]  # noqa: E731  (a short accessor keeps the table readable)
     caps: list[Capsule] = []
     top = look.coat or look.shirt
-    fat = 1.3 if look.coat else 1.0
+    fat = 1.45 if look.coat else 1.0
     trunk_r = g.torso_depth / 2 * fat
     for side in "rl":
         caps += _bands(P(f"waist_{side}"), P(f"shoulder_{side}"), trunk_r * 0.9, trunk_r * 0.85,
@@ -66,7 +70,7 @@ def body_capsules(joints: np.ndarray, g: GaitParams, look: Appearance, phase: np
         if look.shoe_cover:
             heel, toe = heel + (heel - toe) * 0.12, toe + (toe - heel) * 0.15
         caps.append(Capsule(heel, toe, foot, foot * 0.9, look.shoes))
-        sleeve = 1.25 if look.coat else 1.0
+        sleeve = 1.4 if look.coat else 1.0
         caps += _bands(P(f"shoulder_{side}"), P(f"elbow_{side}"), 0.047 * rg * sleeve,
                        0.039 * rg * sleeve, top, 2)
         fore = top if look.long_sleeves else None
@@ -94,7 +98,8 @@ def _head(centre: np.ndarray, r: float, look: Appearance, forward: np.ndarray) -
     up = np.array([0.0, 0.0, 1.0])
     hair = centre + r * (0.12 * up - 0.14 * forward)
     face = centre + r * (-0.08 * up + 0.16 * forward)
-    return [Capsule(hair, hair, r, r, look.hair), Capsule(face, face, 0.86 * r, 0.86 * r, look.skin)]
+    return [Capsule(hair, hair, r, r, look.hair),
+            Capsule(face, face, 0.86 * r, 0.86 * r, look.skin)]
 
 
 def _coat_skirt(joints: np.ndarray, g: GaitParams, look: Appearance, rg: float) -> list[Capsule]:
@@ -105,11 +110,11 @@ def _coat_skirt(joints: np.ndarray, g: GaitParams, look: Appearance, rg: float) 
     for side in "rl":
         hip, knee = P(f"hip_{side}"), P(f"knee_{side}")
         end = hip + (knee - hip) * look.coat_length
-        caps += _bands(hip, end, 0.11 * rg, 0.10 * rg, look.coat, 2)
+        caps += _bands(hip, end, 0.13 * rg, 0.12 * rg, look.coat, 2)
     hang = (P("knee_r") + P("knee_l")) / 2
     pelvis = P("pelvis")
     hem = pelvis + (hang - pelvis) * look.coat_length
-    caps += _bands(pelvis, hem, g.hip_width * 0.5, g.hip_width * 0.55, look.coat, 2)
+    caps += _bands(pelvis, hem, g.hip_width * 0.6, g.hip_width * 0.68, look.coat, 2)
     return caps
 
 

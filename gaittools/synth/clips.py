@@ -55,9 +55,12 @@ def walking_direction(spec: ClipSpec) -> float:
     return 1.0
 
 
+def _distance(spec: ClipSpec) -> float:
+    return TUM_GAID_DISTANCE if spec.layout == "tum-gaid" else DISTANCE
+
+
 def _camera(spec: ClipSpec) -> Camera:
-    distance = TUM_GAID_DISTANCE if spec.layout == "tum-gaid" else DISTANCE
-    return view_camera(spec.view, spec.size, distance=distance)
+    return view_camera(spec.view, spec.size, distance=_distance(spec))
 
 
 def _scene_seed(spec: ClipSpec) -> int:
@@ -65,8 +68,8 @@ def _scene_seed(spec: ClipSpec) -> int:
 
 
 def _background(spec: ClipSpec) -> np.ndarray:
-    distance = TUM_GAID_DISTANCE if spec.layout == "tum-gaid" else DISTANCE
-    return hall_background(spec.view, tuple(spec.size), spec.layout, _scene_seed(spec), distance)
+    return hall_background(spec.view, tuple(spec.size), spec.layout, _scene_seed(spec),
+                           _distance(spec))
 
 
 def world_joints(spec: ClipSpec, g: GaitParams, walk_rng: np.random.Generator
@@ -97,6 +100,7 @@ def render_clip(spec: ClipSpec) -> RenderedClip:
     noise_rng = rng_for(spec.seed, CAMERA_NOISE, spec.layout, spec.subject, spec.condition,
                         spec.seq_num, spec.view)
     effects = camera_effects(session, noise_rng, spec.frames, spec.fps)
+    background = effects.tinted(background)
     h, w = background.shape[:2]
     if spec.condition == BACKGROUND:
         clean = np.broadcast_to(background, (spec.frames, h, w, 3))
@@ -108,7 +112,8 @@ def render_clip(spec: ClipSpec) -> RenderedClip:
         skin, hair = subject_look(rng_for(spec.seed, SUBJECT_LOOK, spec.subject))
         look = draw_appearance(walk_rng, spec.condition, skin, hair)
         capsules = body_capsules(joints, g, look, phase, forward)
-        clean, masks = paint_person(background, _camera(spec), capsules, joints[:, J["pelvis"]])
+        clean, masks = paint_person(background, _camera(spec), capsules, joints[:, J["pelvis"]],
+                                    tint=effects.tint)
     frames = film(clean, effects, noise_rng)
     boxes = np.stack([mask_box(m) for m in masks]) if len(masks) else np.zeros((0, 4), np.float32)
     return RenderedClip(frames, masks, boxes)

@@ -98,8 +98,8 @@ def draw_gait(subject: int, rng: np.random.Generator) -> GaitParams:
         girth=u(0.85, 1.2),
         cadence=u(92.0, 128.0),
         stride_ratio=u(0.68, 0.92),
-        arm_swing_deg=u(8.0, 38.0),
-        elbow_flex_deg=u(5.0, 35.0),
+        arm_swing_deg=u(8.0, 32.0),
+        elbow_flex_deg=u(5.0, 30.0),
         knee_swing_deg=u(48.0, 70.0),
         knee_stance_deg=u(5.0, 24.0),
         toe_off_deg=u(15.0, 40.0),
@@ -220,11 +220,12 @@ def _arm(g: GaitParams, joints: np.ndarray, s: str, sgn: float, two_pi_p: np.nda
     upper, fore, hand = 0.45 * arm_len, 0.35 * arm_len, 0.20 * arm_len
     leg_phase = two_pi_p if s == "r" else two_pi_p + np.pi * (1 + 2 * g.lr_phase)
     swing = -deg(g.arm_swing_deg) * np.cos(leg_phase + 2 * np.pi * g.arm_phase) - deg(2.0)
-    elbow = deg(g.elbow_flex_deg) + 0.7 * np.maximum(swing, 0.0)
+    elbow = deg(g.elbow_flex_deg) + 0.4 * np.maximum(swing, 0.0)
     abd = deg(g.arm_abduction_deg)
 
     def limb(angle: np.ndarray, length: float) -> np.ndarray:
-        return length * np.stack([np.sin(angle) * np.cos(abd), np.full_like(angle, sgn * np.sin(abd)),
+        return length * np.stack([np.sin(angle) * np.cos(abd),
+                                  np.full_like(angle, sgn * np.sin(abd)),
                                   -np.cos(angle) * np.cos(abd)], 1)
 
     elbow_pt = shoulder + limb(swing, upper)

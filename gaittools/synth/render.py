@@ -65,20 +65,26 @@ def _outline(uv0: np.ndarray, uv1: np.ndarray, r0: np.ndarray, r1: np.ndarray, l
     return fixed(uv0), fixed(uv1), radius(r0), radius(r1), fixed(quad), length > 0.25
 
 
-def _fill(canvas: np.ndarray, c0, c1, q0: int, q1: int, quad, long: bool, colour, line: int
-          ) -> None:
-    """Fill one 2D capsule from its precomputed fixed-point outline."""
-    cv2.circle(canvas, c0, q0, colour, -1, line, SHIFT)
+def _fill(canvas: np.ndarray, c0, c1, q0: int, q1: int, quad, long: bool, caps: tuple[bool, bool],
+          colour, line: int) -> None:
+    """Fill one 2D capsule from its precomputed fixed-point outline (a disc if it is short)."""
     if long:
         cv2.fillConvexPoly(canvas, quad, colour, line, SHIFT)
-        cv2.circle(canvas, c1, q1, colour, -1, line, SHIFT)
+        if caps[0]:
+            cv2.circle(canvas, c0, q0, colour, -1, line, SHIFT)
+        if caps[1]:
+            cv2.circle(canvas, c1, q1, colour, -1, line, SHIFT)
+    else:
+        cv2.circle(canvas, c0, max(q0, q1), colour, -1, line, SHIFT)
 
 
 def paint_person(background: np.ndarray, camera: Camera, capsules: list[Capsule],
-                 reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 reference: np.ndarray, tint: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Clean frames (T, H, W, 3) and masks (T, H, W) of the capsules over the background.
 
     ``reference`` (T, 3) is the body centre; parts deeper than it are shaded darker.
+    ``tint`` (3,) is the camera's white balance, applied to the capsule colours.
     """
     n_frames = len(reference)
     a = np.stack([c.a for c in capsules])          # (N, T, 3)
@@ -91,6 +97,8 @@ def paint_person(background: np.ndarray, camera: Camera, capsules: list[Capsule]
     mid = (da + db) / 2
     shade = np.clip(1.0 - 1.6 * (mid - dref[None]), 0.65, 1.1)             # (N, T)
     colours = np.array([c.colour for c in capsules])[:, None, :] * shade[..., None]
+    if tint is not None:
+        colours = colours * tint
     glows = np.clip(colours * 1.18 + 8, 0, 255).tolist()
     colours = np.clip(colours, 0, 255).tolist()
     visible = ((camera.to_camera(a)[..., 2] > NEAR) & (camera.to_camera(b)[..., 2] > NEAR)).tolist()
@@ -99,7 +107,8 @@ def paint_person(background: np.ndarray, camera: Camera, capsules: list[Capsule]
     light = np.array([-0.3, -0.35])
     glow = [x.tolist() if x.ndim < 4 else list(x) for x in _outline(
         uv_a + light * ra[..., None], uv_b + light * rb[..., None], 0.45 * ra, 0.45 * rb, limit)]
-    big = (np.minimum(ra, rb) >= 2.0).tolist()
+    big = (np.minimum(ra, rb) >= 2.5).tolist()   # highlights only where they show
+    caps = [(c.cap_a, c.cap_b) for c in capsules]
     order = np.argsort(-mid, axis=0, kind="stable").T.tolist()              # (T, N)
     h, w = background.shape[:2]
     frames = np.empty((n_frames, h, w, 3), np.uint8)
@@ -110,10 +119,10 @@ def paint_person(background: np.ndarray, camera: Camera, capsules: list[Capsule]
             if not visible[i][t]:
                 continue
             parts = [x[i][t] for x in body]
-            _fill(img, *parts, colours[i][t], cv2.LINE_AA)
-            _fill(mask, *parts, 255, cv2.LINE_8)
+            _fill(img, *parts, caps[i], colours[i][t], cv2.LINE_AA)
+            _fill(mask, *parts, caps[i], 255, cv2.LINE_8)
             if big[i][t]:
-                _fill(img, *[x[i][t] for x in glow], glows[i][t], cv2.LINE_AA)
+                _fill(img, *[x[i][t] for x in glow], caps[i], glows[i][t], cv2.LINE_AA)
         frames[t] = img
     return frames, masks.astype(bool)
 

@@ -135,23 +135,30 @@ def hall_background(view: str, size: tuple[int, int], layout: str, scene_seed: i
 
 @dataclass(frozen=True)
 class CameraEffects:
-    """Per-frame gain (flicker x session exposure), per-channel tint and sensor noise level."""
+    """Per-frame gain (flicker x session exposure) and the session's white balance (tint).
+
+    The tint is constant over a session, so callers apply it once to the background and to the
+    person's colours (``tinted``); per frame only the gain and the noise remain (one
+    saturating cv2.addWeighted).
+    """
 
     gains: np.ndarray       # (T,) overall gain per frame
     tint: np.ndarray        # (3,) BGR white balance of the session
 
+    def tinted(self, image: np.ndarray) -> np.ndarray:
+        return np.clip(image * self.tint, 0, 255).astype(image.dtype)
+
     def apply(self, frame: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        """The frame as the camera records it (uint8 BGR); saturating uint8 arithmetic."""
-        gain = (self.gains[t] * self.tint).tolist()
-        lit = cv2.multiply(frame, (*gain, 0.0))
-        return cv2.subtract(cv2.add(lit, sensor_noise(rng, frame.shape)), (7.0,) * 3 + (0.0,))
+        """The frame as the camera records it (uint8 BGR)."""
+        noise = cv2.cvtColor(sensor_noise(rng, frame.shape[:2]), cv2.COLOR_GRAY2BGR)
+        return cv2.addWeighted(frame, float(self.gains[t]), noise, 1.0, -7.0)
 
 
 def sensor_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Noise 0..14 (mean 7, sd ~3.2 grey levels), triangular: the sum of two 3-bit uniforms.
 
     Drawn as random 32-bit words viewed as bytes, several times faster than a normal draw;
-    noise is a large share of the generation time.
+    noise is a large share of the generation time. One channel: luminance noise.
     """
     n = int(np.prod(shape))
     words = rng.integers(0, 2**32, size=(n + 3) // 4, dtype=np.uint32)

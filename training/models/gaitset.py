@@ -45,23 +45,28 @@ def _set_max(frames: torch.Tensor, batch: int) -> torch.Tensor:
     return frames.reshape(batch, -1, *frames.shape[1:]).amax(dim=1)
 
 
-def _strip_pool(maps: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, n): mean + max of n horizontal strips with adaptive-pooling edges.
-
-    Written with reshapes and slices on the (static) height instead of
-    ``adaptive_max_pool2d``, which torch.onnx cannot export."""
-    height = maps.shape[2]
-    if height % n == 0:
-        strips = maps.reshape(maps.shape[0], maps.shape[1], n, -1)
-        return strips.mean(dim=3) + strips.amax(dim=3)
-    edges = [(i * height // n, -(-(i + 1) * height // n)) for i in range(n)]
-    return torch.stack([maps[:, :, a:b].mean(dim=(2, 3)) + maps[:, :, a:b].amax(dim=(2, 3))
-                        for a, b in edges], dim=2)
+def _strip_rows(height: int, bins: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Row range [start, end) of every strip, with adaptive pooling's edges."""
+    return [(i * height // n, -(-(i + 1) * height // n)) for n in bins for i in range(n)]
 
 
 def horizontal_pyramid(maps: torch.Tensor, bins: tuple[int, ...] = PYRAMID_BINS) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, sum(bins)): mean + max of every horizontal strip of every bin."""
-    return torch.cat([_strip_pool(maps, n) for n in bins], dim=2)
+    """(B, C, H, W) -> (B, C, sum(bins)): mean + max of every horizontal strip of every bin.
+
+    Equal to ``adaptive_avg_pool2d + adaptive_max_pool2d`` to (n, 1) per bin, but written as
+    one matmul (strip means from row means) and one gather (strip maxima from row maxima,
+    short strips padded by repeating their last row) over the static height: few graph nodes,
+    and ``adaptive_max_pool2d`` has no ONNX export."""
+    rows = _strip_rows(maps.shape[2], bins)
+    longest = max(end - start for start, end in rows)
+    averaging = torch.tensor([[1.0 / (end - start) if start <= row < end else 0.0
+                               for row in range(maps.shape[2])] for start, end in rows],
+                             dtype=maps.dtype, device=maps.device)
+    gather = torch.tensor([[min(start + j, end - 1) for j in range(longest)]
+                           for start, end in rows], device=maps.device)
+    means = maps.mean(dim=3) @ averaging.T
+    maxima = maps.amax(dim=3)[:, :, gather].amax(dim=3)
+    return means + maxima
 
 
 class GaitSet(nn.Module):

@@ -1,0 +1,161 @@
+"""Frames/s per core: the whole extract-frames path against a bare decode loop, in one run.
+
+    python benchmarks/extract_speed.py [--source DIR] [--repeat 3] [--workers N] [--store-dir DIR]
+
+Both run in this process on one core (OpenCV limited to one thread), over the same files:
+
+- bare decode: ``VideoCapture.read()`` until the end, nothing else;
+- extract path: what one Dask task does per sequence (``pipelines.extract.extract_task``):
+  decode to gray at the working height, localise, crop, and write the sequence atomically to
+  a store (zstd, fsync, rename); the empty-scene background is decoded once per clip.
+
+Each is timed ``--repeat`` times in alternation and the best time is kept, so a busy machine
+hurts both alike. The extract path is also broken down (decode+gray, localise+crop, store
+write) to show where the time goes. ``--workers N`` adds a full ``run_extract`` on a
+LocalCluster of N processes, reported per core. The goal: the extract path at least half
+the frames/s of bare decoding. Where the store lives matters (fsync): see ``--store-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gaittools.extract import ExtractOptions, extract_sequence, load_background  # noqa: E402
+from gaittools.sources import discover  # noqa: E402
+from gaittools.store import Store  # noqa: E402
+from pipelines.extract import extract_task, run_extract  # noqa: E402
+
+DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "casia-b-mini" / "videos"
+
+
+class Clock:
+    """Wall and CPU seconds (all threads of this process) of a block."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def bare_decode(paths: list[Path]) -> tuple[int, Clock]:
+    n = 0
+    with Clock() as clock:
+        for p in paths:
+            cap = cv2.VideoCapture(str(p))
+            while cap.read()[0]:
+                n += 1
+            cap.release()
+    return n, clock
+
+
+def extract_path(found, store_path: Path) -> tuple[int, Clock]:
+    options = ExtractOptions()
+    n = 0
+    backgrounds = {}
+    with Clock() as clock:
+        for seq in found.sequences:
+            if seq.background is not None and seq.background not in backgrounds:
+                backgrounds[seq.background] = load_background(seq.background)
+            r = extract_task(str(store_path), seq, options, True, backgrounds.get(seq.background))
+            if not r.ok:
+                raise SystemExit(f"extract failed: {r.error}")
+            n += r.n_frames
+    return n, clock
+
+
+def breakdown(found, store_path: Path, repeat: int) -> dict[str, tuple[float, float]]:
+    """Best (wall, cpu) seconds in decode+gray, localise+crop and the store write."""
+    from gaittools.extract import localise_and_crop
+    from gaittools.video import decode
+
+    store = Store(store_path)
+    backgrounds = {s.background: load_background(s.background) for s in found.sequences if s.background}
+    best = {k: [float("inf"), float("inf")] for k in ("decode + gray", "localise + crop", "store write")}
+    for _ in range(repeat):
+        total = {k: [0.0, 0.0] for k in best}
+        for seq in found.sequences:
+            bg = backgrounds.get(seq.background)
+            with Clock() as c1:
+                frames = decode(seq.path).frames
+            with Clock() as c2:
+                localise_and_crop(frames, bg)
+            result = extract_sequence(seq, ExtractOptions(), bg)
+            with Clock() as c3:
+                store.write_sequence(seq.seq_id, result.arrays, result.attrs, overwrite=True)
+            for k, c in zip(total, (c1, c2, c3)):
+                total[k][0] += c.wall
+                total[k][1] += c.cpu
+        for k in best:
+            best[k] = [min(best[k][0], total[k][0]), min(best[k][1], total[k][1])]
+    return {k: (v[0], v[1]) for k, v in best.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="a CASIA-B-named video folder")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=0, help="also time run_extract on N local workers")
+    ap.add_argument("--store-dir", type=Path, default=None, help="where the scratch stores go")
+    args = ap.parse_args()
+    if not args.source.is_dir():
+        raise SystemExit(f"{args.source}: no such folder (try gaittools synth OUT, then --source OUT/videos)")
+    cv2.setNumThreads(1)
+    found = discover(args.source, "auto")
+    paths = [s.path for s in found.sequences]
+    scratch = Path(tempfile.mkdtemp(prefix="extract-bench-", dir=args.store_dir))
+    try:
+        store_path = scratch / "store"
+        Store.create(store_path, found.dataset)
+        wall = {"bare decode": float("inf"), "extract path": float("inf")}
+        cpu = dict(wall)
+        frames = {}
+        extract_path(found, store_path)  # warm the page cache and imports once
+        for _ in range(args.repeat):
+            for name, run in (("bare decode", lambda: bare_decode(paths)),
+                              ("extract path", lambda: extract_path(found, store_path))):
+                frames[name], clock = run()
+                wall[name], cpu[name] = min(wall[name], clock.wall), min(cpu[name], clock.cpu)
+        parts = breakdown(found, store_path, args.repeat)
+        base_wall = frames["bare decode"] / wall["bare decode"]
+        base_cpu = frames["bare decode"] / cpu["bare decode"]
+        print(f"{len(paths)} sequences from {args.source}, {frames['bare decode']} frames; "
+              f"one core, best of {args.repeat}; store in {scratch}")
+        print(f"{'path':<34}{'wall s':>8}{'frames/s':>10}{'ratio':>7}{'cpu s':>8}{'frames/cpu-s':>14}{'ratio':>7}")
+        for name in ("bare decode", "extract path"):
+            fw, fc = frames[name] / wall[name], frames[name] / cpu[name]
+            print(f"{name:<34}{wall[name]:>8.3f}{fw:>10.0f}{fw / base_wall:>7.2f}"
+                  f"{cpu[name]:>8.3f}{fc:>14.0f}{fc / base_cpu:>7.2f}")
+        for name, (w, c) in parts.items():
+            print(f"  {'of which ' + name:<32}{w:>8.3f}{frames['bare decode'] / w:>10.0f}{'':>7}"
+                  f"{c:>8.3f}{frames['bare decode'] / max(c, 1e-9):>14.0f}")
+        if args.workers:
+            dask_store = scratch / "dask-store"
+            start = time.perf_counter()
+            summary = run_extract(args.source, dask_store, workers=args.workers, stream=io.StringIO())
+            secs = time.perf_counter() - start
+            fps = summary.frames / secs / args.workers
+            print(f"{f'run_extract, {args.workers} workers':<34}{secs:>8.3f}{fps:>10.0f}{fps / base_wall:>7.2f}"
+                  "   (wall, per worker; includes cluster start-up)")
+        for kind, ratio in (("wall", frames["extract path"] / wall["extract path"] / base_wall),
+                            ("cpu", frames["extract path"] / cpu["extract path"] / base_cpu)):
+            print(f"goal: extract path >= 0.5 x bare decode ({kind}): "
+                  f"{'met' if ratio >= 0.5 else 'NOT met'} ({ratio:.2f})")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

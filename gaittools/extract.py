@@ -1,0 +1,191 @@
+"""One sequence from its source to the store's arrays and attributes (no I/O to the store).
+
+``extract_sequence`` is what each extract-frames task runs; ``localise_and_crop`` is the part
+that inference (enroll/identify) reuses on frames it decoded itself, so that a probe video is
+cropped exactly as the training data was.
+
+Arrays (the contract in the team brief and gaittools.manifest):
+    frames  uint8 (T, H, W)     gray at the working height
+    boxes   float32 (T, 4)      walker's box, frame pixels, NaN where nobody
+    windows float32 (T, 4)      crop window that produced gray[t], NaN where no crop
+    gray    uint8 (T, S, S)     crops; all-zero where nobody
+
+Decisions recorded here:
+- Sequences shorter than a training clip (``clip_length``, 25 frames with a person) are kept
+  and flagged ``extract.short = True``: dropping them would hide data (CASIA-B subject 005's
+  silhouettes have 1-62 frames), and a sampler can skip or pad them knowingly.
+- A video where nobody is found is kept (``n_crops = 0``, ``coverage = 0``,
+  ``no_person = True``) with a warning: it is a fact about the data, not a failure, and
+  retrying it would give the same answer.
+- OpenGait pickles hold silhouettes already cropped to 64x64: they are stored as ``gray``
+  (resized to S when S != 64) with ``extract.content = "silhouette"``; there are no
+  ``frames``, ``boxes`` or ``windows`` arrays at all (rather than arrays of NaN), so a reader
+  asks ``store.arrays_of(seq_id)`` and cannot mistake them for located crops.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gaittools.crop import CROP_MODES, DEFAULT_SIZE, crop_frames, resize_crops, windows_for
+from gaittools.localise import LocaliseParams, localise, median_background
+from gaittools.pickles import load_silhouettes
+from gaittools.sources import SourceSequence
+from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError, decode
+
+#: Frames of one training clip (gaitcopy-method.md); fewer crops than this -> ``short``.
+CLIP_LENGTH = 25
+#: CASIA-B's frame rate, assumed for OpenGait pickles (they carry none).
+OPENGAIT_FPS = 25.0
+#: Frames of the empty-scene clip that make its median background.
+BACKGROUND_FRAMES = 50
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """How sequences are extracted; recorded in every sequence's attributes."""
+
+    working_height: int = DEFAULT_WORKING_HEIGHT
+    crop_mode: str = "person"
+    crop_size: int = DEFAULT_SIZE
+    method: str = "median"  # background model: median | mog2 | knn
+    fps: float | None = None  # override the source's frame rate (frame folders have none)
+    clip_length: int = CLIP_LENGTH
+    hog: bool = True  # HOG people detector where the background model fails
+
+    def __post_init__(self) -> None:
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"unknown crop mode {self.crop_mode!r}; one of {CROP_MODES}")
+        if self.crop_size < 8 or self.working_height < 16:
+            raise ValueError("crop size must be >= 8 and working height >= 16")
+
+
+@dataclass
+class Extracted:
+    """A sequence ready for ``Store.write_sequence``; ``warnings`` go into the run summary."""
+
+    seq_id: str
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.attrs["extract"]["n_frames"])
+
+
+def localise_and_crop(
+    frames: np.ndarray, background: np.ndarray | None = None, mode: str = "person",
+    size: int = DEFAULT_SIZE, params: LocaliseParams | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Gray frames (T, H, W) uint8 -> (boxes, windows, gray, info).
+
+    ``boxes``/``windows`` float32 (T, 4) in frame pixels (NaN where nobody), ``gray`` uint8
+    (T, size, size). ``info``: n_tracks, coverage, localisation method, foreground_fraction,
+    notes. ``background`` is an empty-scene image of the same size as the frames, if known.
+    """
+    loc = localise(frames, background, params)
+    windows = windows_for(loc.boxes, loc.centres, frames.shape[1:], mode)
+    gray = crop_frames(frames, windows, size)
+    info = {"n_tracks": loc.n_tracks, "coverage": loc.coverage, "localisation": loc.method,
+            "foreground_fraction": loc.foreground_fraction, "notes": list(loc.notes)}
+    return loc.boxes, windows, gray, info
+
+
+def load_background(path: str | Path, working_height: int = DEFAULT_WORKING_HEIGHT) -> np.ndarray:
+    """The median image of an empty-scene clip at the working height."""
+    frames = decode(path, working_height, max_frames=BACKGROUND_FRAMES).frames
+    return median_background(frames, len(frames))
+
+
+def extract_sequence(seq: SourceSequence, options: ExtractOptions | None = None,
+                     background: np.ndarray | BaseException | None = None) -> Extracted:
+    """Decode, localise, crop one sequence. Raises VideoError/PickleError for bad input.
+
+    ``background``: the empty-scene image if the caller loaded it (once per clip), else it is
+    loaded from ``seq.background``; a broken empty-scene clip (or the exception the caller
+    got loading it) falls back to the sequence median with a note, never a failure.
+    """
+    options = options or ExtractOptions()
+    start = time.perf_counter()
+    if seq.kind == "pickle":
+        result = _from_pickle(seq, options)
+    else:
+        notes = []
+        if isinstance(background, BaseException):  # the pipeline already failed to load it
+            notes.append(f"empty-scene clip unusable ({background}): sequence median")
+            background = None
+        elif background is None and seq.background is not None:
+            try:
+                background = load_background(seq.background, options.working_height)
+            except VideoError as exc:
+                notes.append(f"empty-scene clip unusable ({exc}): sequence median")
+        result = _from_frames(seq, options, background)
+        result.attrs["extract"]["notes"][:0] = notes
+    result.attrs["extract"]["seconds"] = round(time.perf_counter() - start, 4)
+    return result
+
+
+def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.ndarray | None) -> Extracted:
+    decoded = decode(seq.path, options.working_height, options.fps)
+    frames = decoded.frames
+    notes: list[str] = []
+    if background is not None and background.shape != frames.shape[1:]:
+        notes.append(f"empty-scene clip {seq.background} is {background.shape[::-1]}, frames are "
+                     f"{frames.shape[:0:-1]}: not used")
+        background = None
+    params = LocaliseParams(method=options.method, hog=options.hog)
+    boxes, windows, gray, info = localise_and_crop(frames, background, options.crop_mode,
+                                                   options.crop_size, params)
+    n_crops = int(np.isfinite(windows[:, 0]).sum())
+    extract = {
+        "n_frames": decoded.n_frames, "n_crops": n_crops, "height": int(frames.shape[1]),
+        "width": int(frames.shape[2]), "coverage": round(info["coverage"], 4),
+        "n_tracks": info["n_tracks"], "short": n_crops < options.clip_length,
+        "no_person": n_crops == 0, "content": "gray",
+        "crop_mode": options.crop_mode, "crop_size": options.crop_size,
+        "working_height": options.working_height, "source_size": list(decoded.source_size),
+        "scale": round(decoded.scale, 6), "localisation": info["localisation"],
+        "background": str(seq.background) if background is not None else None,
+        "foreground_fraction": round(info["foreground_fraction"], 4),
+        "clip_length": options.clip_length, "notes": notes + info["notes"],
+        "options": asdict(options),
+    }
+    arrays = {"frames": frames, "boxes": boxes, "windows": windows, "gray": gray}
+    return Extracted(seq.seq_id, arrays, _attrs(seq, decoded.fps, extract), _warnings(extract))
+
+
+def _from_pickle(seq: SourceSequence, options: ExtractOptions) -> Extracted:
+    silhouettes = load_silhouettes(seq.path)
+    gray = resize_crops(silhouettes, options.crop_size)
+    n_crops = int((gray.reshape(len(gray), -1).max(axis=1) > 0).sum())
+    extract = {
+        "n_frames": int(len(gray)), "n_crops": n_crops, "height": None, "width": None,
+        "coverage": round(n_crops / len(gray), 4), "n_tracks": None,
+        "short": n_crops < options.clip_length, "no_person": n_crops == 0,
+        "content": "silhouette", "crop_mode": "opengait", "crop_size": options.crop_size,
+        "source_crop_size": int(silhouettes.shape[1]), "working_height": None,
+        "clip_length": options.clip_length, "notes": [], "options": asdict(options),
+    }
+    return Extracted(seq.seq_id, {"gray": gray}, _attrs(seq, options.fps or OPENGAIT_FPS, extract),
+                     _warnings(extract))
+
+
+def _attrs(seq: SourceSequence, fps: float, extract: dict[str, Any]) -> dict[str, Any]:
+    return {"name": seq.name.as_dict(), "source": str(seq.path), "fps": float(fps), "extract": extract}
+
+
+def _warnings(extract: dict[str, Any]) -> list[str]:
+    out = []
+    if extract["no_person"]:
+        out.append(f"no person found in any of its {extract['n_frames']} frames")
+    elif extract["short"]:
+        out.append(f"short: {extract['n_crops']} crops < clip length {extract['clip_length']}")
+    if (extract.get("n_tracks") or 0) > 1:
+        out.append(f"{extract['n_tracks']} tracks seen; kept the longest")
+    return out

@@ -1,0 +1,199 @@
+"""Fused TV-L1 inner iterations and median filter as Triton kernels (CUDA).
+
+Why: the hot loop of TV-L1 is a dozen elementwise passes per iteration; in eager torch each
+pass reads and writes whole planes. Here one iteration is two kernels, each touching every
+plane once:
+
+* ``_primal_kernel``: thresholding step, divergence of p and the new u (in place), and the
+  pair's squared update added atomically to ``err[step + 1, pair]``;
+* ``_dual_kernel``: forward gradient of the new u and Chambolle's dual step (p in place).
+
+Both read ``err[step, pair]`` first and do nothing (all loads and stores masked off) for a pair
+that has stopped: convergence costs no host sync and a stopped pair costs no memory traffic.
+u is updated in place safely because the primal step reads only its own pixel of u, and p
+because the dual step reads only its own pixel of p.
+
+This module imports triton; import it lazily (``tvl1_torch.pick_engine`` does). The plain-torch
+definition is ``tvl1_torch.primal_dual_step`` and ``imageops.median_filter_torch``, which
+``tests/test_flow_fused.py`` compares these kernels against (on CUDA, or on the CPU under
+Triton's interpreter, ``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from gaittools.flow.params import TVL1Params
+
+#: Same guard as the reference (FLT_EPSILON), see ``tvl1_torch.primal_dual_step``.
+GRAD_EPS = 1.1920928955078125e-07
+BLOCK = 1024
+MEDIAN_BLOCK = 64
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def unavailable_reason(device: torch.device, params: TVL1Params) -> str | None:
+    """Why the fused engine cannot run here, or None when it can."""
+    if device.type != "cuda" and not _interpreted():
+        return f"it needs a CUDA device (got {device})"
+    if params.gamma != 0:
+        return "it implements gamma = 0 only"
+    if params.median_filtering > 1 and params.median_filtering ** 2 > 64:
+        return f"its median kernel handles up to 7x7 (got {params.median_filtering})"
+    return None
+
+
+@triton.jit
+def _primal_kernel(u_ptr, p_ptr, data_ptr, err_ptr, step, n_pairs, height, width, threshold,
+                   l_t, theta, grad_eps, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    pair = tl.program_id(1)
+    area = height * width
+    running = tl.load(err_ptr + step * n_pairs + pair) > threshold
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    live = offs < tl.where(running, area, 0)  # a stopped pair touches no memory
+    x = offs % width
+    y = offs // width
+    has_left = live & (x > 0)
+    has_up = live & (y > 0)
+    u_base = u_ptr + pair.to(tl.int64) * 2 * area
+    p_base = p_ptr + pair.to(tl.int64) * 4 * area
+    d_base = data_ptr + pair.to(tl.int64) * 4 * area
+
+    u1 = tl.load(u_base + offs, mask=live, other=0.0)
+    u2 = tl.load(u_base + area + offs, mask=live, other=0.0)
+    ix = tl.load(d_base + offs, mask=live, other=0.0)
+    iy = tl.load(d_base + area + offs, mask=live, other=0.0)
+    rho_c = tl.load(d_base + 2 * area + offs, mask=live, other=0.0)
+    grad = tl.load(d_base + 3 * area + offs, mask=live, other=0.0)
+
+    rho = rho_c + (ix * u1 + iy * u2)
+    coeff = -rho / tl.maximum(grad, grad_eps)
+    coeff = tl.minimum(tl.maximum(coeff, -l_t), l_t)
+
+    p11 = tl.load(p_base + offs, mask=live, other=0.0)
+    p11_left = tl.load(p_base + offs - 1, mask=has_left, other=0.0)
+    p12 = tl.load(p_base + area + offs, mask=live, other=0.0)
+    p12_up = tl.load(p_base + area + offs - width, mask=has_up, other=0.0)
+    p21 = tl.load(p_base + 2 * area + offs, mask=live, other=0.0)
+    p21_left = tl.load(p_base + 2 * area + offs - 1, mask=has_left, other=0.0)
+    p22 = tl.load(p_base + 3 * area + offs, mask=live, other=0.0)
+    p22_up = tl.load(p_base + 3 * area + offs - width, mask=has_up, other=0.0)
+
+    new1 = (u1 + coeff * ix) + theta * ((p11 - p11_left) + (p12 - p12_up))
+    new2 = (u2 + coeff * iy) + theta * ((p21 - p21_left) + (p22 - p22_up))
+    change = (new1 - u1) * (new1 - u1) + (new2 - u2) * (new2 - u2)
+    change = tl.where(live, change, 0.0)
+    tl.store(u_base + offs, new1, mask=live)
+    tl.store(u_base + area + offs, new2, mask=live)
+    tl.atomic_add(err_ptr + (step + 1) * n_pairs + pair, tl.sum(change, axis=0))
+
+
+@triton.jit
+def _dual_kernel(u_ptr, p_ptr, err_ptr, step, n_pairs, height, width, threshold, taut,
+                 BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    pair = tl.program_id(1)
+    area = height * width
+    running = tl.load(err_ptr + step * n_pairs + pair) > threshold
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    live = offs < tl.where(running, area, 0)  # a stopped pair touches no memory
+    x = offs % width
+    y = offs // width
+    has_right = live & (x < width - 1)
+    has_down = live & (y < height - 1)
+    u_base = u_ptr + pair.to(tl.int64) * 2 * area
+    p_base = p_ptr + pair.to(tl.int64) * 4 * area
+
+    u1 = tl.load(u_base + offs, mask=live, other=0.0)
+    u1x = tl.where(has_right, tl.load(u_base + offs + 1, mask=has_right, other=0.0) - u1, 0.0)
+    u1y = tl.where(has_down, tl.load(u_base + offs + width, mask=has_down, other=0.0) - u1, 0.0)
+    u2 = tl.load(u_base + area + offs, mask=live, other=0.0)
+    u2x = tl.where(has_right, tl.load(u_base + area + offs + 1, mask=has_right, other=0.0) - u2, 0.0)
+    u2y = tl.where(has_down, tl.load(u_base + area + offs + width, mask=has_down, other=0.0) - u2,
+                   0.0)
+    norm1 = 1.0 + taut * tl.sqrt_rn(u1x * u1x + u1y * u1y)
+    norm2 = 1.0 + taut * tl.sqrt_rn(u2x * u2x + u2y * u2y)
+
+    p11 = tl.load(p_base + offs, mask=live, other=0.0)
+    p12 = tl.load(p_base + area + offs, mask=live, other=0.0)
+    p21 = tl.load(p_base + 2 * area + offs, mask=live, other=0.0)
+    p22 = tl.load(p_base + 3 * area + offs, mask=live, other=0.0)
+    tl.store(p_base + offs, (p11 + taut * u1x) / norm1, mask=live)
+    tl.store(p_base + area + offs, (p12 + taut * u1y) / norm1, mask=live)
+    tl.store(p_base + 2 * area + offs, (p21 + taut * u2x) / norm2, mask=live)
+    tl.store(p_base + 3 * area + offs, (p22 + taut * u2y) / norm2, mask=live)
+
+
+@triton.jit
+def _median_kernel(src_ptr, dst_ptr, height, width, KERNEL: tl.constexpr, SLOTS: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    """k x k median with a replicated border: drop the smallest tap k*k // 2 times.
+
+    The taps sit in a (BLOCK, SLOTS) tile padded with +inf; each round removes one occurrence
+    of the row minimum, so the minimum left after k*k // 2 rounds is the median.
+    """
+    pid = tl.program_id(0)
+    plane = tl.program_id(1)
+    area = height * width
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < area
+    x = offs % width
+    y = offs // width
+    slot = tl.arange(0, SLOTS)
+    dy = slot // KERNEL - KERNEL // 2
+    dx = slot % KERNEL - KERNEL // 2
+    row = tl.minimum(tl.maximum(y[:, None] + dy[None, :], 0), height - 1)
+    col = tl.minimum(tl.maximum(x[:, None] + dx[None, :], 0), width - 1)
+    real = (slot < KERNEL * KERNEL)[None, :] & inside[:, None]
+    base = src_ptr + plane.to(tl.int64) * area
+    values = tl.load(base + row * width + col, mask=real, other=float("inf"))
+    for _ in tl.static_range((KERNEL * KERNEL) // 2):
+        lowest = tl.argmin(values, axis=1)
+        values = tl.where(slot[None, :] == lowest[:, None], float("inf"), values)
+    median = tl.min(values, axis=1)
+    tl.store(dst_ptr + plane.to(tl.int64) * area + offs, median, mask=inside)
+
+
+class FusedEngine:
+    """The inner loop as Triton kernels; same contract as ``tvl1_torch.ReferenceEngine``."""
+
+    def median(self, flow: torch.Tensor, kernel: int) -> torch.Tensor:
+        if kernel <= 1:
+            return flow
+        src = flow.contiguous()
+        batch, channels, height, width = src.shape
+        out = torch.empty_like(src)
+        slots = 1 << math.ceil(math.log2(kernel * kernel))
+        grid = (triton.cdiv(height * width, MEDIAN_BLOCK), batch * channels)
+        _median_kernel[grid](src, out, height, width, KERNEL=kernel, SLOTS=slots,
+                             BLOCK=MEDIAN_BLOCK)
+        return out
+
+    def iterate(self, u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, threshold: float,
+                n_iter: int, params: TVL1Params) -> torch.Tensor:
+        if u.shape[1] != 2:
+            raise ValueError("the fused engine implements gamma = 0 (two flow components) only")
+        for name, tensor in (("u", u), ("p", p), ("data", data)):
+            if not tensor.is_contiguous() or tensor.dtype != torch.float32:
+                raise ValueError(f"fused engine needs contiguous float32 {name}")
+        batch, _, height, width = u.shape
+        err = torch.zeros(n_iter + 1, batch, dtype=torch.float32, device=u.device)
+        err[0] = math.inf
+        grid = (triton.cdiv(height * width, BLOCK), batch)
+        l_t = params.lambda_ * params.theta
+        taut = params.tau / params.theta
+        for step in range(n_iter):
+            _primal_kernel[grid](u, p, data, err, step, batch, height, width, threshold,
+                                 l_t, params.theta, GRAD_EPS, BLOCK=BLOCK)
+            _dual_kernel[grid](u, p, err, step, batch, height, width, threshold, taut,
+                               BLOCK=BLOCK)
+        return err[n_iter] > threshold

@@ -1,0 +1,252 @@
+"""train-copy export: ONNX / torch.export bundles, their parity check, and reloading without training.
+
+The model is a real (tiny-width) 3D-CNN student; parity clips are real CASIA-B silhouettes
+(../shared/data/casia-b-sil-090) put in a store, as a run's store would hold them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gaittools import deploy
+from gaittools.store import Store
+from training import export as ex
+from training.models.c3d import C3DNet
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SIL = DATA / "casia-b-sil-090"
+TINY = (4, 8, 8, 16, 16, 16)
+CLIP = {"length": 25, "step": 5, "crop_size": 64, "crop_mode": "person", "working_height": 240}
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """The silhouette pickles hold one numpy array: refuse anything else."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if module.split(".")[0] == "numpy" and name in {"_reconstruct", "ndarray", "dtype", "scalar"}:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name}")
+
+
+def _silhouettes(subject: str, walk: str) -> np.ndarray:
+    path = SIL / subject / walk / "090" / "090.pkl"
+    if not path.is_file():
+        pytest.skip(f"real CASIA-B silhouettes absent ({path})")
+    return np.asarray(_NumpyOnly(io.BytesIO(path.read_bytes())).load(), dtype=np.uint8)
+
+
+def _tiny_student(seed: int = 0, n_classes: int = 0) -> C3DNet:
+    torch.manual_seed(seed)
+    return C3DNet(1, TINY, embedding_dim=32, dropout=0.4, n_classes=n_classes).eval()
+
+
+@pytest.fixture(scope="module")
+def real_clips() -> np.ndarray:
+    clips = []
+    for subject, walk in (("001", "nm-01"), ("002", "bg-01"), ("003", "cl-01")):
+        sil = _silhouettes(subject, walk)
+        clips += [sil[s:s + 25] for s in (0, 10) if s + 25 <= len(sil)]
+    return np.stack(clips)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, real_clips) -> dict[str, deploy.Bundle]:
+    out = tmp_path_factory.mktemp("bundles")
+    model = _tiny_student()
+    made = {}
+    for fmt in ("onnx", "exported-program"):
+        made[fmt] = ex.export_bundle(model, out / fmt, fmt, real_clips, "casia-b-sil-090",
+                                     model_name="c3d", options={"widths": list(TINY)}, clip=CLIP,
+                                     log=lambda _: None)
+    return made
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
+def test_export_bundle_parity_and_description(bundles, real_clips, fmt):
+    bundle = bundles[fmt]
+    meta = json.loads((bundle.root / deploy.BUNDLE_FILE).read_text())
+    assert meta["status"] == "ok" and meta["format"] == fmt
+    assert meta["parity"]["passed"] and meta["parity"]["min_cosine"] >= ex.FP32_BOUND
+    assert meta["parity"]["clips"] == len(real_clips)
+    assert meta["file_size"] == bundle.model_path.stat().st_size
+    assert meta["sha256"] == deploy.sha256_of(bundle.model_path)
+    assert meta["input"]["shape"] == [None, 1, 25, 64, 64] and meta["input"]["batch"] == "dynamic"
+    assert meta["model"]["parameters"] == sum(p.numel() for p in _tiny_student().parameters())
+    assert meta["weights_fingerprint"] == ex.weights_fingerprint(_tiny_student())
+    assert meta["normalisation"]["formula"] == "x / 255 - 0.5"
+    # Unseen clips, an odd batch size (dynamic batch): unit vectors equal to the eager model's.
+    clips = np.random.default_rng(1).integers(0, 256, (5, 25, 64, 64), dtype=np.uint8)
+    got = deploy.load_signature_model(bundle.root, device="cpu", batch_size=3)(clips)
+    want = ex.eager_signatures(_tiny_student(), clips, "cpu")
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_fresh_process_reloads_without_training(bundles, real_clips, tmp_path):
+    np.save(tmp_path / "clips.npy", real_clips[:4])
+    root = bundles["onnx"].root.parent
+    script = (
+        "import sys, numpy as np\n"
+        "from gaittools.deploy import load_signature_model\n"
+        f"clips = np.load({str(tmp_path / 'clips.npy')!r})\n"
+        "for fmt in ('onnx', 'exported-program'):\n"
+        f"    m = load_signature_model({str(root)!r} + '/' + fmt, device='cpu')\n"
+        f"    np.save({str(tmp_path)!r} + '/' + fmt + '.npy', m(clips))\n"
+        "assert not any(n == 'training' or n.startswith('training.') for n in sys.modules), 'imported training'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    want = ex.eager_signatures(_tiny_student(), real_clips[:4], "cpu")
+    for fmt in ("onnx", "exported-program"):
+        np.testing.assert_allclose(np.load(tmp_path / f"{fmt}.npy"), want, atol=1e-5)
+
+
+def test_fixed_batch_and_fp16(tmp_path, real_clips):
+    model = _tiny_student(seed=3)
+    bundle = ex.export_bundle(model, tmp_path / "b", "exported-program", real_clips, "casia-b-sil-090",
+                              model_name="c3d", clip=CLIP, fp16=True, batch=4, log=lambda _: None)
+    assert bundle.meta["precision"] == "fp16" and bundle.meta["input"]["batch"] == 4
+    assert bundle.meta["parity"]["bound"] == ex.FP16_BOUND
+    assert bundle.meta["parity"]["min_cosine"] >= ex.FP16_BOUND
+    loaded = deploy.load_signature_model(bundle.root, device="cpu")
+    assert loaded.batch_size == 4
+    out = loaded(real_clips[:6])  # 6 clips through a batch-4 program: padded last batch
+    assert out.shape == (6, 32)
+
+
+def test_failed_parity_fails_export_and_keeps_previous(tmp_path, real_clips, monkeypatch):
+    target = tmp_path / "bundle"
+    ex.export_bundle(_tiny_student(), target, "exported-program", real_clips, "real", model_name="c3d",
+                     clip=CLIP, log=lambda _: None)
+    good_sha = json.loads((target / deploy.BUNDLE_FILE).read_text())["sha256"]
+    broken = _tiny_student(seed=99)  # an exporter that writes other weights: parity must catch it
+
+    def wrong_exporter(net, example, path, batch):
+        return ex.export_program(ex.SignatureNet(broken), example, path, batch)
+
+    monkeypatch.setitem(ex.EXPORTERS, "exported-program", wrong_exporter)
+    with pytest.raises(ex.ExportError, match="parity check failed"):
+        ex.export_bundle(_tiny_student(), target, "exported-program", real_clips, "real", model_name="c3d",
+                         clip=CLIP, log=lambda _: None)
+    failed = tmp_path / "bundle.failed"
+    meta = json.loads((failed / deploy.BUNDLE_FILE).read_text())
+    assert meta["status"] == "failed" and not meta["parity"]["passed"]
+    assert not (failed / meta["model_file"]).exists()
+    with pytest.raises(deploy.BundleError, match="status is 'failed'"):
+        deploy.read_bundle(failed)
+    # the earlier good export is untouched and still loads
+    assert deploy.read_bundle(target).meta["sha256"] == good_sha
+
+
+def test_tampered_model_file_is_refused(bundles, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundles["onnx"].root, copy)
+    with open(copy / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(deploy.BundleError, match="checksum"):
+        deploy.read_bundle(copy)
+
+
+def _has_tensorrt() -> tuple[bool, str]:
+    try:
+        import torch_tensorrt  # noqa: F401
+    except ImportError:
+        return False, f"torch-tensorrt not installed: {deploy.INSTALL_TENSORRT}"
+    if not torch.cuda.is_available():
+        return False, "TensorRT needs a CUDA GPU; none visible"
+    return True, ""
+
+
+def test_tensorrt_missing_gives_install_hint(tmp_path, real_clips):
+    ok, _ = _has_tensorrt()
+    if ok:
+        pytest.skip("torch-tensorrt and CUDA are present: the install hint does not apply")
+    with pytest.raises(ex.ExportError, match=r"pip install gaittools\[tensorrt\]"):
+        ex.export_bundle(_tiny_student(), tmp_path / "trt", "tensorrt", real_clips, "real",
+                         model_name="c3d", clip=CLIP, log=lambda _: None)
+    assert not (tmp_path / "trt").exists()
+
+
+@pytest.mark.gpu
+def test_tensorrt_export_parity(tmp_path, real_clips):
+    ok, reason = _has_tensorrt()
+    if not ok:
+        pytest.skip(reason)
+    bundle = ex.export_bundle(_tiny_student(), tmp_path / "trt", "tensorrt", real_clips, "real",
+                              model_name="c3d", clip=CLIP, log=lambda _: None)
+    assert bundle.meta["parity"]["min_cosine"] >= ex.FP32_BOUND
+    loaded = deploy.load_signature_model(bundle.root, device="cuda")
+    np.testing.assert_allclose(loaded(real_clips[:3]), ex.eager_signatures(_tiny_student(), real_clips[:3], "cpu"),
+                               atol=1e-3)
+
+
+# ---------------------------------------------------------------------------- the CLI on a run
+def _store_with_silhouettes(path: Path) -> Store:
+    store = Store.create(path, dataset="casia-b")
+    for subject in ("076", "077"):
+        sil = _silhouettes(subject, "nm-05")
+        windows = np.where(sil.reshape(len(sil), -1).any(axis=1)[:, None], 1.0, np.nan).astype(np.float32)
+        store.write_sequence(f"{subject}-nm-05-090", {"gray": sil, "windows": np.repeat(windows, 4, axis=1)},
+                             {"name": {"seq_id": f"{subject}-nm-05-090"},
+                              "extract": {"crop_mode": "person", "crop_size": 64, "working_height": 240}})
+    return store
+
+
+def _student_run(tmp_path: Path, store: Path) -> Path:
+    from training.config import config_from_dict
+    from training.runs import RunDir
+
+    cfg = config_from_dict({"data": {"store": str(store)},
+                            "student": {"model": "c3d", "embedding_dim": 32,
+                                        "options": {"in_channels": 1, "widths": list(TINY), "dropout": 0.4}}})
+    run = RunDir.create(tmp_path / "run", cfg, {"role": "student", "model": "c3d"}, resume=False)
+    trained = _tiny_student(seed=5, n_classes=3)  # the classifier head is dropped by export
+    run.save_model(trained, {"role": "student", "model": "c3d", "model_options": {"widths": list(TINY)},
+                             "embedding_dim": 32, "n_classes": 3, "modality": "gray", "clip_len": 25,
+                             "step": 5, "crop_size": 64, "input_size": 64, "flow_scale": 0.25})
+    run.update_info(finished=True, steps=7)
+    return run.path
+
+
+def test_cli_export_run_uses_store_clips(tmp_path):
+    store = _store_with_silhouettes(tmp_path / "store")
+    run = _student_run(tmp_path, store.path)
+    result = CliRunner().invoke(ex.export, [str(run), "--format", "exported-program", "--parity-clips", "6"])
+    assert result.exit_code == 0, result.output
+    bundle = deploy.read_bundle(run / "exports" / "student-exported-program")
+    meta = bundle.meta
+    assert meta["parity"]["clips_source"] == f"store {store.path}" and meta["parity"]["clips"] == 6
+    assert "min cosine" in result.output and "PASS" in result.output
+    assert meta["source"]["steps"] == 7 and meta["model"]["name"] == "c3d"
+    assert meta["clip"]["crop_mode"] == "person" and meta["clip"]["working_height"] == 240
+    assert meta["model"]["parameters"] == sum(p.numel() for p in _tiny_student().parameters())  # no head
+    trained = _tiny_student(seed=5, n_classes=3)
+    clips = store.read("076-nm-05-090", "gray")[None, :25]
+    np.testing.assert_allclose(deploy.load_signature_model(bundle.root, device="cpu")(clips),
+                               ex.eager_signatures(trained, clips, "cpu"), atol=1e-5)
+
+
+def test_cli_export_bad_batch_and_missing_weights(tmp_path):
+    from training.config import config_from_dict
+    from training.runs import RunDir
+
+    cfg = config_from_dict({"student": {"model": "c3d", "embedding_dim": 32,
+                                        "options": {"in_channels": 1, "widths": list(TINY)}}})
+    run = RunDir.create(tmp_path / "run", cfg, {"role": "student"}, resume=False)
+    result = CliRunner().invoke(ex.export, [str(run.path), "--batch", "zero"])
+    assert result.exit_code != 0 and "dynamic" in result.output
+    result = CliRunner().invoke(ex.export, [str(run.path), "--format", "exported-program"])
+    assert result.exit_code != 0 and "train the run first" in result.output

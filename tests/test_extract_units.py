@@ -1,0 +1,267 @@
+"""extract-frames building blocks on small inputs: pickles, crops, decoding errors, naming, progress."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gaittools.crop import crop_frames, crop_window, resize_crops, windows_for
+from gaittools.localise import fill_gaps, localise, smooth_boxes
+from gaittools.pickles import PickleError, UnsafePickle, load_array, load_silhouettes, loads_array
+from gaittools.sources import SourceError, detect_dataset, discover
+from gaittools.video import VideoError, decode
+from pipelines.progress import Progress
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLIP = DATA / "casia-b-mini" / "videos" / "001-nm-01-090.avi"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not here: {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------- pickles
+class _Hostile:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "090.pkl"
+    evil.write_bytes(pickle.dumps(_Hostile(marker)))
+    with pytest.raises(UnsafePickle, match=r"090\.pkl: refused.*system"):
+        load_array(evil)
+    assert not marker.exists()
+    # the same refusal for a pickle hiding the call inside a container of arrays
+    with pytest.raises(UnsafePickle):
+        loads_array(pickle.dumps([np.zeros(3), _Hostile(marker)]))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+def test_numpy_arrays_load_under_every_protocol(protocol):
+    arr = np.random.default_rng(protocol).integers(0, 255, (3, 8, 8), dtype=np.uint8)
+    np.testing.assert_array_equal(loads_array(pickle.dumps(arr, protocol=protocol)), arr)
+
+
+def test_pickle_of_other_things_or_garbage_is_a_clear_error(tmp_path):
+    with pytest.raises(PickleError, match="holds a dict"):
+        loads_array(pickle.dumps({"a": 1}), "x.pkl")
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"not a pickle at all")
+    with pytest.raises(PickleError, match="bad.pkl: not a readable pickle"):
+        load_array(bad)
+    flat = tmp_path / "flat.pkl"
+    flat.write_bytes(pickle.dumps(np.zeros((4, 4), np.uint8)))
+    with pytest.raises(PickleError, match=r"expected silhouettes \(T, h, w\)"):
+        load_silhouettes(flat)
+
+
+def test_real_opengait_pickle_loads():
+    arr = load_silhouettes(_need(DATA / "casia-b-sil-090" / "001" / "nm-01" / "090" / "090.pkl"))
+    assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[1:] == (64, 64) and arr.max() > 200
+
+
+# ---------------------------------------------------------------------------- crops
+def test_person_window_spans_box_height_and_centres_on_mass():
+    boxes = np.array([[100, 40, 140, 200], [np.nan] * 4], np.float32)
+    centres = np.array([112.0, np.nan], np.float32)
+    w = windows_for(boxes, centres, (240, 320), "person")
+    np.testing.assert_array_equal(w[0], [32, 40, 192, 200])  # 160 tall, centred on 112
+    assert np.isnan(w[1]).all()
+
+
+def test_frame_window_is_frame_high_and_centred_on_walker():
+    boxes = np.array([[100, 40, 140, 200]], np.float32)
+    w = windows_for(boxes, np.array([np.nan], np.float32), (240, 320), "frame")
+    np.testing.assert_array_equal(w[0], [0, 0, 240, 240])  # centre 120 -> [0, 240)
+
+
+def test_crop_is_exactly_the_padded_window_resized():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (240, 320), dtype=np.uint8)
+    window = np.array([-20, 10, 80, 110], np.float32)  # sticks out on the left
+    padded = np.zeros((100, 100), np.uint8)
+    padded[:, 20:] = frame[10:110, 0:80]
+    expected = cv2.resize(padded, (64, 64), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(crop_window(frame, window), expected)
+    crops = crop_frames(np.stack([frame, frame]), np.stack([window, np.full(4, np.nan, np.float32)]))
+    np.testing.assert_array_equal(crops[0], expected)
+    assert crops.dtype == np.uint8 and not crops[1].any()
+
+
+def test_resize_crops_keeps_64_and_resizes_otherwise():
+    crops = np.zeros((2, 64, 64), np.uint8)
+    crops[:, 16:48, 24:40] = 255
+    assert resize_crops(crops, 64) is crops
+    small = resize_crops(crops, 32)
+    assert small.shape == (2, 32, 32) and small[:, 8:24, 12:20].min() == 255 and small[:, :8].max() == 0
+
+
+# ---------------------------------------------------------------------------- localisation on drawn frames
+def _walker_frames(T=30, H=120, W=160):
+    """A dark ellipse 'body' walking right over a textured static scene."""
+    rng = np.random.default_rng(1)
+    scene = cv2.GaussianBlur(rng.integers(90, 170, (H, W), dtype=np.uint8), (0, 0), 2)
+    frames, truth = [], []
+    for t in range(T):
+        f = scene.copy()
+        cx = 30 + 3 * t
+        cv2.ellipse(f, (cx, 60), (8, 30), 0, 0, 360, 20, -1)
+        frames.append(f)
+        truth.append([cx - 8, 30, cx + 9, 91])
+    return np.stack(frames), np.array(truth, np.float32), scene
+
+
+def test_localise_finds_drawn_walker_and_nobody_in_empty_scene():
+    frames, truth, scene = _walker_frames()
+    loc = localise(frames, background=scene, keep_masks=True)
+    assert loc.coverage == 1.0 and loc.n_tracks == 1
+    assert np.abs(loc.boxes - truth).max() <= 3.0
+    np.testing.assert_allclose(loc.centres, (truth[:, 0] + truth[:, 2]) / 2, atol=1.5)
+    empty = localise(np.repeat(scene[None], 20, axis=0))
+    assert empty.coverage == 0.0 and np.isnan(empty.boxes).all() and empty.n_tracks == 0
+
+
+@pytest.mark.parametrize("method", ["mog2", "knn"])
+def test_localise_with_opencv_subtractors(method):
+    from gaittools.localise import LocaliseParams
+
+    frames, truth, scene = _walker_frames()
+    loc = localise(frames, background=scene, params=LocaliseParams(method=method))
+    assert loc.method == method and loc.coverage >= 0.9
+    ok = np.isfinite(loc.boxes[:, 0])
+    assert np.median(np.abs(loc.boxes[ok] - truth[ok])) <= 3.0
+
+
+def test_frame_folder_sequence_extracts_to_contract(tmp_path):
+    from gaittools.extract import ExtractOptions, extract_sequence
+
+    frames, truth, _ = _walker_frames(T=12, H=120, W=160)
+    folder = tmp_path / "tum" / "p003" / "b02"
+    folder.mkdir(parents=True)
+    for t, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{t + 1:04d}.png"), cv2.resize(f, (320, 240), interpolation=cv2.INTER_NEAREST))
+    (seq,) = discover(tmp_path / "tum").sequences
+    assert seq.seq_id == "p003-b02" and seq.kind == "frames"
+    result = extract_sequence(seq, ExtractOptions(working_height=120, fps=30))
+    a, ex = result.arrays, result.attrs["extract"]
+    assert a["frames"].shape == (12, 120, 160) and a["gray"].shape == (12, 64, 64)
+    assert a["boxes"].dtype == a["windows"].dtype == np.float32
+    assert ex["coverage"] == 1.0 and ex["short"] and result.attrs["fps"] == 30
+    assert result.attrs["name"]["condition"] == "b" and result.attrs["name"]["seq_num"] == 2
+    assert np.abs(a["boxes"] - truth).max() <= 3.0
+    assert any("short" in w for w in result.warnings)
+
+
+def test_localise_keeps_longest_of_two_walkers_and_counts_tracks():
+    frames, truth, _ = _walker_frames(T=30, W=200)
+    frames = frames.copy()
+    for t in range(8, 20):  # a second, shorter visitor on the right
+        cv2.ellipse(frames[t], (185, 60), (6, 28), 0, 0, 360, 230, -1)
+    loc = localise(frames)
+    assert loc.n_tracks == 2
+    assert np.abs(loc.boxes[:, 0] - truth[:, 0]).max() <= 3.0
+
+
+def test_gap_filling_and_smoothing():
+    boxes = np.array([[0, 0, 10, 10], [np.nan] * 4, [np.nan] * 4, [6, 0, 16, 10]], np.float32)
+    filled = fill_gaps(boxes, max_gap=2)
+    np.testing.assert_allclose(filled[1], [2, 0, 12, 10])
+    assert np.isnan(fill_gaps(boxes, max_gap=1)[1]).all()
+    line = np.stack([np.arange(10.0), np.zeros(10), np.arange(10.0) + 5, np.full(10, 9.0)], 1)
+    np.testing.assert_allclose(smooth_boxes(line, 5)[2:-2], line[2:-2])  # linear motion kept
+
+
+# ---------------------------------------------------------------------------- decoding errors
+def test_bad_videos_give_errors_naming_the_file(tmp_path):
+    zero = tmp_path / "zero.avi"
+    zero.write_bytes(b"")
+    text = tmp_path / "text.avi"
+    text.write_text("this is not a video\n" * 20)
+    with pytest.raises(VideoError, match=r"zero\.avi: empty file \(0 bytes\)"):
+        decode(zero)
+    with pytest.raises(VideoError, match=r"text\.avi: not a readable video"):
+        decode(text)
+    with pytest.raises(VideoError, match=r"missing\.avi: no such file"):
+        decode(tmp_path / "missing.avi")
+    clip = _need(CLIP)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    with pytest.raises(VideoError, match=r"cut\.avi: truncated or corrupt: decoded \d+ of the 106"):
+        decode(cut)
+
+
+def test_video_and_frame_folder_decode_to_working_height(tmp_path):
+    full = decode(_need(CLIP), working_height=None)
+    assert full.frames.shape == (106, 240, 320) and full.fps == 25.0
+    half = decode(CLIP, working_height=120)
+    assert half.frames.shape == (106, 120, 160) and half.scale == 0.5
+    folder = tmp_path / "p001" / "n01"
+    folder.mkdir(parents=True)
+    for t in range(5):
+        cv2.imwrite(str(folder / f"{t:04d}.png"), full.frames[t])
+    frames = decode(folder, working_height=240, fps=30).frames
+    np.testing.assert_array_equal(frames, full.frames[:5])
+    (folder / "0005.png").write_bytes(b"")
+    with pytest.raises(VideoError, match=r"0005\.png: not a readable image"):
+        decode(folder)
+
+
+# ---------------------------------------------------------------------------- naming
+def test_discover_lists_unparsable_names_with_reasons(tmp_path):
+    for name in ("001-nm-01-090.avi", "001-bkgrd-090.avi", "001-xx-01-090.avi", "002-nm-01-091.avi"):
+        (tmp_path / name).write_bytes(b"x")
+    found = discover(tmp_path)
+    assert found.dataset == "casia-b"
+    assert [s.seq_id for s in found.sequences] == ["001-nm-01-090"]
+    assert found.sequences[0].background == tmp_path / "001-bkgrd-090.avi"
+    reasons = dict(found.skipped)
+    assert "not a CASIA-B name" in reasons[str(tmp_path / "001-xx-01-090.avi")]
+    assert "view 091" in reasons[str(tmp_path / "002-nm-01-091.avi")]
+
+
+def test_detect_dataset_layouts_and_ambiguity(tmp_path):
+    pkl = tmp_path / "a" / "001" / "nm-01" / "090" / "090.pkl"
+    pkl.parent.mkdir(parents=True)
+    pkl.write_bytes(b"x")
+    assert detect_dataset(tmp_path / "a") == "opengait-pkl"
+    tum = tmp_path / "b" / "p001" / "n01"
+    tum.mkdir(parents=True)
+    (tum / "0001.png").write_bytes(b"x")
+    assert detect_dataset(tmp_path / "b") == "tum-gaid"
+    assert discover(tmp_path / "b").sequences[0].seq_id == "p001-n01"
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "my clip.mp4").write_bytes(b"x")
+    assert detect_dataset(tmp_path / "c") == "generic"
+    (tmp_path / "a" / "001-nm-01-090.avi").write_bytes(b"x")
+    with pytest.raises(SourceError, match="choose with --dataset"):
+        detect_dataset(tmp_path / "a")
+
+
+# ---------------------------------------------------------------------------- progress
+def test_progress_rates_eta_and_summary():
+    out = io.StringIO()
+    progress = Progress("demo", total=4, unit="sequences", stream=out, interval=0.0)
+    progress.skip("a.avi", "bad name")
+    progress.done("s1", frames=100)
+    progress.done("s2", frames=50, warning="short")
+    progress.failed("s3", "/x/s3.avi", "truncated")
+    assert "3/4 sequences" in progress.line() and "ETA 0:00:0" in progress.line()
+    summary = progress.finish()
+    text = out.getvalue()
+    assert not summary.ok and summary.frames == 150
+    assert "done 2, skipped 1, failed 1, warnings 1" in text
+    assert "FAILED  s3 (/x/s3.avi): truncated" in text and "skipped a.avi: bad name" in text

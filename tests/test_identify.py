@@ -1,0 +1,272 @@
+"""gaittools enroll / identify: synthetic walkers, a student fitted in the test, an ONNX bundle.
+
+The student is a real ``C3DNet`` (tiny widths) whose conv stack keeps its random
+initialisation and whose code layer is fitted in closed form (ridge regression of standardised
+clip features onto the subjects, folded into the layer's weights and bias). Gradient training
+of a 3D CNN takes minutes on 2 CPU cores; this takes seconds and still gives a model whose
+signatures separate the subjects it was fitted on. It is fitted on every walk of subjects
+001-004 and has seen no others, so it does NOT show generalisation to new walks or people
+(that is the evaluation's job): these tests check the deployed path around it - decoding,
+localisation, clips, the exported model, pooling, the gallery, the answers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gaittools import deploy
+from gaittools.cli import main
+from gaittools.identify import (
+    STATUS_NO_PERSON,
+    STATUS_OK,
+    STATUS_TOO_SHORT,
+    Gallery,
+    GalleryError,
+    clip_starts,
+    match,
+    pooled_signature,
+    signature_of_crops,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_VIDEOS = ROOT.parent / "shared" / "data" / "casia-b-mini" / "videos"
+SUBJECTS = ("001", "002", "003", "004")  # the student is fitted on these
+WALKS = ("nm-01", "nm-02", "nm-03")
+CLIP = {"length": 25, "step": 5, "crop_size": 64, "crop_mode": "person", "working_height": 120}
+
+
+# ---------------------------------------------------------------------------- unit pieces
+def _fake_model(dim: int = 3, fingerprint: str = "abc") -> deploy.SignatureModel:
+    """A SignatureModel whose 'network' is the mean brightness of each third of the clip."""
+    meta = {"clip": {"length": 4, "step": 2, "crop_size": 8, "crop_mode": "person"},
+            "output": {"dim": dim}, "input": {"batch": "dynamic"}, "weights_fingerprint": fingerprint,
+            "model": {"name": "fake"}, "normalisation": dict(deploy.NORMALISATION)}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        parts = np.stack([p.mean(axis=(1, 2, 3, 4)) + 1.0 for p in np.array_split(x, dim, axis=2)], axis=1)
+        return parts / np.linalg.norm(parts, axis=1, keepdims=True)
+
+    return deploy.SignatureModel(deploy.Bundle(Path("/nowhere"), meta), run, "cpu")
+
+
+def test_clip_starts_inside_runs_of_person_frames():
+    valid = np.array([0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1], bool)
+    assert clip_starts(valid, 4, 2) == [1, 7, 9, 11]
+    assert clip_starts(valid, 9, 1) == []
+
+
+def test_statuses_no_person_too_short_and_pooling():
+    model = _fake_model()
+    gray = np.zeros((10, 8, 8), np.uint8)
+    windows = np.full((10, 4), np.nan, np.float32)
+    assert signature_of_crops(model, gray, windows).status == STATUS_NO_PERSON
+    gray[2:5] = 100
+    windows[2:5] = 1.0
+    short = signature_of_crops(model, gray, windows)
+    assert short.status == STATUS_TOO_SHORT and "3" in short.message and short.person_frames == 3
+    gray[5:9], windows[5:9] = 200, 1.0
+    seq = signature_of_crops(model, gray, windows)  # frames 2..8 valid: clips at 2 and 4
+    assert seq.status == STATUS_OK and seq.clips == 2
+    clips = np.stack([gray[2:6], gray[4:8]])
+    np.testing.assert_allclose(seq.signature, pooled_signature(model(clips)), atol=1e-6)
+    assert abs(np.linalg.norm(seq.signature) - 1) < 1e-6
+
+
+def test_gallery_roundtrip_match_and_model_refusal(tmp_path):
+    model = _fake_model()
+    gallery = Gallery.empty_for(model, threshold=0.3)
+    gallery.add("ann", np.array([1, 0, 0], np.float32), "a.avi")
+    gallery.add("bob", np.array([0, 1, 0], np.float32), "b.avi")
+    path = gallery.save(tmp_path / "g")
+    assert path.name == "g.npz"
+    loaded = Gallery.load(path)
+    assert loaded.ids == ["ann", "bob"] and loaded.meta["threshold"] == 0.3
+    probe = np.array([0.96, 0.28, 0], np.float32)
+    assert match(probe, loaded, 0.3)[0] == "ann"
+    answer, distance, nearest = match(probe, loaded, 0.2)
+    assert answer == "unknown" and nearest == "ann" and distance == pytest.approx(np.linalg.norm(probe - [1, 0, 0]))
+    loaded.check_model(model)
+    with pytest.raises(GalleryError, match="not comparable"):
+        loaded.check_model(_fake_model(fingerprint="other"))
+
+
+# ---------------------------------------------------------------------------- end to end
+def _crops(video: Path) -> np.ndarray:
+    from gaittools.extract import localise_and_crop
+    from gaittools.video import decode
+
+    frames = decode(video, working_height=CLIP["working_height"]).frames
+    _, windows, gray, _ = localise_and_crop(frames, mode="person", size=CLIP["crop_size"])
+    return gray[np.isfinite(windows).all(axis=1)]
+
+
+def _fit_student(videos: Path) -> tuple[torch.nn.Module, np.ndarray]:
+    """Tiny C3DNet with a closed-form code layer (see the module docstring)."""
+    from training.models.c3d import C3DNet
+
+    clips, labels = [], []
+    for label, subject in enumerate(SUBJECTS):
+        for walk in WALKS:
+            gray = _crops(videos / f"{subject}-{walk}-090.avi")
+            clips += [gray[s:s + 25] for s in range(0, len(gray) - 24, 5)]
+            labels += [label] * len(range(0, len(gray) - 24, 5))
+    clips_u8 = np.stack(clips)
+    torch.manual_seed(0)
+    model = C3DNet(1, (8, 16, 16, 32, 64, 128), embedding_dim=len(SUBJECTS), dropout=0.0).eval()
+    x = torch.from_numpy(deploy.normalise_clips(clips_u8))
+    with torch.no_grad():
+        feats = model.features(x).mean(dim=(2, 3, 4)).double().numpy()
+    mean, std = feats.mean(0), feats.std(0) + 1e-6
+    z = (feats - mean) / std
+    targets = np.eye(len(SUBJECTS))[labels] - 1.0 / len(SUBJECTS)
+    w = np.linalg.solve(z.T @ z + np.eye(z.shape[1]), z.T @ targets)  # (C, d)
+    code = model.code_layer
+    with torch.no_grad():
+        code.weight.copy_(torch.from_numpy((w / std[:, None]).T).float()[:, :, None, None, None])
+        code.bias.copy_(torch.from_numpy(-(w.T @ (mean / std))).float())
+    return model, clips_u8
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    from gaittools.synth import generate_dataset
+    from training.export import export_bundle
+
+    root = tmp_path_factory.mktemp("identify")
+    synth = generate_dataset(root / "synth", subjects=5, walks=list(WALKS), views=("090",), frames=60,
+                             size=(160, 120), seed=0, workers=1)
+    videos = synth / "videos"
+    model, clips = _fit_student(videos)
+    bundle = export_bundle(model, root / "student-onnx", "onnx", clips[::4], "synthetic training clips",
+                           model_name="c3d", options={"widths": [8, 16, 16, 32, 64, 128]}, clip=CLIP,
+                           log=lambda _: None)
+    short = root / "short"  # a frame folder with less than one clip of walking
+    short.mkdir()
+    frames_of_walk = _video_frames(videos / "001-nm-02-090.avi")
+    for i, frame in enumerate(frames_of_walk[:18]):
+        cv2.imwrite(str(short / f"{i:04d}.png"), frame)
+    broken = root / "broken.avi"
+    broken.write_bytes(b"this is not a video")
+    return {"videos": videos, "bundle": bundle.root, "short": short, "broken": broken, "root": root}
+
+
+def _video_frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def gallery(world) -> Path:
+    out = world["root"] / "gallery.npz"
+    videos = [str(world["videos"] / f"{s}-nm-01-090.avi") for s in SUBJECTS[:3]]
+    result = CliRunner().invoke(main, ["enroll", *videos, "--model", str(world["bundle"]),
+                                       "--ids", "001,002", "--ids", "003", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _identify(world, gallery, videos, *extra) -> tuple[int, list[dict]]:
+    result = CliRunner().invoke(main, ["identify", *map(str, videos), "--model", str(world["bundle"]),
+                                       "--gallery", str(gallery), "--json", "--device", "cpu", *extra])
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.exit_code, lines
+
+
+def test_enrolled_gallery_describes_itself(world, gallery):
+    g = Gallery.load(gallery)
+    assert g.ids == ["001", "002", "003"]
+    assert g.meta["weights_fingerprint"] == deploy.read_bundle(world["bundle"]).fingerprint
+    np.testing.assert_allclose(np.linalg.norm(g.signatures, axis=1), 1.0, atol=1e-5)
+
+
+def test_identify_returns_the_right_subjects(world, gallery):
+    probes = [world["videos"] / f"{s}-{w}-090.avi" for s in SUBJECTS[:3] for w in ("nm-02", "nm-03")]
+    code, answers = _identify(world, gallery, probes)
+    assert code == 0
+    assert [a["identity"] for a in answers] == ["001", "001", "002", "002", "003", "003"], answers
+    assert all(a["status"] == "identified" and a["distance"] <= a["threshold"] and a["clips"] >= 5
+               for a in answers)
+
+
+def test_not_enrolled_person_is_unknown_and_threshold_is_settable(world, gallery):
+    probe = world["videos"] / "004-nm-02-090.avi"
+    code, [answer] = _identify(world, gallery, [probe])
+    assert code == 0 and answer["status"] == "unknown" and answer["identity"] == "unknown"
+    assert answer["distance"] > answer["threshold"] and answer["nearest"] in SUBJECTS[:3]
+    code, [lenient] = _identify(world, gallery, [probe], "--threshold", "2.0")
+    assert lenient["identity"] == lenient["nearest"] and lenient["threshold"] == 2.0
+
+
+def test_nobody_short_and_broken_videos_get_clear_answers(world, gallery):
+    videos = [world["videos"] / "001-bkgrd-090.avi", world["short"], world["broken"],
+              world["videos"] / "002-nm-02-090.avi"]
+    code, answers = _identify(world, gallery, videos)
+    assert [a["status"] for a in answers] == ["no person", "too short", "error", "identified"]
+    assert answers[0]["identity"] is None and answers[0]["person_frames"] == 0
+    assert "18" in answers[1]["message"] and "25" in answers[1]["message"]
+    assert "broken.avi" in answers[2]["message"]
+    assert answers[3]["identity"] == "002"  # the bad video did not stop the next one
+    assert code == 1
+
+
+def test_real_casia_b_empty_hall_is_no_person(world, gallery):
+    empty, walker = REAL_VIDEOS / "001-bkgrd-090.avi", REAL_VIDEOS / "002-nm-01-090.avi"
+    if not empty.is_file() or not walker.is_file():
+        pytest.skip(f"real CASIA-B clips absent ({REAL_VIDEOS})")
+    code, answers = _identify(world, gallery, [empty, walker])
+    assert code == 0
+    assert answers[0]["status"] == "no person"
+    assert answers[1]["status"] in ("identified", "unknown") and answers[1]["clips"] > 0
+
+
+def test_enroll_refuses_to_clobber_and_other_models_galleries(world, gallery, tmp_path):
+    video = str(world["videos"] / "001-nm-01-090.avi")
+    result = CliRunner().invoke(main, ["enroll", video, "--model", str(world["bundle"]), "--ids", "x",
+                                       "--out", str(gallery), "--device", "cpu"])
+    assert result.exit_code != 0 and "--append" in result.output
+    result = CliRunner().invoke(main, ["enroll", video, "--model", str(world["bundle"]), "--ids", "a,b",
+                                       "--out", str(tmp_path / "g.npz")])
+    assert result.exit_code != 0 and "1 videos but 2 ids" in result.output
+    other = world["root"] / "other-bundle"
+    meta = json.loads((world["bundle"] / deploy.BUNDLE_FILE).read_text())
+    other.mkdir(exist_ok=True)
+    (other / meta["model_file"]).write_bytes((world["bundle"] / meta["model_file"]).read_bytes())
+    deploy.write_bundle_meta(other, {**meta, "weights_fingerprint": "f" * 64})
+    result = CliRunner().invoke(main, ["identify", video, "--model", str(other), "--gallery", str(gallery)])
+    assert result.exit_code != 0 and "not comparable" in result.output
+
+
+def test_identify_in_a_fresh_process_imports_no_flow_and_no_training(world, gallery):
+    probe = world["videos"] / "003-nm-02-090.avi"
+    script = (
+        "import sys\n"
+        "from gaittools.cli import main\n"
+        "try:\n"
+        f"    main([ 'identify', {str(probe)!r}, '--model', {str(world['bundle'])!r}, "
+        f"'--gallery', {str(gallery)!r}, '--json', '--device', 'cpu'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "bad = [m for m in sys.modules if m.startswith(('gaittools.flow', 'training', 'cv2.optflow'))]\n"
+        "assert not bad, bad\n"
+        "print('CLEAN')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answer = json.loads(result.stdout.splitlines()[0])
+    assert answer["identity"] == "003" and result.stdout.strip().endswith("CLEAN")
