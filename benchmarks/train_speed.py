@@ -133,11 +133,11 @@ def main() -> None:
             result[path] = measure(model, batches, args.steps, args.warmup, device, size, not args.no_amp)
             print(f"  {result['model']:<24} {path:<9} {result[path]:9.1f} clips/s", flush=True)
         rows.append(result)
-    print("\nclips/s          " + "".join(f"{p:>11}" for p in args.paths.split(",")) + "   vs random")
+    print(f"\n{'clips/s':<25}" + "".join(f"{p:>11}" for p in args.paths.split(",")) + "   vs random")
     for r in rows:
         ratio = " ".join(f"{p}={r[p] / r['random']:.0%}" for p in args.paths.split(",")
                          if p != "random" and "random" in r)
-        print(f"{r['model']:<17}" + "".join(f"{r[p]:11.1f}" for p in args.paths.split(",")) + f"   {ratio}")
+        print(f"{r['model']:<25}" + "".join(f"{r[p]:11.1f}" for p in args.paths.split(",")) + f"   {ratio}")
 
 
 if __name__ == "__main__":

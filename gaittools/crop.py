@@ -5,7 +5,9 @@ Two modes, both giving a square window in frame pixels:
 - ``person`` (OpenGait's 64x64 pretreatment, on gray frames): the window's height is the box
   height, so the body spans the crop's height; it is centred horizontally on the body's
   horizontal centre of mass (of the foreground), not on the box, because swinging arms and
-  legs move the box's centre but not the body's.
+  legs move the box's centre but not the body's. A partial body (a box much shorter than the
+  tallest box of the nearby frames: the walker entering or leaving the frame) keeps the
+  whole-body height, anchored at the box's bottom, so the crop's scale does not jump.
 - ``frame`` (GaitCopy's): the whole frame is resized to height S and a window S wide is cut,
   centred on the walker; no vertical alignment, so the body's size and height in the crop
   follow its distance to the camera. In frame pixels the window is H x H (H the frame height).
@@ -24,6 +26,13 @@ CROP_MODES = ("person", "frame")
 DEFAULT_SIZE = 64
 
 
+#: Person mode: a box shorter than this fraction of the tallest box within ``PARTIAL_REACH``
+#: frames is a partial body (entering, leaving, occluded); its window keeps that taller height,
+#: anchored at the box's bottom, so a foot entering the frame is not blown up to a whole crop.
+PARTIAL_RATIO = 0.8
+PARTIAL_REACH = 12
+
+
 def windows_for(boxes: np.ndarray, centres: np.ndarray, frame_shape: tuple[int, int],
                 mode: str = "person") -> np.ndarray:
     """Square crop windows (T, 4) float32 in frame pixels, NaN where there is no box."""
@@ -33,8 +42,10 @@ def windows_for(boxes: np.ndarray, centres: np.ndarray, frame_shape: tuple[int, 
     boxes = np.asarray(boxes, np.float64)
     cx = np.where(np.isfinite(centres), centres, (boxes[:, 0] + boxes[:, 2]) / 2)
     if mode == "person":
-        y0 = np.round(boxes[:, 1])
-        side = np.maximum(np.round(boxes[:, 3]) - y0, 1)
+        y1 = np.round(boxes[:, 3])
+        height = y1 - np.round(boxes[:, 1])
+        side = np.maximum(_whole_body_heights(height), 1)
+        y0 = y1 - side
     else:
         y0 = np.zeros(len(boxes))
         side = np.full(len(boxes), float(H))
@@ -42,6 +53,14 @@ def windows_for(boxes: np.ndarray, centres: np.ndarray, frame_shape: tuple[int, 
     windows = np.stack([x0, y0, x0 + side, y0 + side], axis=1)
     windows[~np.isfinite(boxes[:, 0])] = np.nan
     return windows.astype(np.float32)
+
+
+def _whole_body_heights(height: np.ndarray) -> np.ndarray:
+    """Box heights, with partial bodies raised to the nearby whole-body height."""
+    finite = np.where(np.isfinite(height), height, -np.inf)
+    padded = np.pad(finite, PARTIAL_REACH, constant_values=-np.inf)
+    nearby = np.lib.stride_tricks.sliding_window_view(padded, 2 * PARTIAL_REACH + 1).max(axis=1)
+    return np.where(height < PARTIAL_RATIO * nearby, nearby, height)
 
 
 def crop_window(frame: np.ndarray, window: np.ndarray, size: int = DEFAULT_SIZE,

@@ -62,7 +62,7 @@ class Localisation:
     method: str
     foreground_fraction: float
     mask_scale: float  # frame pixels per mask pixel
-    masks: np.ndarray | None = None  # bool (T, h, w) foreground of the walker's frames
+    masks: np.ndarray | None = None  # bool (T, h, w) cleaned foreground of every frame
     notes: list[str] = field(default_factory=list)
 
     @property

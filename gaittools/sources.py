@@ -133,10 +133,10 @@ def _tum_gaid(root: Path) -> Discovery:
 
 
 def _tum_gaid_folders(root: Path) -> list[Path]:
-    """Folders ``pNNN/XXX`` that directly hold frame images."""
+    """Folders ``pNNN/XXX`` that directly hold frame images (not TUM-GAID's ``depth`` copies)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d.lower() != "depth" and not d.startswith("."))
         here = Path(dirpath)
         if here.parent.name.startswith("p") and any(Path(f).suffix.lower() in FRAME_SUFFIXES for f in filenames):
             if len(here.parent.name) == 4 and here.parent.name[1:].isdigit():

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from gaittools.extract import ExtractOptions, extract_sequence, load_background
 from gaittools.manifest import refresh_manifest
-from gaittools.sources import Discovery, SourceSequence, discover
+from gaittools.sources import Discovery, SourceError, SourceSequence, discover
 from gaittools.store import Store, StoreError
 from pipelines.cluster import dask_client, in_process, limit_native_threads
 from pipelines.progress import Progress, Summary
@@ -57,8 +57,12 @@ def run_extract(
     """Extract every sequence under ``source`` into the store at ``store_path``."""
     options = options or ExtractOptions()
     stream = stream if stream is not None else sys.stderr
-    found = discover(source, dataset)
-    store = Store.create(store_path, found.dataset, source_root=str(Path(source).resolve()))
+    # absolute paths: workers of a joined cluster do not share this process's working directory
+    found = discover(Path(source).resolve(), dataset)
+    if not found.sequences:
+        why = "".join(f"\n  skipped {path}: {reason}" for path, reason in found.skipped[:20])
+        raise SourceError(f"{found.root}: no {found.dataset} sequences found{why}")
+    store = Store.create(Path(store_path).resolve(), found.dataset, source_root=str(found.root))
     if not overwrite:
         check_same_options(store, options)
     store.clean_staging()

@@ -52,7 +52,7 @@ class Summary:
             f"failed {len(self.failed)}, warnings {len(self.warnings)}; "
             f"{self.frames} frames in {self.seconds:.1f} s ({rate:.0f} frames/s)"
         ]
-        lines += [f"  skipped {item}: {why}" for item, why in self.skipped]
+        lines += _skipped_lines(self.skipped)
         lines += [f"  warning {item}: {why}" for item, why in self.warnings]
         lines += [f"  FAILED  {f.item} ({f.source}): {f.reason}" for f in self.failed]
         return "\n".join(lines)
@@ -127,6 +127,20 @@ class Progress:
         self._last_print = now if now is not None else time.perf_counter()
         self._printed_at_count = self._count
         print(self.line(), file=self.stream, flush=True)
+
+
+def _skipped_lines(skipped: list[tuple[str, str]], listed: int = 3) -> list[str]:
+    """One line per skipped item, except a reason shared by many ("already in the store")."""
+    by_reason: dict[str, list[str]] = {}
+    for item, why in skipped:
+        by_reason.setdefault(why, []).append(item)
+    lines = []
+    for why, items in by_reason.items():
+        if len(items) > listed:
+            lines.append(f"  skipped {len(items)} items: {why} ({', '.join(items[:listed])}, ...)")
+        else:
+            lines += [f"  skipped {item}: {why}" for item in items]
+    return lines
 
 
 def _clock(seconds: float) -> str:

@@ -436,3 +436,40 @@ def test_casia_b_mini_flow_follows_the_walker(tmp_path):
         assert (moving & in_box).sum() >= 0.8 * moving.sum(), seq_id  # motion is on the person
         assert np.sign(flow[:, 0][in_box & moving].mean()) == walk, seq_id
     assert sorted(walks.values()) == [-1, -1, 1]
+
+
+def test_real_silhouette_pickles_get_flow_of_their_crops(tmp_path):
+    """OpenGait-style CASIA-B silhouettes (gray only): flow lives on and around the silhouette."""
+    pkl = DATA / "casia-b-sil-090" / "001" / "nm-01" / "090" / "090.pkl"
+    if not pkl.is_file():
+        pytest.skip(f"real data absent: {pkl}")
+    extract = pytest.importorskip("pipelines.extract", reason="extract-frames (pipelines.extract) not built yet")
+    source = tmp_path / "sil" / "001" / "nm-01" / "090"
+    source.mkdir(parents=True)
+    (source / "090.pkl").symlink_to(pkl)
+    with open(os.devnull, "w") as quiet:
+        assert extract.run_extract(tmp_path / "sil", tmp_path / "full", workers=0, stream=quiet).ok
+    full = Store(tmp_path / "full")
+    (seq_id,) = full.seq_ids()
+    assert "frames" not in full.arrays_of(seq_id)
+    gray = full.read(seq_id, "gray")
+    mid = len(gray) // 2
+    small = Store.create(tmp_path / "small", dataset=full.dataset)
+    small.write_sequence(seq_id, {"gray": gray[mid - 4 : mid + 4]}, full.attrs_of(seq_id))
+    assert _run(tmp_path / "small").ok
+    gray, flow = small.read(seq_id, "gray"), small.read(seq_id, "flow").astype(np.float32)
+    assert flow.shape == (len(gray) - 1, 2, *gray.shape[1:])
+    assert small.attrs_of(seq_id)["flow"]["input"] == "gray"
+    # Flat silhouettes leave TV-L1 free to fill the background, so check what flow must do
+    # anywhere: in crop pixels and (dx, dy) order, it warps gray[t+1] back onto gray[t].
+    assert _warp_residual(gray, flow) < 0.6 * _warp_residual(gray, np.zeros_like(flow))
+
+
+def _warp_residual(images: np.ndarray, flow: np.ndarray) -> float:
+    """Mean |I[t+1](x + flow[t](x)) - I[t](x)| over the sequence."""
+    import cv2
+
+    ys, xs = np.mgrid[: images.shape[1], : images.shape[2]].astype(np.float32)
+    errors = [np.abs(cv2.remap(images[t + 1].astype(np.float32), xs + flow[t, 0], ys + flow[t, 1], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE) - images[t]).mean() for t in range(len(flow))]
+    return float(np.mean(errors))

@@ -83,6 +83,14 @@ def test_person_window_spans_box_height_and_centres_on_mass():
     assert np.isnan(w[1]).all()
 
 
+def test_partial_body_keeps_the_nearby_whole_body_height():
+    boxes = np.array([[300, 150, 320, 200]] + [[250 - 4 * t, 40, 290 - 4 * t, 200] for t in range(1, 10)],
+                     np.float32)  # frame 0: only a foot at the right edge
+    w = windows_for(boxes, np.full(10, np.nan, np.float32), (240, 320), "person")
+    np.testing.assert_array_equal(w[0], [230, 40, 390, 200])  # 160 tall, feet at 200
+    assert (w[1:, 3] - w[1:, 1] == 160).all()
+
+
 def test_frame_window_is_frame_high_and_centred_on_walker():
     boxes = np.array([[100, 40, 140, 200]], np.float32)
     w = windows_for(boxes, np.array([np.nan], np.float32), (240, 320), "frame")
@@ -243,6 +251,10 @@ def test_detect_dataset_layouts_and_ambiguity(tmp_path):
     (tum / "0001.png").write_bytes(b"x")
     assert detect_dataset(tmp_path / "b") == "tum-gaid"
     assert discover(tmp_path / "b").sequences[0].seq_id == "p001-n01"
+    depth = tmp_path / "b" / "depth" / "p001" / "n01"  # TUM-GAID ships depth frames beside the images
+    depth.mkdir(parents=True)
+    (depth / "0001.png").write_bytes(b"x")
+    assert [s.path for s in discover(tmp_path / "b").sequences] == [tum]
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "my clip.mp4").write_bytes(b"x")
     assert detect_dataset(tmp_path / "c") == "generic"
@@ -265,3 +277,18 @@ def test_progress_rates_eta_and_summary():
     assert not summary.ok and summary.frames == 150
     assert "done 2, skipped 1, failed 1, warnings 1" in text
     assert "FAILED  s3 (/x/s3.avi): truncated" in text and "skipped a.avi: bad name" in text
+    for i in range(5):
+        progress.skip(f"d{i}", "already in the store")
+    assert "skipped 5 items: already in the store (d0, d1, d2, ...)" in progress.summary.format()
+
+
+def test_cli_refuses_a_folder_without_sequences(tmp_path):
+    from click.testing import CliRunner
+
+    from gaittools.cli import main
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "notes.txt").write_text("nothing to see")
+    result = CliRunner().invoke(main, ["extract-frames", str(tmp_path / "src"), str(tmp_path / "store")])
+    assert result.exit_code == 1 and "no generic sequences found" in result.output
+    assert not (tmp_path / "store").exists()

@@ -40,8 +40,8 @@ def test_triplet_batch_all_and_batch_hard_by_hand():
     # Batch-hard: farthest positive, nearest negative per anchor.
     # anchor 0: positive 30, nearest negative 60; anchor 30: 0 and 60; anchor 60: 180 and
     # 30; anchor 180: 60 and 30.
-    expected_hard = [max(chord(30) - chord(60) + margin, 0), max(chord(30) - chord(30) + margin, 0),
-                     max(chord(120) - chord(30) + margin, 0), max(chord(120) - chord(150) + margin, 0)]
+    expected_hard = [max(chord(p) - chord(n) + margin, 0)
+                     for p, n in [(30, 60), (30, 30), (120, 30), (120, 150)]]
     got_hard = triplet_loss(embeddings, labels, margin, "batch_hard")
     assert got_hard.item() == pytest.approx(sum(expected_hard) / 4, rel=1e-5)
 
@@ -127,7 +127,7 @@ def test_copy_loss_goes_down_towards_master_signatures():
     """A 3D student learns to reproduce fixed 'master' signatures for its clips."""
     torch.manual_seed(0)
     model = build_model("student3d-small", embedding_dim=64, dropout=0.0)
-    clips = torch.randn(4, 1, 25, 49, 49)  # the smallest crop the 3D stack accepts
-    targets = F.normalize(torch.randn(4, 64), dim=1)
-    history = _optimise(model, LossSet({"mse": 1.0}), clips, targets=targets, lr=1e-3)
-    assert history[-1]["mse"] < 0.5 * history[0]["mse"]
+    clips = torch.randn(2, 1, 25, 49, 49)  # the smallest crop the 3D stack accepts
+    targets = F.normalize(torch.randn(2, 64), dim=1)
+    history = _optimise(model, LossSet({"mse": 1.0}), clips, targets=targets, steps=8, lr=1e-3)
+    assert history[-1]["mse"] < 0.3 * history[0]["mse"]

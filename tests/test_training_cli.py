@@ -45,6 +45,9 @@ def test_train_copy_run_ends_far_above_chance(tmp_path):
     for run in ("master", "student-copy", "student-nocopy"):
         eval_dir = tmp_path / "runs" / run / "eval"
         assert (eval_dir / "summary.csv").is_file() and (eval_dir / "rank1_by_condition.png").is_file()
+    evaluated = CliRunner().invoke(main, ["evaluate", str(tmp_path / "runs" / "student-copy"), "--split",
+                                          str(tmp_path / "split"), "--device", "cpu"], catch_exceptions=False)
+    assert evaluated.exit_code == 0 and "Rank-1" in evaluated.output
     # a finished run is skipped on --resume; without --resume it refuses to overwrite
     again = CliRunner().invoke(main, ["run", str(cfg_path), "--skip-export", "--resume"], catch_exceptions=False)
     assert again.exit_code == 0 and "finished earlier, skipped" in again.output

@@ -37,6 +37,8 @@ def test_config_types_ranges_and_overrides(tmp_path):
         config_from_dict({"data": {"P": "eight"}}, "x.yaml")
     with pytest.raises(ConfigError, match="loss.copy must be one of"):
         config_from_dict({"loss": {"copy": "l3"}}, "x.yaml")
+    with pytest.raises(ConfigError, match="ckpt_every must be a multiple of log_every"):
+        config_from_dict({"train": {"log_every": 10, "ckpt_every": 25}}, "x.yaml")
     with pytest.raises(ConfigError, match="steps or epochs, not both"):
         config_from_dict({"train": {"steps": 3, "epochs": 2}}, "x.yaml")
     cfg = config_from_dict({"optim": {"lr": 1}}, "x.yaml", ["train.steps=7", "master.options={widths: [1, 2]}"])

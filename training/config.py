@@ -6,9 +6,9 @@ type or out-of-range value is a ``ConfigError`` naming the file and the dotted k
 
 Format (every key optional; defaults shown by ``train-copy config-template``)::
 
-    data:   {store, split, clip_len: 25, step: 5, input_size, P, K, workers, gpu_resident,
+    data:   {store, split, train_roles: [train], clip_len: 25, step: 5, input_size, P, K, workers, gpu_resident,
              flow_scale, shift_px, zoom, flip, cache_sequences, eval_batch}
-    master: {model: c3d-master, embedding_dim, options: {...}}       # build_model kwargs
+    master: {model: master3d, embedding_dim, options: {...}}         # build_model kwargs
     student: {model: student3d-small, embedding_dim, options: {...}}
     optim:  {name: adam|sgd, lr, weight_decay, momentum, schedule: none|step|cosine|plateau,
              step_size, gamma, plateau_patience, plateau_factor}
@@ -41,6 +41,8 @@ class ConfigError(ValueError):
 class DataConfig:
     store: str = ""
     split: str = ""
+    #: Split roles trained on; ["train", "val"] for the authors' final fine-tuning on both.
+    train_roles: list[str] = field(default_factory=lambda: ["train"])
     clip_len: int = 25
     step: int = 5
     #: Side of the square network input; None = the store's crop size S.
@@ -63,8 +65,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = "c3d-master"
-    embedding_dim: int = 1024
+    model: str = "master3d"
+    #: Signature size d; None = the model's default (3D-CNNs 1024, GaitSet 62 x 128).
+    embedding_dim: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -180,6 +183,9 @@ class Config:
                     (tr.epochs is None or tr.epochs > 0, f"{name}.epochs must be > 0"),
                     (tr.steps is None or tr.steps >= 1, f"{name}.steps must be >= 1"),
                     (tr.log_every >= 1 and tr.ckpt_every >= 1, f"{name}: log_every/ckpt_every must be >= 1"),
+                    # a checkpoint must close a log window, or a resumed run would average (and
+                    # feed the plateau schedule) a different window than the original run
+                    (tr.ckpt_every % tr.log_every == 0, f"{name}.ckpt_every must be a multiple of log_every"),
                 ]
         for ok, message in checks:
             if not ok:

@@ -118,6 +118,11 @@ class RawBatch:
     clip: torch.Tensor  # (B,) int64 rows of the clip table
     label: torch.Tensor  # (B,) int64
 
+    def pin_memory(self) -> RawBatch:
+        """Called by DataLoader(pin_memory=True) in its pinning thread (custom batch types
+        are otherwise passed through unpinned, and the host->device copy cannot overlap)."""
+        return RawBatch(self.x.pin_memory(), self.clip.pin_memory(), self.label.pin_memory())
+
     def to(self, device: torch.device | str) -> RawBatch:
         nb = torch.device(device).type == "cuda"
         return RawBatch(self.x.to(device, non_blocking=nb), self.clip.to(device, non_blocking=nb),

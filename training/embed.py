@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.trainer import is_3d
 from training.data import AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader
+from training.trainer import is_3d
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Input: one embedding per clip (N, d) and a DataFrame with one row per clip, aligned with
 the embeddings, with columns ``seq_id``, ``subject``, ``view``, ``role`` ("gallery" or
 "probe"; other roles are ignored) and ``probe_set`` (the probe condition, e.g. NM/BG/CL or
-N/B/S; ignored for gallery rows). A missing view (TUM-GAID) counts as one view, "none".
+N/B/S; ignored for gallery rows; a probe without one goes to "all"). A missing view
+(TUM-GAID) counts as one view, "none"; numeric views sort by angle ("18" before "108").
 
 Two decision rules, both reported (column ``method``):
 
@@ -35,24 +36,43 @@ METHODS: tuple[str, ...] = ("sequence-mean", "clip-knn")
 ALL_VIEWS = "all"
 NO_VIEW = "none"
 REQUIRED_COLUMNS: tuple[str, ...] = ("seq_id", "subject", "view", "role", "probe_set")
+NO_PROBE_SET = "all"
+
+
+def view_order(views) -> list[str]:
+    """Views sorted by angle where they are numbers ("18" before "108"), else by name."""
+    def key(view: str) -> tuple[float, str]:
+        try:
+            return float(view), view
+        except ValueError:
+            return float("inf"), view
+    return sorted(set(views), key=key)
 
 
 @dataclass
 class Evaluation:
-    """Tidy result tables; ``matrix`` pivots ``pairs`` into the view x view table."""
+    """Tidy result tables (rank-1 in percent); ``matrix`` pivots ``pairs`` into the view x
+    view table.
 
-    summary: pd.DataFrame      # method, probe_set, cross_view_rank1, same_view_rank1, all_views_rank1, n_probes
-    per_view: pd.DataFrame     # method, probe_set, probe_view, cross_view_rank1, same_view_rank1
-    pairs: pd.DataFrame        # method, probe_set, probe_view, gallery_view, n_probes, rank1
-    predictions: pd.DataFrame  # method, gallery_view, seq_id, subject, probe_set, view, predicted, correct
+    - summary: method, probe_set, cross_view_rank1, same_view_rank1, all_views_rank1, n_probes
+    - per_view: method, probe_set, probe_view, cross_view_rank1, same_view_rank1
+    - pairs: method, probe_set, probe_view, gallery_view, n_probes, rank1
+    - predictions: method, gallery_view, seq_id, subject, probe_set, view, predicted, correct
+    """
+
+    summary: pd.DataFrame
+    per_view: pd.DataFrame
+    pairs: pd.DataFrame
+    predictions: pd.DataFrame
     k: int
 
     def matrix(self, method: str, probe_set: str) -> pd.DataFrame:
-        """Rank-1 (%) with probe views as rows and gallery views as columns (diagonal = same view)."""
+        """Rank-1 (%), probe views as rows, gallery views as columns (diagonal = same view)."""
         rows = self.pairs[(self.pairs.method == method) & (self.pairs.probe_set == probe_set)]
         if rows.empty:
             raise KeyError(f"no results for method {method!r}, probe set {probe_set!r}")
-        return rows.pivot(index="probe_view", columns="gallery_view", values="rank1")
+        matrix = rows.pivot(index="probe_view", columns="gallery_view", values="rank1")
+        return matrix.reindex(index=view_order(matrix.index), columns=view_order(matrix.columns))
 
     def write_csv(self, out_dir: str | Path) -> list[Path]:
         """Write the four tables as CSV files in ``out_dir``; returns their paths."""
@@ -69,6 +89,7 @@ class Evaluation:
         """The summary and the cross-view rank-1 per probe view, as printable tables."""
         table = self.per_view.pivot_table(index=["method", "probe_set"], columns="probe_view",
                                           values="cross_view_rank1", dropna=False)
+        table = table[view_order(table.columns)]
         parts = [f"Rank-1 (%), clip-knn k={self.k}", self.summary.to_string(index=False,
                                                                          float_format="%.2f")]
         if table.notna().any().any():
@@ -150,6 +171,7 @@ def evaluate(embeddings: np.ndarray | torch.Tensor, clips: pd.DataFrame, k: int 
     _check_inputs(embeddings, clips)
     clips = clips.reset_index(drop=True).copy()
     clips["view"] = clips["view"].astype("string").fillna(NO_VIEW).astype(str)
+    clips["probe_set"] = clips["probe_set"].astype("string").fillna(NO_PROBE_SET).astype(str)
     vectors = _normalise(torch.as_tensor(embeddings if torch.is_tensor(embeddings)
                                          else np.asarray(embeddings)))
     device = vectors.device
@@ -169,7 +191,7 @@ def evaluate(embeddings: np.ndarray | torch.Tensor, clips: pd.DataFrame, k: int 
     is_gallery = sequences.role.to_numpy() == "gallery"
     results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     merged_sims, merged_subjects = [], []
-    for gallery_view in [*sorted(sequences.view[is_gallery].unique()), ALL_VIEWS]:
+    for gallery_view in [*view_order(sequences.view[is_gallery]), ALL_VIEWS]:
         chosen = is_gallery & ((sequences.view == gallery_view).to_numpy()
                                | (gallery_view == ALL_VIEWS))
         gallery_seq = torch.as_tensor(np.flatnonzero(chosen), device=device)
@@ -209,7 +231,8 @@ def _predictions(results: dict[str, tuple[torch.Tensor, torch.Tensor]], probes: 
 def _tables(predictions: pd.DataFrame, k: int) -> Evaluation:
     """Aggregate per-probe predictions into the pair, per-view and summary tables."""
     keys = ["method", "probe_set"]
-    by_view = predictions[predictions.gallery_view != ALL_VIEWS].rename(columns={"view": "probe_view"})
+    by_view = (predictions[predictions.gallery_view != ALL_VIEWS]
+               .rename(columns={"view": "probe_view"}))
     pairs = (by_view.groupby([*keys, "probe_view", "gallery_view"], sort=True)["correct"]
              .agg(n_probes="size", rank1="mean").reset_index())
     pairs["rank1"] *= 100

@@ -224,7 +224,7 @@ def export_bundle(
     stage = out_dir.with_name(f".{out_dir.name}.staging")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    model = model.eval().to(device)
+    model = _copy_of(model).eval().to(device)  # the caller's model stays where it is
     dtype = torch.float16 if fp16 else torch.float32
     net = SignatureNet(_copy_of(model), dtype).eval().to(device)
     t, size = int(clip["length"]), int(clip["crop_size"])

@@ -46,7 +46,7 @@ def _training_clips(run: RunDir, cfg: Config, ctx: DeviceContext) -> pd.DataFram
     if ctx.is_main and not path.is_file():
         store = Store(cfg.data.store)
         split = read_split(cfg.data.split)
-        clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=("train",))
+        clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=tuple(cfg.data.train_roles))
         if clips.empty:
             raise ValueError(f"{cfg.data.split}: no training clips of {cfg.data.clip_len} frames in {store.path}")
         save_clip_index(clips, path)
@@ -60,7 +60,7 @@ def _model_info(cfg: Config, role: str, model_cfg: Any, model: nn.Module, n_clas
                 size: int, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "role": role, "model": model_cfg.model, "model_options": dict(model_cfg.options),
-        "embedding_dim": model_cfg.embedding_dim, "n_classes": n_classes, "modality": model_modality(model),
+        "embedding_dim": int(model.embedding_dim), "n_classes": n_classes, "modality": model_modality(model),
         "clip_len": cfg.data.clip_len, "step": cfg.data.step, "crop_size": size,
         "input_size": cfg.data.input_size or size, "flow_scale": cfg.data.flow_scale,
         "normalisation": "gray: x/255 - 0.5; flow: x * flow_scale", **extra,
@@ -123,9 +123,6 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
         losses = LossSet({cfg.loss.copy: cfg.loss.copy_weight, "triplet": cfg.loss.copy_triplet_weight},
                          margin=cfg.loss.copy_triplet_margin, mining=cfg.loss.triplet_mining,
                          delta=cfg.loss.copy_delta)
-        if table.dim != cfg.student.embedding_dim:
-            raise ValueError(f"student embedding_dim {cfg.student.embedding_dim} != master signature "
-                             f"dimension {table.dim}; a student copies the master's code")
 
         def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
             return losses(outputs, labels=raw.label, targets=table.targets(raw.clip, aug.flip))
@@ -133,6 +130,9 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     model = build_net(cfg.student, n_classes)
     if model_modality(model) != GRAY:
         raise ValueError(f"student model {cfg.student.model!r} reads flow; a student must read gray")
+    if not no_copy and table.dim != model.embedding_dim:
+        raise ValueError(f"student embedding_dim {model.embedding_dim} != master signature dimension "
+                         f"{table.dim}; a student copies the master's code (set student.embedding_dim)")
     result = train(run, model, objective, clips, cfg, "student", ctx, resume)
     if ctx.is_main:
         size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], GRAY)

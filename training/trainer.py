@@ -86,13 +86,15 @@ def build_net(model_cfg: ModelConfig, n_classes: int) -> nn.Module:
     """A registered model; ``c3d`` is the 3D-CNN with ``options.widths`` of your choice
     (tiny widths make CPU tests and demos fast)."""
     options = dict(model_cfg.options)
+    if model_cfg.embedding_dim is not None:
+        options["embedding_dim"] = model_cfg.embedding_dim
     if model_cfg.model == "c3d":
         from training.models.c3d import C3DNet
 
-        return C3DNet(embedding_dim=model_cfg.embedding_dim, n_classes=n_classes, **options)
+        return C3DNet(n_classes=n_classes, **options)
     from training.models import build_model
 
-    return build_model(model_cfg.model, embedding_dim=model_cfg.embedding_dim, n_classes=n_classes, **options)
+    return build_model(model_cfg.model, n_classes=n_classes, **options)
 
 
 def model_modality(model: nn.Module) -> str:
@@ -147,7 +149,6 @@ def train(
     role: str,
     ctx: DeviceContext,
     resume: bool = False,
-    extra_params: list[nn.Parameter] | None = None,
 ) -> TrainResult:
     """Train ``model`` on the clip table with ``objective``; checkpoints into ``run``."""
     tcfg, ocfg, dcfg = cfg.train_for(role), cfg.optim_for(role), cfg.data
@@ -163,8 +164,7 @@ def train(
     channels_last = tcfg.channels_last and is_3d(model)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
-    params = list(model.parameters()) + list(extra_params or [])
-    optimizer = build_optimizer(params, ocfg)
+    optimizer = build_optimizer(model.parameters(), ocfg)
     scheduler = build_scheduler(optimizer, ocfg, n_steps)
     start = 0
     if resume and run is not None and (ckpt := run.last_checkpoint()) is not None:

@@ -34,6 +34,8 @@ from gaittools.flow.params import TVL1Params
 GRAD_EPS = 1.1920928955078125e-07
 BLOCK = 1024
 MEDIAN_BLOCK = 64
+#: Inner iterations between the (rare) host checks that every pair has stopped.
+SYNC_EVERY = 10
 
 
 def _interpreted() -> bool:
@@ -192,6 +194,8 @@ class FusedEngine:
         l_t = params.lambda_ * params.theta
         taut = params.tau / params.theta
         for step in range(n_iter):
+            if step and step % SYNC_EVERY == 0 and not bool((err[step] > threshold).any()):
+                break  # every pair stopped; later rows stay 0, so all report converged
             _primal_kernel[grid](u, p, data, err, step, batch, height, width, threshold,
                                  l_t, params.theta, GRAD_EPS, BLOCK=BLOCK)
             _dual_kernel[grid](u, p, err, step, batch, height, width, threshold, taut,

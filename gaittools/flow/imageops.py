@@ -13,8 +13,6 @@ import torch.nn.functional as F
 
 from gaittools.flow.selection import median_select
 
-#: OpenCV's remap quantises source positions to 1/32 pixel (INTER_BITS = 5).
-REMAP_SUBPIXEL_STEPS = 32
 #: Keys' cubic convolution parameter used by OpenCV's INTER_CUBIC.
 CUBIC_A = -0.75
 
@@ -44,11 +42,13 @@ def _cubic_weights(frac: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _split_positions(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer cell and fraction of sample positions, quantised to 1/32 pixel like OpenCV."""
-    steps = torch.round(pos * REMAP_SUBPIXEL_STEPS)
-    cell = torch.floor(steps / REMAP_SUBPIXEL_STEPS)
-    frac = (steps - cell * REMAP_SUBPIXEL_STEPS) / REMAP_SUBPIXEL_STEPS
-    return cell.to(torch.int64), frac
+    """Integer cell and fraction of sample positions.
+
+    OpenCV 4.x quantised remap positions to 1/32 pixel; OpenCV 5 (installed here, checked by
+    tests/test_flow_tvl1.py against cv2.remap) samples at the exact position, as done here.
+    """
+    cell = torch.floor(pos)
+    return cell.to(torch.int64), pos - cell
 
 
 def remap_cubic(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

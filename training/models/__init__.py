@@ -16,7 +16,8 @@ Outputs: ``"embedding"`` (B, d), the raw code that consumers L2-normalise, alway
 Keyword arguments: all models take ``n_classes`` (default 0) and ``in_channels`` (to
 override the modality); 3D-CNNs take ``embedding_dim`` (1024 TUM-GAID, 2048 CASIA-B) and
 ``dropout`` (0 master, 0.4 students); GaitSet takes ``strip_dim`` (128) or equivalently
-``embedding_dim`` = 62 * strip_dim. Layer tables are in ``c3d`` and ``gaitset``.
+``embedding_dim`` = 62 * strip_dim. Layer tables are in ``c3d`` and ``gaitset``;
+``python -m training.models`` prints the counts.
 """
 from __future__ import annotations
 
