@@ -66,6 +66,13 @@ class SequenceInput:
     def n_pairs(self) -> int:
         return max(0, self.images.shape[0] - 1)
 
+    def pairs_with_window(self) -> np.ndarray:
+        """(T-1,) bool: pairs whose flow is kept. Frames with nobody get zero flow without TV-L1
+        (CASIA-B clips spend a third of their frames before the walker enters or after he leaves)."""
+        if self.windows is None:
+            return np.ones(self.n_pairs, bool)
+        return np.isfinite(self.windows[: self.n_pairs]).all(axis=1)
+
 
 @dataclass
 class SeqResult:
@@ -233,7 +240,10 @@ def opencv_sequence(store_path: str, seq_id: str, params: Mapping[str, Any]) -> 
     try:
         inp = read_input(store, seq_id)
         start = time.perf_counter()
-        full = opencv_pairs(inp.images, params)
+        todo = np.flatnonzero(inp.pairs_with_window())
+        full = np.zeros((inp.n_pairs, 2, *inp.images.shape[1:]), np.float32)
+        if len(todo):
+            full[todo] = opencv_pairs(inp.images, params, todo)
         flow, valid = crop_flow(full, inp.windows, inp.crop_size) if inp.source == "frames" else (full, None)
         seconds = time.perf_counter() - start
         write_flow(store, inp, flow, valid, backend="opencv-dualtvl1", params=_params(params).as_dict(),
@@ -243,13 +253,11 @@ def opencv_sequence(store_path: str, seq_id: str, params: Mapping[str, Any]) -> 
         return record_failure(store, seq_id, exc)
 
 
-def opencv_pairs(images: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
-    """Full-frame flow (T-1, 2, H, W) float32 between consecutive images with OpenCV."""
+def opencv_pairs(images: np.ndarray, params: Mapping[str, Any], pairs: np.ndarray) -> np.ndarray:
+    """Full-frame flow (len(pairs), 2, H, W) float32 from images[t] to images[t+1], t in pairs."""
     from gaittools.flow.opencv_backend import opencv_tvl1
 
-    if images.shape[0] < 2:
-        return np.zeros((0, 2, *images.shape[1:]), np.float32)
-    return np.asarray(opencv_tvl1(images[:-1], images[1:], _params(params)), np.float32)
+    return np.asarray(opencv_tvl1(images[pairs], images[pairs + 1], _params(params)), np.float32)
 
 
 def _params(params: Mapping[str, Any]) -> Any:

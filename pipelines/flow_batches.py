@@ -251,14 +251,15 @@ class BatchedFlow:
                     continue
                 if inp is _END:
                     break
+                keep = inp.pairs_with_window()
                 state = _SeqState(inp, np.zeros((inp.n_pairs, 2, inp.crop_size, inp.crop_size), np.float32),
-                                  np.ones(inp.n_pairs, bool), inp.n_pairs)
-                if inp.n_pairs == 0:
+                                  keep, int(keep.sum()))
+                if state.remaining == 0:  # no pairs, or nobody in any frame: zero flow, no TV-L1
                     batches.put(("empty", state))
                     continue
                 key = (inp.source, *inp.images.shape[1:], inp.crop_size)
                 group = groups.setdefault(key, deque())
-                group.extend((state, t) for t in range(inp.n_pairs))
+                group.extend((state, int(t)) for t in np.flatnonzero(keep))
                 cap = self.batch_cap(*inp.images.shape[1:])
                 while len(group) >= cap:
                     batches.put(("batch", self._stack(key, group, cap)))
@@ -296,7 +297,7 @@ class BatchedFlow:
         if not live:
             return
         try:
-            crops, valid, seconds = self._compute(batch)
+            crops, seconds = self._compute(batch)
         except Exception as exc:  # not memory: give up on this batch's sequences only
             for state in {id(s): s for s, _ in batch.owners}.values():
                 if not state.failed:
@@ -310,13 +311,12 @@ class BatchedFlow:
             if state.failed:
                 continue
             state.out[t] = crops[i]
-            state.valid[t] = valid[i]
             state.seconds += seconds / len(batch)
             state.remaining -= 1
             if state.remaining == 0:
                 writer.submit(self._write, state, budget, report)
 
-    def _compute(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray, float]:
+    def _compute(self, batch: _Batch) -> tuple[np.ndarray, float]:
         """Flow + crop of one batch; on out-of-memory, halve the cap and do it in two halves."""
         try:
             result = self._flow_and_crop(batch)
@@ -324,29 +324,28 @@ class BatchedFlow:
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
             return result
         except self._oom:
-            self._free_memory()
             if len(batch) == 1:
                 raise
-            h, w = batch.i0.shape[1:]
-            with self._lock:
-                self._caps[(h, w)] = max(1, min(self._caps.get((h, w), len(batch)), len(batch)) // 2)
-            self.stats.oom_halvings += 1
-            first, second = batch.halves()
-            c0, v0, s0 = self._compute(first)
-            c1, v1, s1 = self._compute(second)
-            return np.concatenate([c0, c1]), np.concatenate([v0, v1]), s0 + s1
+        # Out of the except block: its traceback held the failed attempt's device tensors.
+        self._free_memory()
+        h, w = batch.i0.shape[1:]
+        with self._lock:
+            self._caps[(h, w)] = max(1, min(self._caps.get((h, w), len(batch)), len(batch)) // 2)
+        self.stats.oom_halvings += 1
+        first, second = batch.halves()
+        c0, s0 = self._compute(first)
+        c1, s1 = self._compute(second)
+        return np.concatenate([c0, c1]), s0 + s1
 
-    def _flow_and_crop(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray, float]:
+    def _flow_and_crop(self, batch: _Batch) -> tuple[np.ndarray, float]:
         i0 = batch.i0.to(self.device, non_blocking=True).float()
         i1 = batch.i1.to(self.device, non_blocking=True).float()
         timer = _Timer(self.device)
         flow = tvl1(i0, i1, self.params)
         if batch.kind == "frames":
-            flow, valid = crop_flow_torch(flow, batch.windows, batch.crop_size)
-        else:
-            valid = np.ones(len(batch), bool)
+            flow, _ = crop_flow_torch(flow, batch.windows, batch.crop_size)
         crops = flow.float().cpu().numpy()
-        return crops, valid, timer.stop()
+        return crops, timer.stop()
 
     def _free_memory(self) -> None:
         if self.device.type == "cuda":

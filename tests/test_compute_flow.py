@@ -258,8 +258,8 @@ def test_non_finite_flow_is_refused(tmp_path, monkeypatch):
 
     store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})
 
-    def nan_pairs(images, params):
-        out = np.zeros((len(images) - 1, 2, H, W), np.float32)
+    def nan_pairs(images, params, pairs):
+        out = np.zeros((len(pairs), 2, H, W), np.float32)
         out[1, 0, 3, 3] = np.nan
         return out
 
@@ -267,6 +267,30 @@ def test_non_finite_flow_is_refused(tmp_path, monkeypatch):
     summary = _run(tmp_path / "s")
     assert not summary.ok and "NaN/Inf" in summary.failed[0].reason
     assert "flow" not in store.arrays_of("001-nm-01-090")
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_sequences_without_pairs_or_person(tmp_path, device):
+    """One frame: empty flow. Nobody in view: zero flow, and TV-L1 spends nothing on it."""
+    store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})
+    frames, boxes = _walker(1, seed=5, n_frames=3)
+    nobody = np.full((3, 4), np.nan, np.float32)
+    store.write_sequence("003-nm-01-090", {"frames": frames, "boxes": nobody, "windows": nobody,
+                                           "gray": np.zeros((3, S, S), np.uint8)}, _attrs("003-nm-01-090", 3))
+    one = {"frames": frames[:1], "boxes": boxes[:1], "windows": _windows(boxes[:1])}
+    store.write_sequence("004-nm-01-090", {**one, "gray": _crop_images(frames[:1], one["windows"])},
+                         _attrs("004-nm-01-090", 1))
+    with open(os.devnull, "w") as quiet:
+        report = compute_flow(str(store.path), FlowRun(workers=0, params=FAST, device=device), stream=quiet)
+    assert report.ok and len(report.summary.done) == 3
+    assert store.read("004-nm-01-090", "flow").shape == (0, 2, S, S)
+    empty = store.read("003-nm-01-090", "flow")
+    assert empty.shape == (2, 2, S, S) and not empty.any()
+    assert store.attrs_of("003-nm-01-090")["flow"]["n_pairs_with_window"] == 0
+    if report.engine is not None:
+        assert report.engine.pairs == T - 1  # only the walker's pairs went through TV-L1
+    df = read_manifest(store).set_index("seq_id")
+    assert (df["status_flow"] == "done").all() and df.loc["003-nm-01-090", "flow_mean_magnitude"] == 0
 
 
 def test_rerun_skips_done_and_overwrite_recomputes(tmp_path):

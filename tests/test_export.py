@@ -250,3 +250,25 @@ def test_cli_export_bad_batch_and_missing_weights(tmp_path):
     assert result.exit_code != 0 and "dynamic" in result.output
     result = CliRunner().invoke(ex.export, [str(run.path), "--format", "exported-program"])
     assert result.exit_code != 0 and "train the run first" in result.output
+
+
+def test_master_export_takes_flow_and_identify_refuses_it(tmp_path):
+    from gaittools.cli import main
+
+    torch.manual_seed(1)
+    master = C3DNet(2, TINY, embedding_dim=32).eval()
+    flow = np.random.default_rng(2).normal(0, 1.5, (4, 25, 2, 64, 64)).astype(np.float32)
+    bundle = ex.export_bundle(master, tmp_path / "master", "exported-program", flow, "random", model_name="c3d",
+                              role="master", clip=CLIP, flow_scale=0.25, log=lambda _: None)
+    assert bundle.meta["input"]["modality"] == "flow" and bundle.meta["input"]["shape"][1] == 2
+    assert bundle.meta["normalisation"]["scale"] == 0.25
+    loaded = deploy.load_signature_model(bundle.root, device="cpu")
+    with torch.no_grad():
+        x = torch.from_numpy(flow).permute(0, 2, 1, 3, 4) * 0.25
+        want = torch.nn.functional.normalize(master(x)["embedding"], dim=1).numpy()
+    np.testing.assert_allclose(loaded(flow), want, atol=1e-5)
+    gallery = tmp_path / "g.npz"
+    gallery.write_bytes(b"")
+    result = CliRunner().invoke(main, ["identify", str(tmp_path / "v.avi"), "--model", str(bundle.root),
+                                       "--gallery", str(gallery)])
+    assert result.exit_code != 0 and "flow-free" in result.output

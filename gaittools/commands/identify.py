@@ -90,7 +90,7 @@ def _progress(i: int, n: int, t0: float, video: Path) -> None:
 def enroll(videos: tuple[Path, ...], model_path: Path, ids: tuple[str, ...], out: Path, append: bool,
            overwrite: bool, threshold: float | None, background: Path | None, device: str,
            batch_size: int) -> None:
-    """Enrol VIDEO... under --ids into a gallery of signatures of the --model student."""
+    """Enrol videos under their --ids into a gallery of --model signatures."""
     identities = _split_ids(ids)
     if len(identities) != len(videos):
         raise click.UsageError(f"{len(videos)} videos but {len(identities)} ids: give one id per video")
