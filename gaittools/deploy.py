@@ -251,7 +251,11 @@ class SignatureModel:
 def load_signature_model(path: str | os.PathLike[str], device: str = "auto",
                          batch_size: int = 64) -> SignatureModel:
     """Load a bundle on ``device`` ("cpu", "cuda", "cuda:N" or "auto" = CUDA when usable)."""
-    bundle = read_bundle(path)
+    return model_from_bundle(read_bundle(path), device, batch_size)
+
+
+def model_from_bundle(bundle: Bundle, device: str = "auto", batch_size: int = 64) -> SignatureModel:
+    """The model of an already parsed bundle (the exporter uses it before the status is 'ok')."""
     loader = {"onnx": _onnx_runner, "exported-program": _torch_runner, "tensorrt": _tensorrt_runner}
     runner, resolved = loader[bundle.format](bundle, device)
     return SignatureModel(bundle, runner, resolved, batch_size)

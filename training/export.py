@@ -32,6 +32,7 @@ failed check exits non-zero, deletes the model file and leaves the description, 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -274,19 +275,13 @@ def export_bundle(
 
 
 def _copy_of(model: nn.Module) -> nn.Module:
-    """A copy to cast (fp16) and wrap without touching the caller's model."""
-    import copy
-
+    """A copy to move, cast (fp16) and wrap without touching the caller's model."""
     return copy.deepcopy(model)
 
 
 def _load_unchecked(root: Path, meta: dict[str, Any], device: str) -> deploy.SignatureModel:
-    """Load the staged bundle through the deployment loaders (status is not 'ok' yet)."""
-    bundle = Bundle(root, meta)
-    loaders = {"onnx": deploy._onnx_runner, "exported-program": deploy._torch_runner,
-               "tensorrt": deploy._tensorrt_runner}
-    runner, resolved = loaders[meta["format"]](bundle, device)
-    return deploy.SignatureModel(bundle, runner, resolved)
+    """Load the staged bundle through the deployment loader (its status is not 'ok' yet)."""
+    return deploy.model_from_bundle(Bundle(root, meta), device)
 
 
 def _meta(fmt: str, model_file: Path, model: nn.Module, model_name: str, role: str,
