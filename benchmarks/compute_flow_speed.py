@@ -137,7 +137,7 @@ def _bench(args: argparse.Namespace, root: Path, width: int, height: int, params
     engine = report.engine
     # Steady rate: the engine's own wall time (reading, batching, TV-L1, writing overlapped),
     # without the run's fixed costs (planning, manifest), which CASIA-B's size amortises.
-    rows = [("torch " + args.device, pairs, seconds, pairs / engine.wall_seconds, f"{engine.busy_fraction:.0%}")]
+    rows = [("torch " + args.device, pairs, seconds, engine.pairs / engine.wall_seconds, f"{engine.busy_fraction:.0%}")]
     print(engine.format())
 
     epe = None

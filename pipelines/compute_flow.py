@@ -191,9 +191,9 @@ def write_flow(
         raise ValueError(f"{inp.seq_id}: flow beyond float16's range (max |flow| {np.abs(flow).max():.3g})")
     flow16 = flow.astype(np.float16)
     magnitude = np.hypot(flow[:, 0], flow[:, 1])
-    n_valid = int(valid.sum()) if valid is not None else inp.n_pairs
-    mean_magnitude = float(magnitude[valid].mean()) if n_valid and valid is not None else (
-        float(magnitude.mean()) if magnitude.size else 0.0)
+    kept = magnitude if valid is None else magnitude[valid]  # pairs with nobody in view are zero by design
+    n_valid = inp.n_pairs if valid is None else int(valid.sum())
+    mean_magnitude = float(kept.mean()) if kept.size else 0.0
     attrs = {
         "backend": backend,
         "params": dict(params),

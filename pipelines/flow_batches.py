@@ -244,9 +244,9 @@ class BatchedFlow:
             while True:
                 try:
                     inp = ready.get(timeout=0.5)
-                except queue.Empty:  # reading is slow or the read-ahead budget is full: go anyway
+                except queue.Empty:  # reading is slow or the read-ahead budget is full
                     key = max(groups, key=lambda k: len(groups[k]), default=None)
-                    if key is not None and groups[key]:
+                    if key is not None and groups[key] and batches.empty():  # the device would idle: go
                         batches.put(("batch", self._stack(key, groups[key], self.batch_cap(key[1], key[2]))))
                     continue
                 if inp is _END:

@@ -31,8 +31,12 @@ def middlebury(request):
         pytest.skip(f"Middlebury data absent: {folder}")
     frame0 = cv2.imread(str(folder / "frame10.png"), cv2.IMREAD_GRAYSCALE)
     frame1 = cv2.imread(str(folder / "frame11.png"), cv2.IMREAD_GRAYSCALE)
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    ours = tvl1(frame0, frame1)[0].numpy()
+    try:
+        ours = tvl1(frame0, frame1)[0].numpy()
+    finally:
+        torch.set_num_threads(before)
     reference = opencv_tvl1(frame0, frame1)[0]
     return name, bound, ours, reference, read_flo(folder / "flow10.flo")
 
@@ -115,6 +119,25 @@ def test_single_pair_2d_input_and_dtypes_agree():
     floats = tvl1(as_uint8[0].astype(np.float64), as_uint8[1].astype(np.float32))
     assert flat.shape == (1, 2, 20, 24) and flat.dtype == torch.float32
     assert torch.equal(flat, batched) and torch.equal(flat, floats)
+
+
+def test_illumination_term_gamma_matches_opencv():
+    frame0, frame1, truth = moved_pair(40, 48, translation(0.9, -0.4), seed=3)
+    frame1 = np.clip(frame1 * 0.9 + 15, 0, 255).astype(np.float32)  # a brightness change
+    params = TVL1Params(gamma=0.5)
+    ours = tvl1(frame0, frame1, params)[0].numpy()
+    assert epe(ours, opencv_tvl1(frame0, frame1, params)[0]) < 0.01
+    assert epe(ours, truth, border=6) < epe(tvl1(frame0, frame1)[0].numpy(), truth, border=6)
+
+
+def test_opencv_process_pool_matches_serial():
+    pairs = [moved_pair(24, 28, translation(0.3 * i, 0.2), seed=10 + i) for i in range(3)]
+    frames0 = np.stack([p[0] for p in pairs]).astype(np.uint8)
+    frames1 = np.stack([p[1] for p in pairs]).astype(np.uint8)
+    serial = opencv_tvl1(frames0, frames1)
+    pooled = opencv_tvl1(frames0, frames1, workers=2)
+    assert serial.shape == (3, 2, 24, 28) and serial.dtype == np.float32
+    np.testing.assert_allclose(pooled, serial, atol=1e-5)
 
 
 def test_bad_inputs_are_refused_clearly():

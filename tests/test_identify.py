@@ -149,6 +149,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
     bundle = export_bundle(model, root / "student-onnx", "onnx", clips[::4], "synthetic training clips",
                            model_name="c3d", options={"widths": [8, 16, 16, 32, 64, 256]}, clip=CLIP,
                            log=lambda _: None)
+    program = export_bundle(model, root / "student-pt2", "exported-program", clips[::4], "synthetic training clips",
+                            model_name="c3d", clip=CLIP, log=lambda _: None)
     short = root / "short"  # a frame folder with less than one clip of walking
     short.mkdir()
     frames_of_walk = _video_frames(videos / "001-nm-02-090.avi")
@@ -156,7 +158,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
         cv2.imwrite(str(short / f"{i:04d}.png"), frame)
     broken = root / "broken.avi"
     broken.write_bytes(b"this is not a video")
-    return {"videos": videos, "bundle": bundle.root, "short": short, "broken": broken, "root": root}
+    return {"videos": videos, "bundle": bundle.root, "pt2": program.root, "short": short, "broken": broken,
+            "root": root}
 
 
 def _video_frames(path: Path) -> list[np.ndarray]:
@@ -202,6 +205,19 @@ def test_identify_returns_the_right_subjects(world, gallery):
     assert [a["identity"] for a in answers] == ["001", "001", "002", "002", "003", "003"], answers
     assert all(a["status"] == "identified" and a["distance"] <= a["threshold"] and a["clips"] >= 5
                for a in answers)
+
+
+def test_gallery_is_portable_across_export_formats(world, gallery):
+    """An ONNX-enrolled gallery searched with the torch.export bundle of the same weights."""
+    probes = [world["videos"] / f"{s}-nm-02-090.avi" for s in SUBJECTS[:3]]
+    _, onnx_answers = _identify(world, gallery, probes)
+    result = CliRunner().invoke(main, ["identify", *map(str, probes), "--model", str(world["pt2"]),
+                                       "--gallery", str(gallery), "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    pt2_answers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [a["identity"] for a in pt2_answers] == ["001", "002", "003"]
+    for a, b in zip(onnx_answers, pt2_answers):
+        assert b["distance"] == pytest.approx(a["distance"], abs=1e-4)
 
 
 def test_not_enrolled_person_is_unknown_and_threshold_is_settable(world, gallery):

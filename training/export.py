@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -161,7 +160,8 @@ def export_tensorrt(net: nn.Module, example: torch.Tensor, path: Path, batch: in
     return f"torch-tensorrt {getattr(trt, '__version__', '?')} (dynamo)"
 
 
-EXPORTERS: dict[str, Callable[[nn.Module, torch.Tensor, Path, int | None], str]] = {
+#: format -> exporter(net, example, path, batch[, opset]) -> the tool's name, for bundle.json
+EXPORTERS: dict[str, Callable[..., str]] = {
     "onnx": export_onnx,
     "exported-program": export_program,
     "tensorrt": export_tensorrt,
@@ -215,8 +215,9 @@ def export_bundle(
 
     ``clip`` = {length, step, crop_size, crop_mode, working_height}. ``clips`` are the raw
     parity clips: uint8 gray (N, T, S, S), or flow (N, T, 2, S, S) in crop pixels for a
-    2-channel master (then ``flow_scale`` is the training data path's multiplier). Returns the loaded-and-checked bundle; raises
-    ``ExportError`` (after leaving ``<out_dir>.failed/``) when parity fails.
+    2-channel master (``flow_scale`` = the training data path's multiplier). Returns the
+    checked bundle; raises ``ExportError`` (leaving ``<out_dir>.failed/``) when parity fails.
+    The bundle is built in a staging directory and swapped in whole.
     """
     if fmt not in EXPORTERS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORTERS)}")
@@ -228,60 +229,82 @@ def export_bundle(
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     model = _copy_of(model).eval().to(device)  # the caller's model stays where it is
-    dtype = torch.float16 if fp16 else torch.float32
-    net = SignatureNet(_copy_of(model), dtype).eval().to(device)
-    t, size = int(clip["length"]), int(clip["crop_size"])
-    channels = int(getattr(model, "in_channels", 1))
-    example = _example(batch or 2, channels, t, size, device)
-    model_file = stage / MODEL_FILES[fmt]
-    started = time.perf_counter()
     try:
-        exporter = EXPORTERS[fmt](net, example, model_file, batch)
-    except ExportError:
+        meta = _export_into(stage, model, fmt, model_name, role, options, clip, fp16, batch, device,
+                            source, opset, flow_scale)
+        meta["parity"] = _parity_of_stage(stage, meta, model, clips, clips_source, device, fp16)
+    except Exception:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    except Exception as exc:  # noqa: BLE001 - one clear message for any exporter failure
-        shutil.rmtree(stage, ignore_errors=True)
-        raise ExportError(f"{fmt} export of {model_name} failed: {type(exc).__name__}: {exc}") from exc
-    seconds = time.perf_counter() - started
-    meta = _meta(fmt, model_file, model, model_name, role, options, clip, fp16, batch, source, exporter, seconds)
-    if channels == 2:
-        meta["input"].update(modality="flow", shape=[batch, 2, t, size, size])
-        meta["normalisation"] = {"scale": flow_scale, "offset": 0.0, "formula": f"flow_px * {flow_scale}"}
-    deploy.write_bundle_meta(stage, meta)
-    loaded = _load_unchecked(stage, meta, device)
-    bound = FP16_BOUND if fp16 else FP32_BOUND
-    numbers = parity(model, loaded, clips, device)
-    numbers.update(clips_source=clips_source, bound=bound, device=device,
-                   passed=bool(numbers["min_cosine"] >= bound))
-    meta["parity"] = numbers
-    log(f"parity ({fmt}{', fp16' if fp16 else ''}, {numbers['clips']} clips from {clips_source}): "
-        f"min cosine {numbers['min_cosine']:.6f}, mean {numbers['mean_cosine']:.6f}, "
-        f"max |diff| {numbers['max_abs_diff']:.2e}, bound {bound} -> "
-        f"{'PASS' if numbers['passed'] else 'FAIL'}")
-    if not numbers["passed"]:
-        meta["status"] = "failed"
-        model_file.unlink(missing_ok=True)
-        deploy.write_bundle_meta(stage, meta)
-        failed = out_dir.with_name(f"{out_dir.name}.failed")
-        shutil.rmtree(failed, ignore_errors=True)
-        os.replace(stage, failed)
-        raise ExportError(f"{out_dir}: parity check failed (min cosine {numbers['min_cosine']:.6f} "
-                          f"< {bound}); model removed, description kept in {failed}")
+    log(_parity_line(meta))
+    if not meta["parity"]["passed"]:
+        _keep_failed(stage, out_dir, meta)
     meta["status"] = "ok"
     deploy.write_bundle_meta(stage, meta)
     _swap_in(stage, out_dir)
     return deploy.read_bundle(out_dir)
 
 
+def _export_into(stage: Path, model: nn.Module, fmt: str, model_name: str, role: str,
+                 options: dict[str, Any] | None, clip: dict[str, Any], fp16: bool, batch: int | None,
+                 device: str, source: dict[str, Any] | None, opset: int, flow_scale: float) -> dict[str, Any]:
+    """Write the model file into ``stage``; returns its description (status 'pending')."""
+    net = SignatureNet(_copy_of(model), torch.float16 if fp16 else torch.float32).eval().to(device)
+    t, size = int(clip["length"]), int(clip["crop_size"])
+    channels = int(getattr(model, "in_channels", 1))
+    example = _example(batch or 2, channels, t, size, device)
+    model_file = stage / MODEL_FILES[fmt]
+    started = time.perf_counter()
+    try:
+        extra = {"opset": opset} if fmt == "onnx" else {}
+        exporter = EXPORTERS[fmt](net, example, model_file, batch, **extra)
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one clear message for any exporter failure
+        raise ExportError(f"{fmt} export of {model_name} failed: {type(exc).__name__}: {exc}") from exc
+    meta = _meta(fmt, model_file, model, model_name, role, options, clip, fp16, batch, source, exporter,
+                 time.perf_counter() - started)
+    if channels == 2:
+        meta["input"].update(modality="flow", shape=[batch, 2, t, size, size])
+        meta["normalisation"] = {"scale": flow_scale, "offset": 0.0, "formula": f"flow_px * {flow_scale}"}
+    deploy.write_bundle_meta(stage, meta)
+    return meta
+
+
+def _parity_of_stage(stage: Path, meta: dict[str, Any], model: nn.Module, clips: np.ndarray,
+                     clips_source: str, device: str, fp16: bool) -> dict[str, Any]:
+    """Reload the staged file through the deployment loader and compare with the eager model."""
+    loaded = deploy.model_from_bundle(Bundle(stage, meta), device)
+    bound = FP16_BOUND if fp16 else FP32_BOUND
+    numbers = parity(model, loaded, clips, device)
+    numbers.update(clips_source=clips_source, bound=bound, device=device,
+                   passed=bool(numbers["min_cosine"] >= bound))
+    return numbers
+
+
+def _parity_line(meta: dict[str, Any]) -> str:
+    n = meta["parity"]
+    fp16 = ", fp16" if meta["precision"] == "fp16" else ""
+    return (f"parity ({meta['format']}{fp16}, {n['clips']} clips from {n['clips_source']}): "
+            f"min cosine {n['min_cosine']:.6f}, mean {n['mean_cosine']:.6f}, max |diff| "
+            f"{n['max_abs_diff']:.2e}, bound {n['bound']} -> {'PASS' if n['passed'] else 'FAIL'}")
+
+
+def _keep_failed(stage: Path, out_dir: Path, meta: dict[str, Any]) -> None:
+    """Delete the model, keep its description as ``<out_dir>.failed``, raise."""
+    meta["status"] = "failed"
+    (stage / meta["model_file"]).unlink(missing_ok=True)
+    deploy.write_bundle_meta(stage, meta)
+    failed = out_dir.with_name(f"{out_dir.name}.failed")
+    shutil.rmtree(failed, ignore_errors=True)
+    os.replace(stage, failed)
+    raise ExportError(f"{out_dir}: parity check failed (min cosine {meta['parity']['min_cosine']:.6f} "
+                      f"< {meta['parity']['bound']}); model removed, description kept in {failed}")
+
+
 def _copy_of(model: nn.Module) -> nn.Module:
     """A copy to move, cast (fp16) and wrap without touching the caller's model."""
     return copy.deepcopy(model)
-
-
-def _load_unchecked(root: Path, meta: dict[str, Any], device: str) -> deploy.SignatureModel:
-    """Load the staged bundle through the deployment loader (its status is not 'ok' yet)."""
-    return deploy.model_from_bundle(Bundle(root, meta), device)
 
 
 def _meta(fmt: str, model_file: Path, model: nn.Module, model_name: str, role: str,

@@ -47,6 +47,7 @@ def compute_flow(
     crops themselves. Done sequences are skipped (resume); failures are listed and recorded,
     and the exit code is 1 when any sequence failed.
     """
+    from gaittools.store import StoreError
     from pipelines.compute_flow import DeviceUnavailable, FlowRun, compute_flow as run_compute_flow, parse_params
 
     try:
@@ -60,6 +61,6 @@ def compute_flow(
                   readers=readers, overwrite=overwrite, limit=limit, params=params)
     try:
         report = run_compute_flow(store, run)
-    except DeviceUnavailable as exc:
+    except (DeviceUnavailable, StoreError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(0 if report.ok else 1)
