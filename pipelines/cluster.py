@@ -84,7 +84,7 @@ def dask_client(
         processes=True,
         memory_limit=memory_limit,
         dashboard_address=":0",  # a free port: runs side by side never collide on 8787
-        silence_logs=logging.ERROR if quiet else logging.WARNING,
+        silence_logs=logging.CRITICAL if quiet else logging.WARNING,  # shutdown heartbeats log tracebacks at ERROR
     )
     try:
         client = Client(cluster)

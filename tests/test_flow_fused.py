@@ -63,6 +63,15 @@ out["p"] = (p_ref - p_fus).abs().max().item()
 out["still_ref"] = still_ref.tolist()
 out["still_fus"] = still_fus.tolist()
 
+# every pair stops at once: the kernels must skip them and the periodic check end the loop
+u_ref, p_ref = u.clone(), p.clone()
+u_fus, p_fus = u.clone(), p.clone()
+stop_ref = ReferenceEngine().iterate(u_ref, p_ref, data, 1e30, fused.SYNC_EVERY + 3, params)
+stop_fus = engine.iterate(u_fus, p_fus, data, 1e30, fused.SYNC_EVERY + 3, params)
+out["stopped_u"] = (u_ref - u_fus).abs().max().item()
+out["stopped_p"] = (p_ref - p_fus).abs().max().item()
+out["stopped_any"] = bool(stop_ref.any() or stop_fus.any())
+
 g = torch.Generator().manual_seed(1)
 base = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 44, 52, generator=g) * 255, 3, 1, 1)[0]
 i0 = torch.cat([base[:, 2:42, 2:50], base[:, 1:41, 3:51]]).to(device)
@@ -91,9 +100,12 @@ def _check(result: dict) -> None:
     assert result["p"] < 1e-4
     assert result["still_ref"] == result["still_fus"]
     assert result["still_ref"] == [True, True, False], "the test must exercise early stopping"
+    assert result["stopped_u"] < 1e-4 and result["stopped_p"] < 1e-4
+    assert not result["stopped_any"]
     assert result["tvl1"] < 1e-3
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_CUDA, reason="no CUDA device")
 def test_fused_matches_reference_on_cuda():
     _check(_compare("cuda", interpret=False))

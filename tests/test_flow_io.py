@@ -9,7 +9,7 @@ from gaittools.cli import main
 from gaittools.flow import FloError, flow_to_color, read_flo, write_flo
 from gaittools.flow.colour import colour_wheel
 from gaittools.flow.flo import endpoint_error, known_mask
-from tests.flow_helpers import MIDDLEBURY, epe, moved_pair, translation
+from flow_helpers import MIDDLEBURY, epe, moved_pair, translation
 
 
 def test_flo_roundtrip_is_exact(tmp_path):

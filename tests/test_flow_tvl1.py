@@ -10,7 +10,7 @@ from gaittools.flow import TVL1Params, opencv_tvl1, read_flo, tvl1
 from gaittools.flow.flo import endpoint_error
 from gaittools.flow.imageops import centred_gradient, median_filter, median_filter_torch, remap_cubic
 from gaittools.flow.pyramid import level_sizes, resize_linear
-from tests.flow_helpers import MIDDLEBURY, epe, moved_pair, rotation, translation
+from flow_helpers import MIDDLEBURY, epe, moved_pair, rotation, translation
 
 
 @pytest.fixture(autouse=True)

@@ -53,11 +53,18 @@ def unavailable_reason(device: torch.device, params: TVL1Params) -> str | None:
     return None
 
 
+def check_frame_size(height: int, width: int) -> None:
+    """Pixel blocks go on grid axis 1, which CUDA limits to 65535 blocks."""
+    if triton.cdiv(height * width, MEDIAN_BLOCK) > 65535:
+        raise ValueError(f"frames of {width}x{height} are too large for the fused kernels "
+                         f"(at most {65535 * MEDIAN_BLOCK} pixels); use engine='reference'")
+
+
 @triton.jit
 def _primal_kernel(u_ptr, p_ptr, data_ptr, err_ptr, step, n_pairs, height, width, threshold,
                    l_t, theta, grad_eps, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    pair = tl.program_id(1)
+    pair = tl.program_id(0)  # pairs on axis 0: its limit is 2**31 - 1, axis 1's is 65535
+    pid = tl.program_id(1)
     area = height * width
     running = tl.load(err_ptr + step * n_pairs + pair) > threshold
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -102,8 +109,8 @@ def _primal_kernel(u_ptr, p_ptr, data_ptr, err_ptr, step, n_pairs, height, width
 @triton.jit
 def _dual_kernel(u_ptr, p_ptr, err_ptr, step, n_pairs, height, width, threshold, taut,
                  BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    pair = tl.program_id(1)
+    pair = tl.program_id(0)  # pairs on axis 0: its limit is 2**31 - 1, axis 1's is 65535
+    pid = tl.program_id(1)
     area = height * width
     running = tl.load(err_ptr + step * n_pairs + pair) > threshold
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -143,8 +150,8 @@ def _median_kernel(src_ptr, dst_ptr, height, width, KERNEL: tl.constexpr, SLOTS:
     The taps sit in a (BLOCK, SLOTS) tile padded with +inf; each round removes one occurrence
     of the row minimum, so the minimum left after k*k // 2 rounds is the median.
     """
-    pid = tl.program_id(0)
-    plane = tl.program_id(1)
+    plane = tl.program_id(0)
+    pid = tl.program_id(1)
     area = height * width
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     inside = offs < area
@@ -173,9 +180,10 @@ class FusedEngine:
             return flow
         src = flow.contiguous()
         batch, channels, height, width = src.shape
+        check_frame_size(height, width)
         out = torch.empty_like(src)
         slots = 1 << math.ceil(math.log2(kernel * kernel))
-        grid = (triton.cdiv(height * width, MEDIAN_BLOCK), batch * channels)
+        grid = (batch * channels, triton.cdiv(height * width, MEDIAN_BLOCK))
         _median_kernel[grid](src, out, height, width, KERNEL=kernel, SLOTS=slots,
                              BLOCK=MEDIAN_BLOCK)
         return out
@@ -190,7 +198,7 @@ class FusedEngine:
         batch, _, height, width = u.shape
         err = torch.zeros(n_iter + 1, batch, dtype=torch.float32, device=u.device)
         err[0] = math.inf
-        grid = (triton.cdiv(height * width, BLOCK), batch)
+        grid = (batch, triton.cdiv(height * width, BLOCK))
         l_t = params.lambda_ * params.theta
         taut = params.tau / params.theta
         for step in range(n_iter):

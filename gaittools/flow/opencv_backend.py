@@ -7,6 +7,7 @@ after one small image, which would silently change every later pair's result.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 
@@ -62,11 +63,22 @@ def _pair_job(args) -> np.ndarray:
     return opencv_pair(frame0, frame1, params)
 
 
-def opencv_tvl1(I0, I1, params: TVL1Params | None = None, *, workers: int = 1) -> np.ndarray:
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of OpenCV workers, one OpenCV thread each, to pass to :func:`opencv_tvl1`.
+
+    Spawned, not forked: forking a process whose torch/OpenMP threads are running can hang.
+    """
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+
+
+def opencv_tvl1(I0, I1, params: TVL1Params | None = None, *, workers: int = 1,
+                pool: ProcessPoolExecutor | None = None) -> np.ndarray:
     """OpenCV DualTVL1 flow (B, 2, H, W) float32 for (B, H, W) arrays on the 0-255 scale.
 
     Pairs run one at a time in this process (OpenCV uses its own threads), or, with
-    ``workers`` > 1, in a process pool with one OpenCV thread per process.
+    ``workers`` > 1 or a ``pool`` from :func:`worker_pool`, in processes with one OpenCV
+    thread each.
     """
     params = params or TVL1Params()
     frames0 = _as_batch(I0, "I0")
@@ -74,10 +86,9 @@ def opencv_tvl1(I0, I1, params: TVL1Params | None = None, *, workers: int = 1) -
     if frames0.shape != frames1.shape:
         raise ValueError(f"I0 and I1 differ in shape: {frames0.shape} vs {frames1.shape}")
     jobs = [(frames0[i], frames1[i], params) for i in range(len(frames0))]
+    if pool is not None:
+        return np.stack(list(pool.map(_pair_job, jobs, chunksize=max(1, len(jobs) // 64))))
     if workers <= 1:
-        flows = [_pair_job(job) for job in jobs]
-    else:
-        workers = min(workers, os.cpu_count() or 1, len(jobs))
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            flows = list(pool.map(_pair_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    return np.stack(flows)
+        return np.stack([_pair_job(job) for job in jobs])
+    with worker_pool(min(workers, os.cpu_count() or 1, len(jobs))) as own_pool:
+        return opencv_tvl1(frames0, frames1, params, pool=own_pool)
