@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from gaittools.clips import clip_starts, longest_run
 from gaittools.deploy import SignatureModel
 
 DEFAULT_THRESHOLD = 0.8
@@ -61,32 +62,6 @@ class GalleryError(ValueError):
 
 
 # ---------------------------------------------------------------------------- clips
-def clip_starts(valid: np.ndarray, clip_len: int, step: int) -> list[int]:
-    """Starts of clips of ``clip_len`` frames, every ``step`` frames inside each valid run.
-
-    Unlike training's index this needs only ``clip_len`` valid frames (no flow clip to align).
-    """
-    starts: list[int] = []
-    n = len(valid)
-    t = 0
-    while t < n:
-        if not valid[t]:
-            t += 1
-            continue
-        end = t
-        while end < n and valid[end]:
-            end += 1
-        starts.extend(range(t, end - clip_len + 1, step))
-        t = end
-    return starts
-
-
-def longest_run(valid: np.ndarray) -> int:
-    best = run = 0
-    for v in valid:
-        run = run + 1 if v else 0
-        best = max(best, run)
-    return best
 
 
 @dataclass

@@ -25,13 +25,13 @@ from click.testing import CliRunner
 
 from gaittools import deploy
 from gaittools.cli import main
+from gaittools.clips import clip_starts
 from gaittools.identify import (
     STATUS_NO_PERSON,
     STATUS_OK,
     STATUS_TOO_SHORT,
     Gallery,
     GalleryError,
-    clip_starts,
     match,
     pooled_signature,
     signature_of_crops,

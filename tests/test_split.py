@@ -285,7 +285,7 @@ def test_malformed_protocol_files_name_the_file_and_problem(tmp_path, edit, prob
 
 def test_shipped_protocols_are_valid_and_documented():
     casia = packaged_protocol("casia-b")
-    assert set(casia.settings) == {"large", "medium", "small"} and casia.default_setting == "large"
+    assert set(casia.settings) == {"large", "medium", "small", "synth"} and casia.default_setting == "large"
     assert casia.views == CASIA_B_VIEWS and casia.val_fraction == 0.06
     assert casia.optional_subject is not None and casia.optional_subject.id == 5
     tum = packaged_protocol("tum-gaid")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gaittools.clips import clip_starts as shared_clip_starts
 from gaittools.store import Store
 
 SPLIT_COLUMNS = ("seq_id", "subject", "condition", "seq_num", "view", "role", "probe_set")
@@ -62,22 +63,8 @@ def valid_frames(store: Store, seq_id: str) -> np.ndarray:
 
 
 def clip_starts(valid: np.ndarray, clip_len: int, step: int) -> list[int]:
-    """Starts of the clips inside each run of valid frames (see the module docstring)."""
-    n_frames = len(valid)
-    starts: list[int] = []
-    t = 0
-    while t < n_frames:
-        if not valid[t]:
-            t += 1
-            continue
-        run_end = t
-        while run_end < n_frames and valid[run_end]:
-            run_end += 1
-        # frames t .. run_end-1 are valid; a clip at s needs s .. s+L valid (so s+L <= T-1).
-        last_start = run_end - 1 - clip_len
-        starts.extend(range(t, last_start + 1, step))
-        t = run_end
-    return starts
+    """Starts of the clips inside each run of valid frames: a clip at s needs s .. s+L valid."""
+    return shared_clip_starts(valid, clip_len, step, extra=1)
 
 
 def build_clip_index(

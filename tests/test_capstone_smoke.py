@@ -1,0 +1,128 @@
+"""CPU smoke run of the capstone chain (benchmarks/casia_b_sil_090.py) on real silhouettes.
+
+The chain imports a few subjects' OpenGait pickles, computes cheap TV-L1 flow, builds the
+same-view split, trains the flow master and the 3D and GaitSet students with and without copy
+loss for a few steps, evaluates all five and exports the best student. The numbers mean
+nothing at this size; what is checked is that every stage ran and handed real, well-formed
+outputs to the next: a store with flow, a split with the three probe sets, five finished runs
+with rank-1 tables, an ONNX bundle whose parity check passed, and the result tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "casia-b-sil-090"
+TRAIN, TEST = ("001", "002", "003", "004"), ("075", "076")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    if not (DATA / "001" / "nm-01" / "090" / "090.pkl").is_file():
+        pytest.skip(f"real CASIA-B silhouettes not found at {DATA} (see shared/data/README.md)")
+    from benchmarks.casia_b_sil_090 import main
+
+    out = tmp_path_factory.mktemp("capstone")
+    paths = main(["--source", str(DATA), "--out", str(out), "--subjects", "001-004,075-076", "--quick",
+                  "--device", "cpu"])
+    return out, paths
+
+
+def test_store_holds_gray_and_flow_of_the_chosen_subjects(chain):
+    from gaittools.store import Store
+
+    out, _ = chain
+    store = Store(out / "store")
+    ids = store.seq_ids()
+    assert {s.split("-")[0] for s in ids} == set(TRAIN + TEST)
+    assert len(ids) == 10 * len(TRAIN + TEST)
+    seq = "075-nm-01-090"
+    gray, flow = store.read(seq, "gray"), store.read(seq, "flow")
+    assert gray.dtype == np.uint8 and gray.shape[1:] == (64, 64)
+    assert flow.shape == (gray.shape[0] - 1, 2, 64, 64)
+    assert np.abs(flow.astype(np.float32)).max() > 0.1  # a walking silhouette moves
+
+
+def test_split_is_the_same_view_protocol(chain):
+    out, _ = chain
+    split = pd.read_parquet(out / "split" / "split.parquet")
+    train = split[split["role"] == "train"]
+    assert set(train["subject"]) == set(TRAIN)
+    gallery = split[split["role"] == "gallery"]
+    assert set(gallery["subject"]) == set(TEST)
+    assert set(gallery["condition"]) == {"nm"} and set(gallery["seq_num"].astype(int)) == {1, 2, 3, 4}
+    probes = split[split["role"] == "probe"]
+    assert sorted(probes["probe_set"].unique()) == ["BG", "CL", "NM"]
+    assert set(split["view"]) == {"090"}
+
+
+def test_every_stage_ran_and_results_are_valid(chain):
+    out, paths = chain
+    summary = json.loads(paths["json"].read_text())
+    stages = summary["stages_s"]
+    expected = {"import", "flow", "split", "master", "export-onnx"}
+    expected |= {f"student-{v}-{c}" for v in ("3d", "gaitset") for c in ("copy", "nocopy")}
+    expected |= {f"eval-{r}" for r in ["master"] + [f"student-{v}-{c}" for v in ("3d", "gaitset")
+                                                     for c in ("copy", "nocopy")]}
+    assert expected <= set(stages), expected - set(stages)
+    assert all(seconds > 0 for seconds in stages.values())
+    rows = pd.read_csv(paths["csv"])
+    assert list(rows["run"]) == ["master", "student-3d-copy", "student-3d-nocopy",
+                                 "student-gaitset-copy", "student-gaitset-nocopy"]
+    for probe_set in ("NM", "BG", "CL"):
+        assert rows[probe_set].between(0, 100).all(), rows[probe_set]
+        assert rows[probe_set].notna().all()
+    assert (rows["parameters"] > 1000).all()
+    gaitset = rows[rows["variant"] == "gaitset"]["parameters"]
+    assert (gaitset > 500_000).all()  # the real GaitSet trunk, not the tiny smoke 3D-CNN
+    for name in rows["run"]:
+        run = out / "runs" / name
+        assert (run / "eval" / "summary.csv").is_file()
+        assert json.loads((run / "run.json").read_text())["finished"] is True
+    markdown = paths["md"].read_text()
+    assert "| master |" in markdown and "student-gaitset-copy" in markdown
+
+
+def test_best_student_exported_with_passed_parity(chain):
+    out, paths = chain
+    exports = json.loads(paths["json"].read_text())["exports"]
+    onnx = [e for e in exports if e["format"] == "onnx"]
+    assert len(onnx) == 1 and onnx[0]["passed"] and onnx[0]["min_cosine"] >= 0.999
+    bundle = Path(onnx[0]["path"])
+    assert bundle.is_dir() and any(bundle.glob("*.onnx"))
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["parity"]["passed"]
+    rows = pd.read_csv(paths["csv"]).set_index("run")
+    best = rows.loc[[r for r in rows.index if r != "master"], ["NM", "BG", "CL"]].sum(axis=1).idxmax()
+    assert onnx[0]["run"] == best
+
+
+def test_bad_subjects_option_is_a_clear_error():
+    from benchmarks.casia_b_sil_090 import parse_subjects
+
+    assert parse_subjects("001-003,075") == {"001", "002", "003", "075"}
+    with pytest.raises(SystemExit, match="not NNN"):
+        parse_subjects("1-x")
+
+
+def test_pack_and_unpack_round_trip(chain, tmp_path):
+    from benchmarks.pack_store import pack, unpack
+    from gaittools.store import Store
+
+    out, _ = chain
+    with pytest.raises(SystemExit, match="holds flow"):  # the chain's store has flow by now
+        pack(out / "store", tmp_path / "refused.tar.gz")
+    archive = pack(out / "store", tmp_path / "store.tar.gz", with_flow=True)
+    restored = Store(unpack(archive, tmp_path / "restored"))
+    original = Store(out / "store")
+    assert restored.seq_ids() == original.seq_ids()
+    seq = "002-cl-02-090"
+    assert np.array_equal(restored.read(seq, "gray"), original.read(seq, "gray"))
+    assert np.array_equal(restored.read(seq, "flow"), original.read(seq, "flow"))
+    with pytest.raises(SystemExit, match="already exists"):
+        unpack(archive, tmp_path / "restored")
