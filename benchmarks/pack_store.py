@@ -52,16 +52,21 @@ def unpack(archive: Path, into: Path) -> Path:
     """Extract ``archive`` to ``into`` (which must not exist) and return the store's folder."""
     if into.exists():
         raise SystemExit(f"{into}: already exists; unpack into a new folder")
-    tmp = Path(tempfile.mkdtemp(prefix=into.name + ".", dir=into.parent if into.parent.exists() else None))
-    with tarfile.open(archive, "r:*") as tar:
-        tar.extractall(tmp, filter="data")  # "data": no absolute paths, links out or devices
-    root = tmp / ARCHIVE_ROOT
-    if not (root / "zarr.json").is_file():
-        shutil.rmtree(tmp)
-        raise SystemExit(f"{archive}: no {ARCHIVE_ROOT}/zarr.json inside; not made by pack_store.py")
+    if not archive.is_file():
+        raise SystemExit(f"{archive}: no such archive")
     into.parent.mkdir(parents=True, exist_ok=True)
-    root.rename(into)
-    shutil.rmtree(tmp)
+    tmp = Path(tempfile.mkdtemp(prefix=into.name + ".", dir=into.parent))
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(tmp, filter="data")  # "data": no absolute paths, links out or devices
+        root = tmp / ARCHIVE_ROOT
+        if not (root / "zarr.json").is_file():
+            raise SystemExit(f"{archive}: no {ARCHIVE_ROOT}/zarr.json inside; not made by pack_store.py")
+        root.rename(into)
+    except (tarfile.TarError, OSError) as exc:
+        raise SystemExit(f"{archive}: cannot unpack ({exc})") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return into
 
 

@@ -326,6 +326,17 @@ def test_cli_writes_the_three_files(tmp_path):
     assert casia_b_id(30, "bg", 2, "054") in (out / "missing.txt").read_text()
 
 
+def test_cli_accepts_a_store_imported_from_opengait_pickles(tmp_path):
+    store = _store_with_manifest(tmp_path / "store", "opengait-pkl", casia_manifest())
+    out = tmp_path / "split"
+    result = CliRunner().invoke(main, ["build-split", "casia-b", str(store), "--protocol", "large",
+                                       "--views", "090", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "split.json").read_text())["counts"]["sequences"]["gallery"] == 50 * 4
+    refused = CliRunner().invoke(main, ["build-split", "tum-gaid", str(store), "--out", str(out)])
+    assert refused.exit_code != 0 and "opengait-pkl" in refused.output
+
+
 def test_cli_same_view_from_a_manifest_file_and_refusals(tmp_path):
     manifest_path = tmp_path / "m.parquet"
     write_manifest(casia_manifest(), manifest_path)

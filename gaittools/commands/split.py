@@ -71,7 +71,8 @@ def _check_store_dataset(store: Path, protocol: Protocol) -> None:
     """A store says which dataset it holds; a bare manifest is checked by its dataset column."""
     if store.is_dir() and (store / "zarr.json").is_file():
         held = Store(store).dataset
-        if held != protocol.dataset:
+        # OpenGait pickles are CASIA-B silhouettes named as CASIA-B (gaittools.layouts)
+        if held != protocol.dataset and not (held == "opengait-pkl" and protocol.dataset == "casia-b"):
             raise StoreError(f"{store}: a store of dataset {held!r}, not {protocol.dataset!r}")
 
 
