@@ -1,96 +1,99 @@
-"""A small in-memory store of synthetic walkers: the fixture for training tests, demos and benchmarks.
+"""A tiny store of rendered stick-figure walkers, for training tests, demos and benchmarks.
 
-Why not the real chain? The real one is ``gaittools synth`` (videos) -> ``extract-frames``
-(decode, localise, crop) -> ``compute-flow`` (TV-L1 on frames, cropped): it has its own tests
-and takes minutes. The training package only needs a store with the same contract, in seconds.
-So this module takes the same pieces without the videos and the localisation:
+Not the synthetic-video generator (``gaittools.synth`` renders videos that go through the
+real extract + compute-flow pipeline): this writes person-centred crops straight into a store,
+so the training package can be tested in seconds without that pipeline.
 
-- walkers are rendered by ``gaittools.synth.render_clip`` (each subject's own gait, clothes
-  drawn per walk, ``bg``/``cl`` change appearance only, CASIA-B cameras) at a small frame
-  size, in memory, and turned gray;
-- crops are ``gaittools.crop``'s ``person`` windows around the renderer's ground-truth boxes,
-  centred on the person mask's horizontal centre of mass (what localisation estimates);
-- flow is ``gaittools.flow.opencv_tvl1`` between consecutive *crops* (as compute-flow does
-  for stores without frames), with cheap parameters (:data:`TOY_TVL1`): coarse, but TV-L1.
-
-Frames themselves are not stored (like silhouette stores), so the flow's source is the crops;
-``extract.height/width`` give the rendered frame size that ``boxes``/``windows`` refer to. The
-first :data:`EMPTY_LEAD` frames of every sequence are written as "nobody found" (NaN
-boxes/windows, black crops), so consumers' no-person path is exercised.
+Each subject walks with its own gait (cadence, leg and arm swing, knee bend, bounce, build);
+conditions change appearance only: ``bg`` adds a bag, ``cl`` a long coat that hides the
+thighs and widens the body. Views foreshorten the swing (000/180 see the walker from the
+front/back, 180 mirrored). Flow is Farneback's (OpenCV) between consecutive crops: it only has
+to be motion, not TV-L1, for the training code to be exercised. A few empty frames at each
+sequence start have NaN boxes/windows and black crops, as the store's contract says.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from gaittools.crop import crop_frames, windows_for
-from gaittools.flow import TVL1Params, opencv_tvl1
 from gaittools.layouts import casia_b_id
 from gaittools.store import Store
-from gaittools.synth import ClipSpec, render_clip
 
 EMPTY_LEAD = 2
-FPS = 10.0
-#: Rendered frame height per crop pixel: the walker (about half the frame height) then spans
-#: about one crop height, so crops are downsampled only a little.
-FRAME_HEIGHT_PER_CROP = 2
-#: Cheap TV-L1: 2 scales, 1 warp, few iterations. Enough motion for the training code; not
-#: the quality compute-flow's defaults give.
-TOY_TVL1 = TVL1Params(nscales=2, warps=1, outer_iterations=2, inner_iterations=10)
 
 
-def frame_size(crop_size: int) -> tuple[int, int]:
-    """(W, H) of the rendered frames for a crop size: 4:3, even sides."""
-    height = FRAME_HEIGHT_PER_CROP * crop_size
-    return 3 * height, height
+def subject_gait(subject: int, seed: int = 0) -> dict[str, float]:
+    rng = np.random.default_rng([seed, subject])
+    return {
+        "period": float(rng.uniform(9, 17)),
+        "leg_swing": float(rng.uniform(0.25, 0.6)),
+        "arm_swing": float(rng.uniform(0.1, 0.7)),
+        "knee": float(rng.uniform(0.0, 0.7)),
+        "bounce": float(rng.uniform(0.0, 2.5)),
+        "height": float(rng.uniform(0.8, 1.0)),
+        "width": float(rng.uniform(0.8, 1.2)),
+        "shade": float(rng.uniform(150, 230)),
+    }
 
 
-def mass_centres(masks: np.ndarray) -> np.ndarray:
-    """Horizontal centre of mass (frame pixels) of each mask, NaN where it is empty."""
-    cols = masks.sum(axis=1, dtype=np.float64)                       # (T, W)
-    total = cols.sum(axis=1)
-    centres = (cols @ (np.arange(masks.shape[2]) + 0.5)) / np.maximum(total, 1)
-    return np.where(total > 0, centres, np.nan).astype(np.float32)
+def render_walker(gait: dict[str, float], condition: str, view: str, n_frames: int, size: int = 64,
+                  phase: float = 0.0) -> np.ndarray:
+    """(n_frames, size, size) uint8 crops of one walk."""
+    scale = 4  # draw at 4x and downsample: anti-aliased, sub-pixel motion
+    big = size * scale
+    angle = math.radians(int(view))
+    lateral = max(0.35, abs(math.sin(angle)))
+    mirror = -1.0 if int(view) > 90 else 1.0
+    frames = np.zeros((n_frames, size, size), np.uint8)
+    h = gait["height"] * big
+    shade = int(gait["shade"])
+    for t in range(n_frames):
+        w = 2 * math.pi * (t / gait["period"]) + phase
+        cx = big / 2
+        hip_y = big * 0.15 + 0.5 * h - gait["bounce"] * scale * abs(math.cos(w))
+        img = np.zeros((big, big), np.uint8)
+        torso = 0.3 * h
+        neck = (cx, hip_y - torso)
+        cv2.circle(img, (int(cx), int(neck[1] - 0.07 * h)), int(0.07 * h), shade, -1, cv2.LINE_AA)
+        body_w = int(0.06 * h * gait["width"] * (1.6 if condition == "cl" else 1.0))
+        cv2.line(img, (int(cx), int(neck[1])), (int(cx), int(hip_y)), shade, 2 * body_w, cv2.LINE_AA)
+        for side in (1, -1):
+            swing = side * gait["leg_swing"] * math.sin(w)
+            knee_a = swing * lateral * mirror
+            knee = (cx + math.sin(knee_a) * 0.25 * h, hip_y + math.cos(knee_a) * 0.25 * h)
+            bend = gait["knee"] * max(0.0, math.sin(w + side * math.pi / 2))
+            foot_a = knee_a - bend * lateral * mirror
+            foot = (knee[0] + math.sin(foot_a) * 0.25 * h, knee[1] + math.cos(foot_a) * 0.25 * h)
+            cv2.line(img, (int(cx), int(hip_y)), (int(knee[0]), int(knee[1])), shade, int(0.05 * h), cv2.LINE_AA)
+            cv2.line(img, (int(knee[0]), int(knee[1])), (int(foot[0]), int(foot[1])), shade, int(0.04 * h),
+                     cv2.LINE_AA)
+            arm_a = -swing / gait["leg_swing"] * gait["arm_swing"] * lateral * mirror
+            hand = (cx + math.sin(arm_a) * 0.28 * h, neck[1] + math.cos(arm_a) * 0.28 * h)
+            cv2.line(img, (int(cx), int(neck[1])), (int(hand[0]), int(hand[1])), shade, int(0.03 * h), cv2.LINE_AA)
+        if condition == "cl":  # a coat: a trapezoid from shoulders to knees
+            pts = np.array([[cx - body_w, neck[1]], [cx + body_w, neck[1]],
+                            [cx + 1.8 * body_w, hip_y + 0.2 * h], [cx - 1.8 * body_w, hip_y + 0.2 * h]], np.int32)
+            cv2.fillPoly(img, [pts], int(shade * 0.7), cv2.LINE_AA)
+        if condition == "bg":  # a bag on one side at hip height
+            cv2.rectangle(img, (int(cx + body_w), int(hip_y - 0.15 * h)), (int(cx + body_w + 0.12 * h), int(hip_y)),
+                          int(shade * 0.5), -1, cv2.LINE_AA)
+        frames[t] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return frames
 
 
-def toy_sequence(spec: ClipSpec, crop_size: int, with_flow: bool
-                 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
-    """Arrays (gray, boxes, windows[, flow]) and the extract/flow attributes of one walk."""
-    start = time.perf_counter()
-    clip = render_clip(spec)
-    frames = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in clip.frames])
-    boxes = clip.boxes.astype(np.float32)
-    boxes[:EMPTY_LEAD] = np.nan
-    windows = windows_for(boxes, mass_centres(clip.masks), frames.shape[1:], "person")
-    gray = crop_frames(frames, windows, crop_size)
-    n_crops = int(np.isfinite(windows[:, 0]).sum())
-    attrs: dict[str, object] = {"extract": {
-        "n_frames": len(frames), "n_crops": n_crops, "height": int(frames.shape[1]),
-        "width": int(frames.shape[2]), "coverage": round(n_crops / len(frames), 4), "n_tracks": 1,
-        "short": False, "crop_mode": "person", "crop_size": crop_size, "localisation": "ground-truth",
-        "seconds": round(time.perf_counter() - start, 4)}}
-    arrays = {"gray": gray, "boxes": boxes, "windows": windows}
-    if with_flow:
-        start = time.perf_counter()
-        # as compute-flow's cropping does: no flow (zeros) where frame t has no window
-        valid = np.isfinite(windows[:-1, 0])
-        flow = np.zeros((len(gray) - 1, 2, crop_size, crop_size), np.float32)
-        pairs = np.flatnonzero(valid)
-        if len(pairs):
-            flow[pairs] = opencv_tvl1(gray[pairs], gray[pairs + 1], TOY_TVL1)
-        magnitude = np.hypot(flow[:, 0], flow[:, 1]).mean(axis=(1, 2))
-        arrays["flow"] = flow.astype(np.float16)
-        attrs["flow"] = {"backend": "opencv-dualtvl1", "source": "gray", "params": TOY_TVL1.as_dict(),
-                         "mean_magnitude": float(magnitude[valid].mean()) if valid.any() else 0.0,
-                         "n_pairs_with_window": int(valid.sum()),
-                         "seconds": round(time.perf_counter() - start, 4)}
-    return arrays, attrs
+def farneback_flow(gray: np.ndarray) -> np.ndarray:
+    """(T-1, 2, S, S) float16 flow t -> t+1 in crop pixels."""
+    out = np.zeros((len(gray) - 1, 2, *gray.shape[1:]), np.float16)
+    for t in range(len(gray) - 1):
+        f = cv2.calcOpticalFlowFarneback(gray[t], gray[t + 1], None, 0.5, 2, 9, 3, 5, 1.1, 0)
+        out[t] = f.transpose(2, 0, 1)
+    return out
 
 
 def write_toy_store(path: str | os.PathLike[str], subjects: int = 8, views: tuple[str, ...] = ("090",),
@@ -100,15 +103,24 @@ def write_toy_store(path: str | os.PathLike[str], subjects: int = 8, views: tupl
     walks = walks or {"nm": 3, "bg": 1, "cl": 1}
     store = Store.create(path, dataset="casia-b", toy=True)
     for s in range(1, subjects + 1):
+        gait = subject_gait(s, seed)
         for cond, count in walks.items():
             for num in range(1, count + 1):
                 for view in views:
                     seq_id = casia_b_id(s, cond, num, view)
-                    spec = ClipSpec("casia-b", s, cond, num, view, frames, frame_size(size), FPS, seed)
-                    arrays, attrs = toy_sequence(spec, size, with_flow)
-                    attrs.update(name={"dataset": "casia-b", "seq_id": seq_id, "subject": f"{s:03d}",
-                                       "condition": cond, "seq_num": num, "view": view},
-                                 source="training.toydata", fps=FPS)
+                    phase = float(np.random.default_rng([seed, s, num, int(view), len(cond)]).uniform(0, 6.28))
+                    gray = render_walker(gait, cond, view, frames, size, phase)
+                    gray[:EMPTY_LEAD] = 0
+                    boxes = np.tile(np.array([120, 40, 180, 220], np.float32), (frames, 1))
+                    boxes[:EMPTY_LEAD] = np.nan
+                    arrays = {"gray": gray, "boxes": boxes, "windows": boxes.copy()}
+                    attrs = {"name": {"dataset": "casia-b", "seq_id": seq_id, "subject": f"{s:03d}",
+                                      "condition": cond, "seq_num": num, "view": view},
+                             "source": "training.toydata", "fps": 25.0,
+                             "extract": {"n_frames": frames, "n_crops": frames - EMPTY_LEAD, "crop_size": size}}
+                    if with_flow:
+                        arrays["flow"] = farneback_flow(gray)
+                        attrs["flow"] = {"backend": "farneback-toy"}
                     store.write_sequence(seq_id, arrays, attrs)
     return store
 
