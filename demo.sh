@@ -23,7 +23,7 @@ train-copy run "$here/training/configs/synth-demo.yaml" --out "$out/runs" \
 
 # Flow-free identification with the exported copy student: enrol nm-01 of every test subject,
 # then identify their cl-01 walks (a coat they never wore in the gallery).
-bundle=$(ls -d "$out"/runs/student-copy/export/*onnx* | head -n 1)
+bundle="$out/runs/student-copy/exports/student-onnx"
 ids=(007 008 009 010 011 012)
 gaittools enroll $(for s in "${ids[@]}"; do echo "$out/videos/$s-nm-01-090.avi"; done) \
     --ids "$(IFS=,; echo "${ids[*]}")" --model "$bundle" --out "$out/gallery.npz" --overwrite
