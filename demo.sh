@@ -12,9 +12,9 @@ out=${1:?usage: bash demo.sh OUT}
 mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
 
-gaittools synth "$out/videos" --subjects 12 --views 090 --frames 36 --size 160x120 \
+gaittools synth "$out/raw" --subjects 12 --views 090 --frames 36 --size 160x120 \
     --preview "$out/synth-preview.png"
-gaittools extract-frames "$out/videos" "$out/store" --dataset casia-b --crop-mode frame --height 64
+gaittools extract-frames "$out/raw" "$out/store" --dataset casia-b --crop-mode frame --height 64
 gaittools compute-flow "$out/store" --tvl1 warps=2 --tvl1 nscales=3
 gaittools build-split casia-b "$out/store" --protocol synth --views 090 --val-fraction 0 \
     --out "$out/split"
@@ -25,8 +25,8 @@ train-copy run "$here/training/configs/synth-demo.yaml" --out "$out/runs" \
 # then identify their cl-01 walks (a coat they never wore in the gallery).
 bundle="$out/runs/student-copy/exports/student-onnx"
 ids=(007 008 009 010 011 012)
-gaittools enroll $(for s in "${ids[@]}"; do echo "$out/videos/$s-nm-01-090.avi"; done) \
+gaittools enroll $(for s in "${ids[@]}"; do echo "$out/raw/videos/$s-nm-01-090.avi"; done) \
     --ids "$(IFS=,; echo "${ids[*]}")" --model "$bundle" --out "$out/gallery.npz" --overwrite
-gaittools identify $(for s in "${ids[@]}"; do echo "$out/videos/$s-cl-01-090.avi"; done) \
+gaittools identify $(for s in "${ids[@]}"; do echo "$out/raw/videos/$s-cl-01-090.avi"; done) \
     --model "$bundle" --gallery "$out/gallery.npz"
 echo "demo finished: results in $out/runs/summary.csv"
