@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -121,20 +122,30 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def read_table(path: str | os.PathLike[str], file_name: str, columns: Iterable[str], what: str,
+               hint: str) -> pd.DataFrame:
+    """Read a parquet table (or ``path/file_name``), refusing one without ``columns``.
+
+    Shared by the manifest and the split tables, so both fail the same way: naming the file,
+    what it should have been, and the command that makes it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / file_name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {what} ({hint})")
+    df = pd.read_parquet(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a {what} (missing columns {missing})")
+    return df
+
+
 def read_manifest(store_or_path: Store | str | os.PathLike[str]) -> pd.DataFrame:
     """Read ``manifest.parquet`` of a store (or a parquet path) with the manifest's dtypes."""
-    if isinstance(store_or_path, Store):
-        path = store_or_path.manifest_path
-    else:
-        path = Path(store_or_path)
-        if path.is_dir():
-            path = path / "manifest.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest (run extract-frames, or `gaittools manifest STORE`)")
-    df = pd.read_parquet(path)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: not a gaittools manifest (missing columns {missing})")
+    path = store_or_path.manifest_path if isinstance(store_or_path, Store) else store_or_path
+    df = read_table(path, "manifest.parquet", COLUMNS, "gaittools manifest",
+                    "run extract-frames, or `gaittools manifest STORE`")
     return df.astype({c: COLUMNS[c] for c in COLUMNS})
 
 

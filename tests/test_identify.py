@@ -37,6 +37,8 @@ from gaittools.identify import (
     signature_of_crops,
 )
 
+from video_helpers import read_video
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL_VIDEOS = ROOT.parent / "shared" / "data" / "casia-b-mini" / "videos"
 SUBJECTS = ("001", "002", "003", "004")  # the student is fitted on these
@@ -153,25 +155,13 @@ def world(tmp_path_factory) -> dict[str, Path]:
                             model_name="c3d", clip=CLIP, log=lambda _: None)
     short = root / "short"  # a frame folder with less than one clip of walking
     short.mkdir()
-    frames_of_walk = _video_frames(videos / "001-nm-02-090.avi")
+    frames_of_walk = read_video(videos / "001-nm-02-090.avi")
     for i, frame in enumerate(frames_of_walk[:18]):
         cv2.imwrite(str(short / f"{i:04d}.png"), frame)
     broken = root / "broken.avi"
     broken.write_bytes(b"this is not a video")
     return {"videos": videos, "bundle": bundle.root, "pt2": program.root, "short": short, "broken": broken,
             "root": root}
-
-
-def _video_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
 
 
 @pytest.fixture(scope="module")

@@ -20,24 +20,13 @@ from gaittools.layouts import (parse_casia_b, parse_casia_b_background, parse_tu
 from gaittools.synth import SynthError, generate_dataset, render_clip, spec_of
 from gaittools.synth.clips import ClipSpec
 from gaittools.synth.render import mask_box
+from video_helpers import read_video
 
 SUBJECTS = 3
 WALKS = ["nm-01", "nm-02", "bg-01", "cl-01"]
 VIEWS = ("000", "090")
 FRAMES = 12
 SIZE = (160, 120)
-
-
-def read_video(path: Path) -> np.ndarray:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return np.stack(frames) if frames else np.zeros((0,), np.uint8)
 
 
 @pytest.fixture(scope="module")

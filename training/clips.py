@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from gaittools.clips import clip_starts as shared_clip_starts
+from gaittools.manifest import read_table
 from gaittools.store import Store
 
 SPLIT_COLUMNS = ("seq_id", "subject", "condition", "seq_num", "view", "role", "probe_set")
@@ -37,15 +38,7 @@ CLIP_COLUMNS = ("clip", "clip_id", "seq_id", "subject", "condition", "seq_num", 
 
 def read_split(split: str | os.PathLike[str]) -> pd.DataFrame:
     """``DIR/split.parquet`` (or the parquet file itself), checked for the columns we use."""
-    path = Path(split)
-    if path.is_dir():
-        path = path / "split.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no split table (run `gaittools build-split`)")
-    df = pd.read_parquet(path)
-    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: not a split table (missing columns {missing})")
+    df = read_table(split, "split.parquet", SPLIT_COLUMNS, "split table", "run `gaittools build-split`")
     df = df.astype({"seq_id": str, "subject": str, "condition": str, "view": str, "role": str})
     return df.reset_index(drop=True)
 
