@@ -14,7 +14,8 @@ Two modes, both giving a square window in frame pixels:
 
 The window's bounds are whole pixels (``x1``, ``y1`` exclusive) so that the crop is exactly
 ``resize(pad(frame)[y0:y1, x0:x1], (S, S), INTER_AREA)``, where pad() fills outside the frame
-with 0. compute-flow can apply the same window to flow fields and get aligned crops.
+with 0 (a window inside the frame is resized from a view, without the padded copy).
+compute-flow can apply the same window to flow fields and get aligned crops.
 """
 
 from __future__ import annotations
@@ -64,25 +65,35 @@ def _whole_body_heights(height: np.ndarray) -> np.ndarray:
 
 
 def crop_window(frame: np.ndarray, window: np.ndarray, size: int = DEFAULT_SIZE,
-                interpolation: int = cv2.INTER_AREA) -> np.ndarray:
-    """One window (x0, y0, x1, y1, whole pixels) of a 2-D array resized to size x size.
+                interpolation: int = cv2.INTER_AREA, out: np.ndarray | None = None) -> np.ndarray:
+    """One window (x0, y0, x1, y1, whole pixels) of a 2-D array resized to size x size
+    (written into ``out`` when given).
 
-    Works for any dtype OpenCV resizes (uint8 frames, float32 flow components).
+    Works for any dtype OpenCV resizes (uint8 frames, float32 flow components). A window
+    inside the frame is resized straight from a view of it; only one that sticks out gets the
+    zero-padded copy (the same pixels either way, so the same crop).
     """
-    x0, y0, x1, y1 = (int(v) for v in window)
+    x0, y0, x1, y1 = map(int, np.asarray(window).tolist())
     H, W = frame.shape[:2]
-    patch = np.zeros((y1 - y0, x1 - x0, *frame.shape[2:]), frame.dtype)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-    if sx1 > sx0 and sy1 > sy0:
-        patch[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = frame[sy0:sy1, sx0:sx1]
-    return cv2.resize(patch, (size, size), interpolation=interpolation)
+    if x0 >= 0 and y0 >= 0 and x1 <= W and y1 <= H:
+        patch = frame[y0:y1, x0:x1]
+    else:
+        patch = np.zeros((y1 - y0, x1 - x0, *frame.shape[2:]), frame.dtype)
+        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+        if sx1 > sx0 and sy1 > sy0:
+            patch[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = frame[sy0:sy1, sx0:sx1]
+    return cv2.resize(patch, (size, size), dst=out, interpolation=interpolation)
 
 
 def crop_frames(frames: np.ndarray, windows: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
     """uint8 (T, S, S) crops; all-zero where the window is NaN (nobody)."""
     out = np.zeros((len(frames), size, size), np.uint8)
+    in_place = frames.dtype == np.uint8 and frames.ndim == 3  # else OpenCV would not use out[t]
     for t in np.flatnonzero(np.isfinite(windows[:, 0])):
-        out[t] = crop_window(frames[t], windows[t], size)
+        if in_place:
+            crop_window(frames[t], windows[t], size, out=out[t])
+        else:
+            out[t] = crop_window(frames[t], windows[t], size)
     return out
 
 

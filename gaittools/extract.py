@@ -44,6 +44,10 @@ CLIP_LENGTH = 25
 OPENGAIT_FPS = 25.0
 #: Frames of the empty-scene clip that make its median background.
 BACKGROUND_FRAMES = 50
+#: How ``frames`` are stored: zstd (level 1, about half the bytes on CASIA-B) or raw (none).
+#: Compressing costs about as much CPU as decoding the video did: ``none`` is for stores
+#: where extraction time matters more than disk (see benchmarks/extract_speed.py).
+FRAMES_CODECS = ("zstd", "none")
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,11 @@ class ExtractOptions:
     fps: float | None = None  # override the source's frame rate (frame folders have none)
     clip_length: int = CLIP_LENGTH
     hog: bool = True  # HOG people detector where the background model fails
+    frames_codec: str = "zstd"
 
     def __post_init__(self) -> None:
+        if self.frames_codec not in FRAMES_CODECS:
+            raise ValueError(f"unknown frames codec {self.frames_codec!r}; one of {FRAMES_CODECS}")
         if self.crop_mode not in CROP_MODES:
             raise ValueError(f"unknown crop mode {self.crop_mode!r}; one of {CROP_MODES}")
         if self.crop_size < 8 or self.working_height < 16:
@@ -73,6 +80,7 @@ class Extracted:
     arrays: dict[str, np.ndarray]
     attrs: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    zstd_levels: dict[str, int | None] = field(default_factory=dict)  # overrides for the store
 
     @property
     def n_frames(self) -> int:
@@ -157,7 +165,8 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
         "options": asdict(options),
     }
     arrays = {"frames": frames, "boxes": boxes, "windows": windows, "gray": gray}
-    return Extracted(seq.seq_id, arrays, _attrs(seq, decoded.fps, extract), _warnings(extract))
+    levels = {"frames": None} if options.frames_codec == "none" else {}
+    return Extracted(seq.seq_id, arrays, _attrs(seq, decoded.fps, extract), _warnings(extract), levels)
 
 
 def _from_pickle(seq: SourceSequence, options: ExtractOptions) -> Extracted:

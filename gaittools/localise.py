@@ -8,9 +8,13 @@ How, and why this way:
    median of the sequence (a walker covers any pixel only briefly), or OpenCV's MOG2/KNN.
    A pixel is foreground when it differs by more than ``threshold`` plus twice the frame's
    median difference (so a global exposure change does not turn the whole frame on).
-2. Morphological opening (speckle) and closing (holes, thin limbs); connected components;
-   components whose columns overlap are merged into one candidate (a head separated from the
-   trunk, a detached foot); small or short candidates are dropped.
+2. Morphological opening (speckle) and closing (holes, thin limbs); runs of occupied columns,
+   those a few columns apart merged, are the candidates (a head separated from the trunk, a
+   detached foot: parts of an upright body share columns; the same as merging connected
+   components whose columns overlap); small or short candidates are dropped. Masks are
+   bit-packed (32 columns a word) from the threshold on, so morphology, column runs, boxes
+   and centres of mass are whole-sequence numpy operations and popcounts: no per-frame
+   OpenCV calls or Python, exactly OpenCV's morphology (``gaittools.packed_masks``, tested).
 3. Candidates are linked over time into tracks (overlap or nearby centre, gaps up to
    ``max_gap`` frames). The longest track is the walker; ``n_tracks`` says how many tracks
    were long enough to count, so a sequence with several people can be flagged.
@@ -27,9 +31,13 @@ Outputs are in frame pixels; a box is ``x0, y0, x1, y1`` with ``x1``, ``y1`` exc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from gaittools.packed_masks import (BIT_PLANES, BITS, WORD, column_masks, dilate, erode, pack_masks,
+                                    unpack_masks)
 
 METHODS = ("median", "mog2", "knn")
 
@@ -91,31 +99,45 @@ def localise(frames: np.ndarray, background: np.ndarray | None = None,
         notes.append("camera moves: HOG people detector")
         return _localise_hog(frames, p, notes)
     masks, method = _foreground(small, background, p)
-    fraction = float(np.median(masks.mean(axis=(1, 2))))
+    fraction = _median_fraction(masks, small.shape[1] * small.shape[2])
     if background is not None and fraction > p.fail_fraction and p.method == "median":
         notes.append(f"empty-scene image does not match ({fraction:.0%} foreground): sequence median")
         masks, method = _foreground(small, None, p)
-        fraction = float(np.median(masks.mean(axis=(1, 2))))
+        fraction = _median_fraction(masks, small.shape[1] * small.shape[2])
     if p.hog and fraction > p.fail_fraction:
         notes.append(f"background model failed ({fraction:.0%} of the frame foreground): HOG")
         return _localise_hog(frames, p, notes, fraction)
-    masks = clean_masks(masks)
-    per_frame = [candidates(m, p) for m in masks]
+    w = small.shape[2]
+    masks = clean_packed(masks, w)
+    per_frame = frame_candidates(masks, w, p)
     tracks = link_tracks(per_frame, p)
     loc = _from_tracks(tracks, per_frame, T, p, scale, method, fraction, notes)
-    loc.centres = _mass_centres(masks, loc.boxes, scale)
+    loc.centres = _mass_centres(masks, w, loc.boxes, scale)
     if keep_masks:
-        loc.masks = masks
+        loc.masks = unpack_masks(masks, w)
     return loc
+
+
+def _median_fraction(packed: np.ndarray, pixels: int) -> float:
+    """Median over frames of the foreground fraction of packed masks."""
+    return float(np.median(np.bitwise_count(packed).sum(axis=(0, 1)) / pixels))
 
 
 # ---------------------------------------------------------------------------- foreground
 def shrink(frames: np.ndarray, height: int) -> np.ndarray:
-    """Frames resized to ``height`` (INTER_AREA); returned as is when already that small."""
+    """Frames resized to ``height`` (INTER_AREA); returned as is when already that small.
+
+    When both sides shrink by the same whole factor (240 -> 120), the frames are resized as
+    one tall (T*H, W) image: INTER_AREA then averages blocks that never straddle two frames,
+    so the result is exactly the per-frame one, for one call instead of T.
+    """
     T, H, W = frames.shape
     if H <= height:
         return frames
     width = max(1, int(round(W * height / H)))
+    if H % height == 0 and W == width * (H // height) and frames.flags.c_contiguous:
+        tall = cv2.resize(frames.reshape(T * H, W), (width, T * height), interpolation=cv2.INTER_AREA)
+        return tall.reshape(T, height, width)
     out = np.empty((T, height, width), np.uint8)
     for t in range(T):
         cv2.resize(frames[t], (width, height), dst=out[t], interpolation=cv2.INTER_AREA)
@@ -123,17 +145,51 @@ def shrink(frames: np.ndarray, height: int) -> np.ndarray:
 
 
 def median_background(frames: np.ndarray, samples: int = 60) -> np.ndarray:
-    """Per-pixel median of up to ``samples`` evenly spaced frames."""
+    """Per-pixel median of up to ``samples`` evenly spaced frames.
+
+    A selection network (min/max over whole frames) instead of a per-pixel partition: numpy
+    partitions each pixel's short list separately, the network does ~150 vector operations.
+    The result is the same order statistic, so exactly what a sort would give.
+    """
     idx = np.unique(np.linspace(0, len(frames) - 1, min(samples, len(frames))).round().astype(int))
-    stack = np.ascontiguousarray(frames[idx].reshape(len(idx), -1).T)  # pixels x samples
+    wires = [np.array(frames[i]) for i in idx]
     mid = len(idx) // 2
-    return np.partition(stack, mid, axis=1)[:, mid].reshape(frames.shape[1:])
+    for a, b in _median_network(len(idx)):
+        low = np.minimum(wires[a], wires[b])
+        np.maximum(wires[a], wires[b], out=wires[b])
+        wires[a] = low
+    return wires[mid]
+
+
+@lru_cache(maxsize=None)
+def _median_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparators (low, high) of Batcher's odd-even merge sort for ``n`` wires, pruned to
+    those that decide wire ``n // 2`` (after them it holds the median, the upper one for even n).
+    Wires past ``n`` would hold +inf, so comparators touching them are left out."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    needed, kept = {n // 2}, []
+    for a, b in reversed(pairs):
+        if a in needed or b in needed:
+            needed |= {a, b}
+            kept.append((a, b))
+    return tuple(reversed(kept))
 
 
 def _foreground(small: np.ndarray, background: np.ndarray | None,
                 p: LocaliseParams) -> tuple[np.ndarray, str]:
+    """Bit-packed foreground (see ``pack_masks``) of every analysis frame, and how it was found."""
     if p.method in ("mog2", "knn"):
-        return _foreground_subtractor(small, background, p.method), p.method
+        return pack_masks(_foreground_subtractor(small, background, p.method)), p.method
     if background is not None:
         bg = shrink(background[None], p.analysis_height)[0]
         if bg.shape != small.shape[1:]:
@@ -142,11 +198,49 @@ def _foreground(small: np.ndarray, background: np.ndarray | None,
     else:
         bg = median_background(small, p.median_samples)
         method = "sequence median"
+    return _threshold_packed(small, bg, p.threshold), method
+
+
+#: Frames per block of ``_threshold_packed``: its two scratch arrays stay in a core's cache.
+_BLOCK = 16
+
+
+def _threshold_packed(small: np.ndarray, bg: np.ndarray, threshold: int) -> np.ndarray:
+    """Packed masks of ``|small[t] - bg| > threshold + 2 * median difference of frame t``
+    (median over every 4th pixel of every 4th row), a block of frames at a time: difference,
+    median, comparison and packing reuse two small scratch arrays instead of writing and
+    re-reading whole-sequence temporaries, and the background is tiled for one block (16
+    frames), not for all T."""
     T, h, w = small.shape
-    diff = cv2.absdiff(small.reshape(T * h, w), np.tile(bg, (T, 1))).reshape(T, h, w)
-    level = np.median(diff[:, ::4, ::4].reshape(T, -1), axis=1).astype(np.int16)
-    thresholds = np.minimum(p.threshold + 2 * level, 255).astype(np.uint8)
-    return diff > thresholds[:, None, None], method
+    diff = np.empty((min(_BLOCK, T), h, w), np.uint8)
+    fg = np.empty(diff.shape, bool)
+    bgs = np.tile(bg, (len(diff), 1))  # one block's worth of background rows
+    blocks = []
+    for start in range(0, T, _BLOCK):
+        n = min(_BLOCK, T - start)
+        block = np.ascontiguousarray(small[start:start + n]).reshape(n * h, w)
+        cv2.absdiff(block, bgs[:n * h], dst=diff[:n].reshape(n * h, w))
+        level = _row_medians(diff[:n, ::4, ::4].reshape(n, -1)).astype(np.int16)
+        thresholds = np.minimum(threshold + 2 * level, 255).astype(np.uint8)
+        np.greater(diff[:n], thresholds[:, None, None], out=fg[:n])
+        blocks.append(pack_masks(fg[:n]))
+    return np.concatenate(blocks, axis=2)
+
+
+def _row_medians(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=1)`` of uint8 rows, from per-row histograms (one bincount
+    instead of one partition per row)."""
+    T, n = values.shape
+    hist = np.bincount((values + np.arange(T, dtype=np.int64)[:, None] * 256).ravel(),
+                       minlength=256 * T).reshape(T, 256)
+    cum = hist.cumsum(axis=1)
+
+    def kth(k: int) -> np.ndarray:  # k-th smallest (0-based) of each row
+        return (cum <= k).sum(axis=1)
+
+    if n % 2:
+        return kth(n // 2).astype(np.float64)
+    return (kth(n // 2 - 1) + kth(n // 2)) / 2
 
 
 def _foreground_subtractor(small: np.ndarray, background: np.ndarray | None, method: str) -> np.ndarray:
@@ -163,15 +257,25 @@ def _foreground_subtractor(small: np.ndarray, background: np.ndarray | None, met
     return np.stack([sub.apply(f) == 255 for f in small])  # 127 = shadow, not the body
 
 
+# ---------------------------------------------------------------------------- cleaning
+#: cv2.getStructuringElement(MORPH_ELLIPSE, (3, 3)) (a cross) and (5, 9), as unions of centred
+#: rectangles (half-width, half-height); tests check they are the same kernels.
+OPEN_KERNEL = ((1, 0), (0, 1))
+CLOSE_KERNEL = ((2, 2), (1, 3), (0, 4))
+
+
+def clean_packed(packed: np.ndarray, w: int) -> np.ndarray:
+    """Opening (3x3 cross: speckle) then closing (5x9 ellipse, taller than wide: joins limbs,
+    fills the trunk), frame by frame, on packed masks; exactly OpenCV's morphologyEx with
+    those ellipse kernels and its default border."""
+    valid = column_masks(np.zeros(1, int), np.array([w]), len(packed))[:, :, None]
+    opened = dilate(erode(packed, OPEN_KERNEL, valid), OPEN_KERNEL, valid)
+    return erode(dilate(opened, CLOSE_KERNEL, valid), CLOSE_KERNEL, valid)
+
+
 def clean_masks(masks: np.ndarray) -> np.ndarray:
-    """Opening removes speckle; closing (taller than wide) joins limbs and fills the trunk."""
-    opener = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    closer = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 9))
-    out = np.empty_like(masks)
-    for t, m in enumerate(masks.view(np.uint8)):
-        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, opener)
-        out[t] = cv2.morphologyEx(m, cv2.MORPH_CLOSE, closer).astype(bool)
-    return out
+    """``clean_packed`` for bool (T, h, w) masks."""
+    return unpack_masks(clean_packed(pack_masks(masks), masks.shape[2]), masks.shape[2])
 
 
 def moving_camera(small: np.ndarray, limit_px: float, step: int = 2, pairs: int = 5) -> bool:
@@ -180,7 +284,9 @@ def moving_camera(small: np.ndarray, limit_px: float, step: int = 2, pairs: int 
     Corners tracked with pyramidal Lucas-Kanade over sampled frame pairs; the median corner
     displacement ignores the walker as long as most corners lie on the scene. (Phase
     correlation was tried first: in a plain hall the walker is the strongest texture and it
-    reports the walker's motion.)
+    reports the walker's motion.) The answer is the median pair shift against ``limit_px``;
+    pairs stop as soon as a strict majority of the possible pairs agrees (3 of 5 for a still
+    camera), which cannot change that median's side of the limit.
     """
     T = len(small)
     if T <= step:
@@ -188,49 +294,91 @@ def moving_camera(small: np.ndarray, limit_px: float, step: int = 2, pairs: int 
     starts = np.unique(np.linspace(0, T - 1 - step, min(pairs, T - step)).round().astype(int))
     spacing = max(6, small.shape[2] // 20)  # spread corners so the walker holds only a few
     shifts = []
-    for t in starts:
-        corners = cv2.goodFeaturesToTrack(small[t], maxCorners=60, qualityLevel=0.001,
-                                          minDistance=spacing)
-        if corners is None or len(corners) < 10:
-            continue
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(small[t], small[t + step], corners, None,
-                                                    winSize=(11, 11), maxLevel=2)
-        ok = status.reshape(-1) == 1
-        if ok.sum() >= 10:
-            shifts.append(float(np.median(np.linalg.norm((moved - corners).reshape(-1, 2)[ok], axis=1))))
+    for done, t in enumerate(starts, 1):
+        shift = _pair_shift(small[t], small[t + step], spacing)
+        if shift is not None:
+            shifts.append(shift)
+        left = len(starts) - done
+        moving = sum(s > limit_px for s in shifts)
+        if moving > len(shifts) - moving + left or len(shifts) - moving > moving + left:
+            break
     return bool(shifts) and float(np.median(shifts)) > limit_px
+
+
+def _pair_shift(first: np.ndarray, second: np.ndarray, spacing: int) -> float | None:
+    """Median displacement of corners of ``first`` tracked into ``second``; None when there
+    are too few corners to tell."""
+    corners = cv2.goodFeaturesToTrack(first, maxCorners=60, qualityLevel=0.001, minDistance=spacing)
+    if corners is None or len(corners) < 10:
+        return None
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(first, second, corners, None, winSize=(11, 11), maxLevel=2)
+    ok = status.reshape(-1) == 1
+    if ok.sum() < 10:
+        return None
+    return float(np.median(np.linalg.norm((moved - corners).reshape(-1, 2)[ok], axis=1)))
 
 
 # ---------------------------------------------------------------------------- candidates
 def candidates(mask: np.ndarray, p: LocaliseParams) -> np.ndarray:
-    """Person candidates in one mask: (N, 5) x0, y0, x1, y1, area in mask pixels."""
-    h, w = mask.shape
-    m = mask.view(np.uint8)
-    if cv2.countNonZero(m) < p.min_area * h * w:
-        return np.zeros((0, 5), np.float32)
-    n, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(m, 8, cv2.CV_32S, cv2.CCL_GRANA)
-    keep = stats[1:, cv2.CC_STAT_AREA] >= max(4, 0.1 * p.min_area * h * w)
-    s = stats[1:][keep]
-    if len(s) == 0:
-        return np.zeros((0, 5), np.float32)
-    boxes = np.stack([s[:, 0], s[:, 1], s[:, 0] + s[:, 2], s[:, 1] + s[:, 3], s[:, 4]], 1).astype(np.float32)
-    boxes = _merge_column_overlaps(boxes, gap=max(2.0, 0.02 * w))
+    """Person candidates in one cleaned bool mask: (N, 5) x0, y0, x1, y1, area in mask pixels."""
+    return frame_candidates(pack_masks(mask[None]), mask.shape[1], p)[0]
+
+
+def frame_candidates(packed: np.ndarray, w: int, p: LocaliseParams) -> list[np.ndarray]:
+    """Person candidates of every frame of cleaned packed masks, each (N, 5) float32
+    x0, y0, x1, y1, area in mask pixels, ordered by x0.
+
+    A candidate is a run of occupied columns, runs at most ``max(2, 0.02 w)`` empty columns
+    apart merged: the parts of one upright body (a head separated from the trunk, a detached
+    foot) share columns. This is what merging the column ranges of connected components gives,
+    since a component occupies a contiguous range of columns, without labelling components.
+    The one difference: components used to be dropped first when smaller than
+    ``max(4, 0.1 * min_area * h * w)`` pixels; after the opening (and the closing, which only
+    adds) every component has at least 5 pixels, except remnants cut by the frame's edge (4 at
+    an edge, 3 in a corner), so at the default ``min_area`` only a 3-pixel corner remnant could
+    differ. Small or short candidates are dropped. All frames at once, no per-frame Python.
+    """
+    words, h, T = packed.shape
+    out = [np.zeros((0, 5), np.float32) for _ in range(T)]
+    counts = np.bitwise_count(packed).sum(axis=(0, 1))
+    busy = np.flatnonzero(counts >= p.min_area * h * w)
+    occupied = unpack_masks(np.bitwise_or.reduce(packed[:, :, busy], axis=1)[:, None], w)[:, 0]
+    row, x0, x1 = _merged_runs(occupied, max(2.0, 0.02 * w))
+    inside = packed[:, :, busy[row]] & column_masks(x0, x1, words)[:, None, :]
+    area = np.bitwise_count(inside).sum(axis=(0, 1))
+    rows = (inside != 0).any(axis=0)  # (h, runs)
+    y0 = rows.argmax(axis=0)
+    y1 = h - rows[::-1].argmax(axis=0)
+    boxes = np.stack([x0, y0, x1, y1, area], 1).astype(np.float32)
     big = (boxes[:, 4] >= p.min_area * h * w) & (boxes[:, 3] - boxes[:, 1] >= p.min_height * h)
-    return boxes[big]
+    for t, part in zip(*_split_by(busy[row[big]], boxes[big])):
+        out[t] = part
+    return out
 
 
-def _merge_column_overlaps(boxes: np.ndarray, gap: float) -> np.ndarray:
-    """Union boxes whose column ranges overlap (or nearly): parts of one upright body."""
-    order = np.argsort(boxes[:, 0])
-    merged: list[np.ndarray] = []
-    for b in boxes[order]:
-        if merged and b[0] <= merged[-1][2] + gap:
-            m = merged[-1]
-            merged[-1] = np.array([min(m[0], b[0]), min(m[1], b[1]), max(m[2], b[2]),
-                                   max(m[3], b[3]), m[4] + b[4]], np.float32)
-        else:
-            merged.append(b.copy())
-    return np.stack(merged)
+def _merged_runs(occupied: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of True in each row of ``occupied`` (N, w), runs at most ``gap`` apart merged:
+    row index, first and one-past-last column of each, in row then column order."""
+    n, w = occupied.shape
+    stride = w + int(gap) + 1  # empty columns between rows: runs never merge across them
+    padded = np.zeros((n, stride), bool)
+    padded[:, :w] = occupied
+    edges = np.flatnonzero(np.diff(np.r_[False, padded.ravel(), False]))
+    starts, stops = edges[::2], edges[1::2]
+    if len(starts) == 0:
+        return starts, starts, starts
+    first = np.flatnonzero(np.r_[True, starts[1:] - stops[:-1] > gap])
+    x0, x1 = starts[first], stops[np.r_[first[1:] - 1, len(stops) - 1]]
+    row = x0 // stride
+    return row, x0 - row * stride, x1 - row * stride
+
+
+def _split_by(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Distinct sorted ``keys`` and the rows of each (rows already grouped by key)."""
+    if len(keys) == 0:
+        return keys, []
+    cut = np.flatnonzero(np.diff(keys)) + 1
+    return keys[np.r_[0, cut]], np.split(rows, cut)
 
 
 # ---------------------------------------------------------------------------- tracking
@@ -257,26 +405,31 @@ def link_tracks(per_frame: list[np.ndarray], p: LocaliseParams) -> list[Track]:
             (finished if t - tr.frames[-1] > p.max_gap + 1 else still).append(tr)
         active = still
         taken: set[int] = set()
-        for tr in sorted(active, key=lambda tr: -len(tr.frames)):
-            j = _best_match(tr.last, cands, taken)
-            if j is not None:
-                taken.add(j)
-                tr.frames.append(t)
-                tr.boxes.append(cands[j])
+        if len(cands):
+            # the geometry in Python floats, without numpy's per-scalar overhead; boxes hold
+            # whole mask pixels (or float32 HOG boxes), so only the last bits of an IoU can
+            # differ from float32 arithmetic, which matters only at an exact tie
+            rows = cands[:, :4].tolist()
+            for tr in sorted(active, key=lambda tr: -len(tr.frames)):
+                j = _best_match(tr.last[:4].tolist(), rows, taken)
+                if j is not None:
+                    taken.add(j)
+                    tr.frames.append(t)
+                    tr.boxes.append(cands[j])
         for j in range(len(cands)):
             if j not in taken:
                 active.append(Track([t], [cands[j]]))
     return finished + active
 
 
-def _best_match(box: np.ndarray, cands: np.ndarray, taken: set[int]) -> int | None:
+def _best_match(box: list[float], cands: list[list[float]], taken: set[int]) -> int | None:
     best, best_cost = None, np.inf
     width = max(box[2] - box[0], 1.0)
     height = max(box[3] - box[1], 1.0)
     for j, c in enumerate(cands):
         if j in taken:
             continue
-        iou = box_iou(box[:4], c[:4])
+        iou = box_iou(box, c)
         dist = abs((box[0] + box[2]) - (c[0] + c[2])) / 2
         if iou > 0.1 or dist < max(width, 0.5 * height):
             cost = dist - 100 * iou
@@ -341,17 +494,33 @@ def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _mass_centres(masks: np.ndarray, boxes: np.ndarray, scale: float) -> np.ndarray:
-    """Horizontal centre of mass of the foreground inside each box (frame pixels)."""
+def _mass_centres(packed: np.ndarray, w: int, boxes: np.ndarray, scale: float) -> np.ndarray:
+    """Horizontal centre of mass of the foreground inside each box (frame pixels); the box
+    centre where the box holds no foreground.
+
+    All frames at once on packed masks: a column x's bits are summed as popcounts, and the sum
+    of x over set bits as sum_k 2^k * popcount(bits whose index has bit k set).
+    """
+    words, h, T = packed.shape
     centres = np.full(len(boxes), np.nan, np.float32)
-    h, w = masks.shape[1:]
-    for t in np.flatnonzero(np.isfinite(boxes[:, 0])):
-        x0, y0, x1, y1 = boxes[t] / scale
-        c0, c1 = int(max(0, np.floor(x0))), int(min(w, np.ceil(x1)))
-        r0, r1 = int(max(0, np.floor(y0))), int(min(h, np.ceil(y1)))
-        cols = masks[t, r0:r1, c0:c1].sum(axis=0, dtype=np.int64)
-        total = cols.sum()
-        centres[t] = ((cols @ np.arange(c0, c1)) / total + 0.5) * scale if total else (x0 + x1) / 2 * scale
+    idx = np.flatnonzero(np.isfinite(boxes[:, 0]))
+    if len(idx) == 0:
+        return centres
+    b = boxes[idx] / scale
+    c0, c1 = np.maximum(0, np.floor(b[:, 0])).astype(int), np.minimum(w, np.ceil(b[:, 2])).astype(int)
+    r0, r1 = np.maximum(0, np.floor(b[:, 1])).astype(int), np.minimum(h, np.ceil(b[:, 3])).astype(int)
+    ys = np.arange(h)
+    in_rows = (ys >= r0[:, None]) & (ys < r1[:, None])
+    bits = packed[:, :, idx] & column_masks(c0, c1, words)[:, None, :]
+    bits &= np.where(in_rows.T, ~WORD(0), WORD(0))
+    per_word = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)  # (words, n)
+    total = per_word.sum(axis=0)
+    moment = BITS * np.arange(words) @ per_word
+    for k, plane in enumerate(BIT_PLANES):
+        moment += np.bitwise_count(bits & plane).sum(axis=(0, 1), dtype=np.int64) << k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mass = (moment / total + 0.5) * scale
+    centres[idx] = np.where(total > 0, mass, (b[:, 0] + b[:, 2]) / 2 * scale)
     return centres
 
 

@@ -32,20 +32,24 @@ from typing import Any
 
 import numpy as np
 import zarr
-import zarr.codecs
 
 from gaittools import __version__
+from gaittools.zarr_files import write_array, write_group
 
 STORE_FORMAT = 1
 SEQUENCES = "sequences"
 STAGING = ".staging"
 FAILURES = "failures"
 
-#: Frames per chunk along time for each array; whole frames per chunk spatially.
-TIME_CHUNKS: dict[str, int] = {"frames": 16, "boxes": 4096, "gray": 64, "flow": 32}
-#: zstd level per array (default 3). Frames are the bulk of a store and can be decoded again
-#: from the source: level 1 compresses them 3-4x faster for ~12% more bytes (CASIA-B).
-ZSTD_LEVELS: dict[str, int] = {"frames": 1}
+#: Frames per chunk along time for each array; whole frames per chunk spatially. Readers take
+#: whole sequences (compute-flow, training), and every chunk is a file: creating a file costs
+#: 0.1-1 ms on network and sandboxed file systems, so most sequences get one chunk per array.
+TIME_CHUNKS: dict[str, int] = {"frames": 128, "boxes": 4096, "gray": 128, "flow": 32}
+#: zstd level per array (default 3); ``None`` stores an array uncompressed. Frames are the bulk
+#: of a store and can be decoded again from the source: level 1 compresses them 3-4x faster
+#: than level 3 for ~12% more bytes (CASIA-B), and extract-frames can store them raw
+#: (``--frames-codec none``: twice the bytes, no compression time).
+ZSTD_LEVELS: dict[str, int | None] = {"frames": 1}
 
 
 class StoreError(RuntimeError):
@@ -91,11 +95,10 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         stage = path.with_name(f".{path.name}.creating.{uuid.uuid4().hex[:12]}")
         try:
-            root = zarr.open_group(str(stage), mode="w")
-            root.attrs.update(
+            write_group(stage, _jsonable(
                 {"gaittools_store_format": STORE_FORMAT, "dataset": dataset, "created_by": __version__, **attrs}
-            )
-            root.create_group(SEQUENCES)
+            ))
+            write_group(stage / SEQUENCES, {})
             os.rename(stage, path)  # replaces an empty directory, fails on a non-empty one
         except OSError:
             if not (path / "zarr.json").is_file():
@@ -155,18 +158,21 @@ class Store:
 
     # ------------------------------------------------------------------ writing
     def write_sequence(
-        self, seq_id: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], overwrite: bool = False
+        self, seq_id: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], overwrite: bool = False,
+        zstd_levels: Mapping[str, int | None] | None = None,
     ) -> None:
-        """Write a whole sequence atomically: it appears complete or not at all."""
+        """Write a whole sequence atomically: it appears complete or not at all.
+
+        ``zstd_levels`` overrides ``ZSTD_LEVELS`` per array name; ``None`` stores it raw.
+        """
         target = self._seq_path(seq_id)
         if target.exists() and not overwrite:
             raise StoreError(f"{self.path}: sequence {seq_id!r} exists (use overwrite)")
         stage = self._stage_dir(seq_id)
         try:
-            group = zarr.open_group(str(stage), mode="w")
             for name, data in arrays.items():
-                _write_array(group, name, data)
-            group.attrs.update(_jsonable({**attrs, "store_format": STORE_FORMAT, "tool_version": __version__}))
+                _write_array(stage / name, name, data, zstd_levels)
+            write_group(stage, _jsonable({**attrs, "store_format": STORE_FORMAT, "tool_version": __version__}))
             _fsync_tree(stage)
             self._swap_in(stage, target)
         finally:
@@ -186,9 +192,8 @@ class Store:
             raise KeyError(f"{self.path}: no sequence {seq_id!r}")
         stage = self._stage_dir(seq_id)
         try:
-            group = zarr.open_group(str(stage), mode="w")
             for name, data in arrays.items():
-                _write_array(group, name, data)
+                _write_array(stage / name, name, data)
             _fsync_tree(stage)
             for name in arrays:
                 self._swap_in(stage / name, seq_path / name)
@@ -220,7 +225,9 @@ class Store:
         atomic_write_text(fdir / f"{seq_id}.json", json.dumps(_jsonable(record), indent=2))
 
     def clear_failure(self, seq_id: str) -> None:
-        (self.path / FAILURES / f"{seq_id}.json").unlink(missing_ok=True)
+        record = self.path / FAILURES / f"{seq_id}.json"
+        if record.exists():
+            record.unlink(missing_ok=True)
 
     def failures(self) -> list[dict[str, Any]]:
         fdir = self.path / FAILURES
@@ -240,7 +247,8 @@ class Store:
 
     def _stage_dir(self, seq_id: str, kind: str = "new") -> Path:
         stage_root = self.path / STAGING
-        stage_root.mkdir(exist_ok=True)
+        if not stage_root.is_dir():  # a stat, not a failing mkdir: file-system calls are dear
+            stage_root.mkdir(exist_ok=True)
         return stage_root / f"{seq_id}.{kind}.{uuid.uuid4().hex[:12]}"
 
     def _swap_in(self, new: Path, target: Path) -> None:
@@ -254,21 +262,10 @@ class Store:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
-    data = np.ascontiguousarray(data)
-    chunks = (max(1, min(TIME_CHUNKS.get(name, 64), data.shape[0] or 1)), *data.shape[1:]) if data.ndim else ()
-    arr = group.create_array(
-        name,
-        shape=data.shape,
-        dtype=data.dtype,
-        chunks=chunks,
-        compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVELS.get(name, 3)),
-        fill_value=0,
-        # zarr's check for chunks equal to the fill value costs more than compressing them
-        config={"write_empty_chunks": True},
-    )
-    if data.size:
-        arr[...] = data
+def _write_array(path: Path, name: str, data: np.ndarray,
+                 zstd_levels: Mapping[str, int | None] | None = None) -> None:
+    levels = {**ZSTD_LEVELS, **(zstd_levels or {})}
+    write_array(path, data, TIME_CHUNKS.get(name, 64), levels.get(name, 3))
 
 
 def _read_group_attrs(path: Path) -> dict[str, Any]:

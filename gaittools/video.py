@@ -25,6 +25,10 @@ from gaittools.layouts import FRAME_SUFFIXES
 DEFAULT_WORKING_HEIGHT = 240
 #: Frame folders carry no rate; TUM-GAID and generic folders are assumed at this fps unless told.
 DEFAULT_FOLDER_FPS = 25.0
+#: FFmpeg decoder threads per video. One: extract-frames runs one worker process per core, and
+#: on CASIA-B's MPEG-4 clips FFmpeg's frame threads cost ~35% more CPU for no gain in wall
+#: time even on an idle machine (benchmarks/extract_speed.py).
+DECODER_THREADS = 1
 #: A container may declare one or two frames more than it holds (rounding in its header);
 #: fewer decoded frames than this fraction of the declared count means a truncated file.
 TRUNCATION_TOLERANCE = 0.95
@@ -61,16 +65,16 @@ def decode_video(path: Path, working_height: int | None = DEFAULT_WORKING_HEIGHT
                  fps: float | None = None, max_frames: int | None = None) -> Decoded:
     """Decode every frame of a video file (or the first ``max_frames``)."""
     _check_file(path)
-    cap = cv2.VideoCapture(str(path))
+    cap = open_capture(path)
     try:
         if not cap.isOpened():
             raise VideoError(f"{path}: not a readable video (OpenCV could not open it)")
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         source_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        frames, size = _read_all(cap, path, working_height, max_frames)
+        frames, size = _read_all(cap, path, working_height, max_frames, declared)
     finally:
         cap.release()
-    if not frames:
+    if not len(frames):
         raise VideoError(f"{path}: no frames could be decoded (empty or corrupt video)")
     if max_frames is None and declared > 0 and len(frames) < TRUNCATION_TOLERANCE * declared:
         raise VideoError(
@@ -78,25 +82,50 @@ def decode_video(path: Path, working_height: int | None = DEFAULT_WORKING_HEIGHT
             f"its header declares"
         )
     rate = fps or (source_fps if 0 < source_fps < 1000 else DEFAULT_FOLDER_FPS)
-    return Decoded(np.stack(frames), rate, size, frames[0].shape[0] / size[1])
+    return Decoded(frames, rate, size, frames.shape[1] / size[1])
+
+
+def open_capture(path: Path, threads: int = DECODER_THREADS) -> cv2.VideoCapture:
+    """An FFmpeg capture with ``threads`` decoder threads (any backend if FFmpeg refuses it)."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+    if cap.isOpened():
+        return cap
+    cap.release()
+    return cv2.VideoCapture(str(path))
 
 
 def _read_all(cap: cv2.VideoCapture, path: Path, working_height: int | None,
-              max_frames: int | None) -> tuple[list[np.ndarray], tuple[int, int]]:
-    frames: list[np.ndarray] = []
+              max_frames: int | None, declared: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """All frames, gray at the working height, written straight into one (T, H, W) array.
+
+    Why not a list and ``np.stack``: converting into a preallocated array (sized from the
+    container's declared count, doubled if it lied) saves a copy and an allocation per frame.
+    (Taking gray from the luma plane with BGR conversion off was tried: it saves nothing,
+    because mapping Y to OpenCV's gray with cv2.LUT costs more than cvtColor.)
+    """
+    out = np.empty((0, 0, 0), np.uint8)
     size = (0, 0)
-    image = None  # one decode buffer, reused: fresh 230 kB allocations per frame cost page faults
-    while max_frames is None or len(frames) < max_frames:
+    n = 0
+    image = None  # one decode buffer, reused
+    while max_frames is None or n < max_frames:
         ok, image = cap.read(image)
         if not ok or image is None:
             break
-        if not frames:
+        if n == 0:
             size = (image.shape[1], image.shape[0])
+            expected = min(declared, max_frames) if max_frames else declared
+            out = np.empty((max(expected, 1), *working_shape(size, working_height)), np.uint8)
         elif (image.shape[1], image.shape[0]) != size:
-            raise VideoError(f"{path}: frame {len(frames)} is {image.shape[1]}x{image.shape[0]}, "
+            raise VideoError(f"{path}: frame {n} is {image.shape[1]}x{image.shape[0]}, "
                              f"the first was {size[0]}x{size[1]}")
-        frames.append(to_working(to_gray(image), working_height))
-    return frames, size
+        if n == len(out):
+            out = np.concatenate([out, np.empty_like(out)])
+        if out.shape[1:] == image.shape[:2]:
+            to_gray(image, out=out[n])
+        else:
+            to_working(to_gray(image), working_height, out=out[n])
+        n += 1
+    return out[:n], size
 
 
 def decode_folder(folder: Path, working_height: int | None = DEFAULT_WORKING_HEIGHT,
@@ -126,21 +155,35 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
+def to_gray(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """One-channel copy of a BGR, BGRA or gray image (into ``out`` when given)."""
     if image.ndim == 2:
-        return image
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if out is None:
+            return image
+        out[...] = image
+        return out
+    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(image, code) if out is None else cv2.cvtColor(image, code, dst=out)
 
 
-def to_working(gray: np.ndarray, working_height: int | None) -> np.ndarray:
-    """Resize to ``working_height`` keeping the aspect ratio (no-op at that height)."""
-    h, w = gray.shape[:2]
+def working_shape(size: tuple[int, int], working_height: int | None) -> tuple[int, int]:
+    """(height, width) of a (width, height) source at the working height, aspect kept."""
+    w, h = size
     if working_height is None or h == working_height:
-        return np.ascontiguousarray(gray)
-    width = max(1, int(round(w * working_height / h)))
-    return cv2.resize(gray, (width, working_height), interpolation=cv2.INTER_AREA)
+        return h, w
+    return working_height, max(1, int(round(w * working_height / h)))
+
+
+def to_working(gray: np.ndarray, working_height: int | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize to ``working_height`` keeping the aspect ratio (a copy at that height)."""
+    h, w = working_shape((gray.shape[1], gray.shape[0]), working_height)
+    if out is None:
+        out = np.empty((h, w), np.uint8)
+    if (h, w) == gray.shape[:2]:
+        out[...] = gray
+    else:
+        cv2.resize(gray, (w, h), dst=out, interpolation=cv2.INTER_AREA)
+    return out
 
 
 def _check_file(path: Path) -> None:

@@ -119,7 +119,8 @@ def extract_task(store_path: str, seq: SourceSequence, options: ExtractOptions, 
     store = Store(store_path)
     try:
         result = extract_sequence(seq, options, background)
-        store.write_sequence(seq.seq_id, result.arrays, result.attrs, overwrite=overwrite)
+        store.write_sequence(seq.seq_id, result.arrays, result.attrs, overwrite=overwrite,
+                             zstd_levels=result.zstd_levels)
         return TaskResult(seq.seq_id, str(seq.path), True, result.n_frames, None, tuple(result.warnings))
     except Exception as exc:  # one bad input must not stop the dataset
         error = _describe(exc)

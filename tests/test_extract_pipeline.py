@@ -7,6 +7,7 @@ files made in tmp_path. Stores are compared array by array and attribute by attr
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -146,6 +147,27 @@ def test_overwrite_rewrites_done_sequences(tmp_path):
     windows = s.read("001-nm-01-090", "windows")
     ok = np.isfinite(windows[:, 0])
     assert (windows[ok, 3] - windows[ok, 1] == 240).all()
+
+
+def test_raw_frames_codec_stores_the_same_frames_uncompressed(reference_store, tmp_path):
+    src = _link_tree(tmp_path / "videos", {"001-nm-01-090": "001-nm-01-090"})
+    store, seq_id = tmp_path / "store", "001-nm-01-090"
+    result = CliRunner().invoke(main, ["extract-frames", str(src), str(store), "--workers", "0",
+                                       "--frames-codec", "none"])
+    assert result.exit_code == 0, result.output
+    raw, zstd = Store(store), Store(reference_store)
+    frames = raw.read(seq_id, "frames")
+    np.testing.assert_array_equal(frames, zstd.read(seq_id, "frames"))
+    assert raw.attrs_of(seq_id)["extract"]["options"]["frames_codec"] == "none"
+
+    def stored(s: Store) -> tuple[list[str], int]:
+        folder = s.path / "sequences" / seq_id / "frames"
+        codecs = [c["name"] for c in json.loads((folder / "zarr.json").read_text())["codecs"]]
+        return codecs, sum(f.stat().st_size for f in folder.glob("c.*"))
+
+    assert stored(raw) == (["bytes"], frames.nbytes)
+    codecs, size = stored(zstd)
+    assert codecs == ["bytes", "zstd"] and size < 0.7 * frames.nbytes
 
 
 # ---------------------------------------------------------------------------- kill and resume

@@ -292,3 +292,181 @@ def test_cli_refuses_a_folder_without_sequences(tmp_path):
     result = CliRunner().invoke(main, ["extract-frames", str(tmp_path / "src"), str(tmp_path / "store")])
     assert result.exit_code == 1 and "no generic sequences found" in result.output
     assert not (tmp_path / "store").exists()
+
+
+# ---------------------------------------------------------------------------- fast paths = plain definitions
+def _noisy_masks(T=6, h=48, w=150, seed=0):
+    """Bodies (ellipses), a detached head, speckle; corners kept empty (no 3-pixel corner
+    remnants after cleaning: see frame_candidates)."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((T, h, w)) < 0.04
+    for t in range(T):
+        m = masks[t].view(np.uint8)
+        cv2.ellipse(m, (20 + 17 * t, h // 2), (5, h // 3), 0, 0, 360, 1, -1)
+        cv2.circle(m, (20 + 17 * t, h // 2 - h // 3 - 4), 3, 1, -1)
+        cv2.ellipse(m, (w - 30, h // 2 + 5), (8, 6), 0, 0, 360, 1, -1)
+        for ys in (slice(0, 3), slice(h - 3, h)):
+            for xs in (slice(0, 3), slice(w - 3, w)):
+                masks[t, ys, xs] = False
+    return masks
+
+
+def _reference_clean(masks):
+    opener = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    closer = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 9))
+    opened = [cv2.morphologyEx(m.view(np.uint8), cv2.MORPH_OPEN, opener) for m in masks]
+    out = [cv2.morphologyEx(m, cv2.MORPH_CLOSE, closer) for m in opened]
+    return np.stack(out).astype(bool)
+
+
+def _reference_candidates(mask, p):
+    """Connected components, column-overlap merge, size filters (the definition)."""
+    h, w = mask.shape
+    if mask.sum() < p.min_area * h * w:
+        return np.zeros((0, 5), np.float32)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    s = stats[1:][stats[1:, cv2.CC_STAT_AREA] >= max(4, 0.1 * p.min_area * h * w)]
+    merged = []
+    for x, y, bw, bh, area in sorted(s.tolist()):
+        if merged and x <= merged[-1][2] + max(2.0, 0.02 * w):
+            m = merged[-1]
+            merged[-1] = [min(m[0], x), min(m[1], y), max(m[2], x + bw), max(m[3], y + bh), m[4] + area]
+        else:
+            merged.append([x, y, x + bw, y + bh, area])
+    boxes = np.array(merged, np.float32).reshape(-1, 5)
+    big = (boxes[:, 4] >= p.min_area * h * w) & (boxes[:, 3] - boxes[:, 1] >= p.min_height * h)
+    return boxes[big]
+
+
+@pytest.mark.parametrize("shape", [(4, 120, 160), (3, 37, 64), (3, 20, 65), (2, 9, 200), (2, 5, 3)])
+def test_packed_morphology_is_opencvs_ellipse_open_and_close(shape):
+    from gaittools.localise import CLOSE_KERNEL, OPEN_KERNEL, clean_masks
+    from gaittools.packed_masks import pack_masks, unpack_masks
+
+    for kernel, size in ((OPEN_KERNEL, (3, 3)), (CLOSE_KERNEL, (5, 9))):
+        drawn = np.zeros(size[::-1], np.uint8)
+        for rx, ry in kernel:
+            drawn[size[1] // 2 - ry:size[1] // 2 + ry + 1, size[0] // 2 - rx:size[0] // 2 + rx + 1] = 1
+        np.testing.assert_array_equal(drawn, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, size))
+    rng = np.random.default_rng(sum(shape))
+    for density in (0.05, 0.3, 0.6, 0.9):
+        masks = rng.random(shape) < density
+        np.testing.assert_array_equal(unpack_masks(pack_masks(masks), shape[2]), masks)
+        np.testing.assert_array_equal(clean_masks(masks), _reference_clean(masks))
+
+
+def test_column_run_candidates_are_the_merged_connected_components():
+    from gaittools.localise import LocaliseParams, clean_masks, frame_candidates
+    from gaittools.packed_masks import pack_masks
+
+    p = LocaliseParams()
+    for seed, w in ((0, 150), (1, 64), (2, 190)):
+        masks = clean_masks(_noisy_masks(w=w, seed=seed))
+        masks[2] = False  # an empty frame
+        masks[3] = False
+        masks[3, 10:14, 10:14] = True  # below the minimum area
+        found = frame_candidates(pack_masks(masks), w, p)
+        assert len(found) == len(masks)
+        for t, m in enumerate(masks):
+            np.testing.assert_array_equal(found[t], _reference_candidates(m, p))
+        assert any(len(c) for c in found)
+
+
+def test_mass_centres_on_packed_masks_match_the_plain_sums():
+    from gaittools.localise import _mass_centres
+    from gaittools.packed_masks import pack_masks
+
+    masks = _noisy_masks(T=8, h=40, w=130, seed=5)
+    rng = np.random.default_rng(5)
+    x0, y0 = rng.uniform(-5, 250, 8), rng.uniform(-5, 70, 8)  # some boxes stick out of the frame
+    boxes = np.stack([x0, y0, x0 + rng.uniform(10, 60, 8), y0 + rng.uniform(10, 40, 8)], 1).astype(np.float32)
+    boxes[1] = np.nan
+    boxes[2] = [500, 10, 520, 30]  # right of the frame: no foreground, box centre
+    scale = 2.0
+    expected = np.full(8, np.nan, np.float32)
+    for t in np.flatnonzero(np.isfinite(boxes[:, 0])):
+        x0, y0, x1, y1 = boxes[t] / scale
+        c0, c1 = int(max(0, np.floor(x0))), int(min(130, np.ceil(x1)))
+        r0, r1 = int(max(0, np.floor(y0))), int(min(40, np.ceil(y1)))
+        cols = masks[t, r0:r1, c0:c1].sum(axis=0, dtype=np.int64)
+        total = cols.sum()
+        expected[t] = ((cols @ np.arange(c0, c1)) / total + 0.5) * scale if total else (x0 + x1) / 2 * scale
+    np.testing.assert_array_equal(_mass_centres(pack_masks(masks), 130, boxes, scale), expected)
+
+
+def test_shrink_medians_and_crops_equal_their_plain_definitions():
+    from gaittools.localise import _row_medians, median_background, shrink
+
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (7, 240, 320), dtype=np.uint8)
+    frames = np.stack([cv2.GaussianBlur(f, (0, 0), 1.5) for f in noise])
+    for height, size in ((120, (160, 120)), (80, (107, 80)), (100, (133, 100))):
+        expected = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        np.testing.assert_array_equal(shrink(frames, height), expected)
+    for T in (1, 2, 5, 30, 31, 32, 61):
+        stack = rng.integers(0, 256, (T, 9, 11), dtype=np.uint8)
+        for samples in (2, 31, 60):
+            idx = np.unique(np.linspace(0, T - 1, min(samples, T)).round().astype(int))
+            expected = np.sort(stack[idx], axis=0)[len(idx) // 2]
+            np.testing.assert_array_equal(median_background(stack, samples), expected)
+    for n in (1, 6, 1200, 1201):
+        values = rng.integers(0, 256, (5, n), dtype=np.uint8)
+        np.testing.assert_array_equal(_row_medians(values), np.median(values, axis=1))
+    for dtype in (np.uint8, np.float32):
+        frame = rng.uniform(0, 255, (240, 320)).astype(dtype)
+        for window in ([10, 20, 170, 180], [0, 0, 320, 240], [-5, 30, 95, 130], [250, 150, 350, 250]):
+            x0, y0, x1, y1 = window
+            padded = cv2.copyMakeBorder(frame, 200, 200, 200, 200, cv2.BORDER_CONSTANT, value=0)
+            expected = cv2.resize(padded[y0 + 200:y1 + 200, x0 + 200:x1 + 200], (64, 64),
+                                  interpolation=cv2.INTER_AREA)
+            np.testing.assert_array_equal(crop_window(frame, np.array(window, np.float32)), expected)
+
+
+def test_moving_camera_stops_early_with_the_full_answer():
+    from gaittools import localise as loc
+
+    frames, _, scene = _walker_frames(T=30)
+    panned = np.stack([np.roll(scene, 2 * t, axis=1) for t in range(30)])
+    calls = []
+    real = loc._pair_shift
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    loc._pair_shift = counted
+    try:
+        assert not loc.moving_camera(frames, 1.0) and len(calls) == 3  # 3 still pairs of 5 decide
+        calls.clear()
+        assert loc.moving_camera(panned, 1.0) and len(calls) == 3
+    finally:
+        loc._pair_shift = real
+
+
+def test_blockwise_threshold_is_the_plain_definition():
+    from gaittools.localise import LocaliseParams, _foreground, median_background
+    from gaittools.packed_masks import unpack_masks
+
+    rng = np.random.default_rng(7)
+    for T, h, w in ((37, 60, 90), (5, 21, 33), (16, 8, 64)):
+        small = rng.integers(0, 256, (T, h, w), dtype=np.uint8)
+        small[:, : h // 2] //= 8  # some frames' median difference differs from others'
+        bg = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        for background in (bg, None):
+            packed, _ = _foreground(small, background, LocaliseParams(analysis_height=h))
+            ref_bg = bg if background is not None else median_background(small, 31)
+            diff = np.abs(small.astype(int) - ref_bg)
+            level = np.median(diff[:, ::4, ::4].reshape(T, -1), axis=1).astype(np.int16)
+            expected = diff > np.minimum(14 + 2 * level, 255)[:, None, None]
+            np.testing.assert_array_equal(unpack_masks(packed, w), expected)
+
+
+def test_candidates_with_zero_min_area_and_empty_frames():
+    from gaittools.localise import LocaliseParams, frame_candidates
+    from gaittools.packed_masks import pack_masks
+
+    masks = np.zeros((3, 20, 40), bool)
+    masks[1, 2:18, 5:9] = True
+    found = frame_candidates(pack_masks(masks), 40, LocaliseParams(min_area=0.0))
+    assert [len(c) for c in found] == [0, 1, 0]
+    np.testing.assert_array_equal(found[1], [[5, 2, 9, 18, 64]])
