@@ -319,11 +319,6 @@ def _pair_shift(first: np.ndarray, second: np.ndarray, spacing: int) -> float | 
 
 
 # ---------------------------------------------------------------------------- candidates
-def candidates(mask: np.ndarray, p: LocaliseParams) -> np.ndarray:
-    """Person candidates in one cleaned bool mask: (N, 5) x0, y0, x1, y1, area in mask pixels."""
-    return frame_candidates(pack_masks(mask[None]), mask.shape[1], p)[0]
-
-
 def frame_candidates(packed: np.ndarray, w: int, p: LocaliseParams) -> list[np.ndarray]:
     """Person candidates of every frame of cleaned packed masks, each (N, 5) float32
     x0, y0, x1, y1, area in mask pixels, ordered by x0.
