@@ -58,6 +58,8 @@ class SplitOptions:
     with_optional_subject: bool | None = None
     val_fraction: float | None = None
     ids_dir: str | os.PathLike[str] | None = None
+    #: With ``views``: train on every view of the protocol instead of the listed ones.
+    train_all_views: bool = False
 
 
 @dataclass
@@ -83,8 +85,9 @@ def build_split(manifest: pd.DataFrame, protocol: Protocol, options: SplitOption
         test_ids = test_ids - {protocol.optional_subject.id}
     val_ids = validation_ids(train_ids, val_fraction, protocol.val_take)
 
+    train_views = protocol.views if options.views is None or options.train_all_views else eval_views
     expected = expected_sequences(protocol, setting, sorted(train_ids - val_ids), sorted(val_ids),
-                                  sorted(test_ids), eval_views)
+                                  sorted(test_ids), eval_views, train_views)
     status = manifest.drop_duplicates("seq_id").set_index("seq_id")["status_extract"]
     present = expected["seq_id"].map(status).eq(DONE).fillna(False).astype(bool)
     table = expected[present].reset_index(drop=True)
@@ -97,7 +100,7 @@ def build_split(manifest: pd.DataFrame, protocol: Protocol, options: SplitOption
         "setting": setting.name,
         "protocol_file": protocol.source,
         "views": list(eval_views),
-        "train_views": list(protocol.views),
+        "train_views": list(train_views),
         "cross_view": cross_view,
         "optional_subject": None if protocol.optional_subject is None else {
             "id": _sid(protocol.optional_subject.id), "included": with_optional,
@@ -111,7 +114,19 @@ def build_split(manifest: pd.DataFrame, protocol: Protocol, options: SplitOption
         "missing": role_counts(missing, list(setting.probes)),
         "unused_in_store": int((manifest["status_extract"] == DONE).sum() - len(table)),
     }
+    _check_evaluable(table, manifest, setting.name, eval_views)
     return Split(table=table, missing=missing, info=info)
+
+
+def _check_evaluable(table: pd.DataFrame, manifest: pd.DataFrame, setting: str, views: Sequence[str]) -> None:
+    """A split without gallery or probes would train and then evaluate nothing: refuse it."""
+    for role in ("gallery", "probe"):
+        if not (table["role"] == role).any():
+            raise SplitError(
+                f"setting {setting!r}, views {','.join(views)}: no {role} sequence of the test subjects "
+                f"is in the store ({len(manifest)} sequences, subjects "
+                f"{manifest['subject'].min()}-{manifest['subject'].max()}); choose the setting that "
+                "matches the store (e.g. --protocol synth for the demo) or extract the test subjects")
 
 
 def check_dataset(manifest: pd.DataFrame, protocol: Protocol) -> None:
@@ -136,7 +151,8 @@ def validation_ids(train_ids: frozenset[int] | set[int], fraction: float, take: 
 
 
 def expected_sequences(protocol: Protocol, setting: Setting, train: Sequence[int], val: Sequence[int],
-                       test: Sequence[int], eval_views: Sequence[str]) -> pd.DataFrame:
+                       test: Sequence[int], eval_views: Sequence[str],
+                       train_views: Sequence[str] | None = None) -> pd.DataFrame:
     """Every sequence the protocol asks for, with its role: the split before the store is seen."""
     make_id = SEQ_IDS.get(protocol.dataset)
     if make_id is None:
@@ -151,8 +167,9 @@ def expected_sequences(protocol: Protocol, setting: Setting, train: Sequence[int
                     for v in views:
                         rows.append((make_id(s, cond, n, v), _sid(s), cond, n, v, role, probe_set))
 
-    add(train, setting.train_sequences, protocol.views, "train")
-    add(val, setting.train_sequences, protocol.views, "val")
+    train_views = protocol.views if train_views is None else train_views
+    add(train, setting.train_sequences, train_views, "train")
+    add(val, setting.train_sequences, train_views, "val")
     add(test, setting.gallery, eval_views, "gallery")
     for probe_set, spec in setting.probes.items():
         add(test, spec, eval_views, "probe", probe_set)

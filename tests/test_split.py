@@ -114,8 +114,12 @@ def test_subject_005_option(full_casia, casia_protocol):
 def test_same_view_variant(full_casia, casia_protocol):
     split = build_split(full_casia, casia_protocol, SplitOptions(setting="large", views=("090",)))
     c = _counts(split)
-    assert c["train"] == 70 * PER_SUBJECT  # training keeps all views
+    assert c["train"] == 70 * 10  # the listed view only: what the protocol uses is what counts
     assert c["gallery"] == 50 * 4 and c["probe"] == 50 * 6
+    assert set(split.table["view"]) == {"090"} and split.info["train_views"] == ["090"]
+    every = build_split(full_casia, casia_protocol, SplitOptions(setting="large", views=("090",),
+                                                                 train_all_views=True))
+    assert _counts(every)["train"] == 70 * PER_SUBJECT  # on request, training keeps every view
     assert c["probe_BG"] == 100
     assert set(split.table.loc[split.table["role"].isin(["gallery", "probe"]), "view"]) == {"090"}
     assert split.info["cross_view"] is False and split.info["views"] == ["090"]
@@ -125,6 +129,15 @@ def test_same_view_variant(full_casia, casia_protocol):
         build_split(full_casia, casia_protocol, SplitOptions(views=("090",), cross_view=True))
     with pytest.raises(SplitError, match="not views of casia-b"):
         build_split(full_casia, casia_protocol, SplitOptions(views=("091",)))
+
+
+def test_one_view_store_counts_only_its_view_and_refuses_an_empty_test_set(full_casia, casia_protocol):
+    one_view = full_casia[full_casia["view"] == "090"].reset_index(drop=True)
+    split = build_split(one_view, casia_protocol, SplitOptions(setting="large", views=("090",)))
+    assert len(split.missing) == 0  # nothing from the other ten views is "missing"
+    no_test = one_view[one_view["subject"].astype(int) <= 74].reset_index(drop=True)
+    with pytest.raises(SplitError, match="no gallery sequence of the test subjects"):
+        build_split(no_test, casia_protocol, SplitOptions(setting="large", views=("090",)))
 
 
 def test_validation_fraction_is_configurable(full_casia, casia_protocol):
@@ -285,7 +298,8 @@ def test_malformed_protocol_files_name_the_file_and_problem(tmp_path, edit, prob
 
 def test_shipped_protocols_are_valid_and_documented():
     casia = packaged_protocol("casia-b")
-    assert set(casia.settings) == {"large", "medium", "small", "synth"} and casia.default_setting == "large"
+    assert set(casia.settings) == {"large", "medium", "small", "tune", "synth"} and casia.default_setting == "large"
+    assert casia.settings["tune"].train != casia.settings["large"].train  # 001-010 held out
     assert casia.views == CASIA_B_VIEWS and casia.val_fraction == 0.06
     assert casia.optional_subject is not None and casia.optional_subject.id == 5
     tum = packaged_protocol("tum-gaid")

@@ -22,8 +22,10 @@ from gaittools.store import Store, StoreError
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for split.parquet, split.json and missing.txt.")
 @click.option("--views", default=None,
-              help="Comma-separated views for gallery and probes (e.g. 090): the same-view protocol. "
-                   "Training keeps every view.")
+              help="Comma-separated views (e.g. 090): the protocol restricted to these views, for "
+                   "training, gallery and probes (same-view evaluation by default).")
+@click.option("--train-all-views", is_flag=True,
+              help="With --views: train on every view of the protocol, evaluate on the listed ones.")
 @click.option("--cross-view/--same-view", "cross_view", default=None,
               help="Evaluate across views (identical views excluded) or within each view. "
                    "Default: cross-view as the protocol says, same-view when --views is given.")
@@ -39,7 +41,7 @@ from gaittools.store import Store, StoreError
               help="Your own protocol file instead of the one shipped in manifests/.")
 def build_split(dataset: str, store: Path, setting: str | None, out_dir: Path, views: str | None,
                 cross_view: bool | None, with_optional: bool | None, val_fraction: float | None,
-                ids_dir: Path | None, protocol_file: Path | None) -> None:
+                ids_dir: Path | None, protocol_file: Path | None, train_all_views: bool = False) -> None:
     """Assign the sequences of STORE (or of a manifest .parquet) to train, val, gallery and probes.
 
     Only sequences whose extraction finished count as present; every sequence the protocol
@@ -52,11 +54,14 @@ def build_split(dataset: str, store: Path, setting: str | None, out_dir: Path, v
         options = SplitOptions(
             setting=setting, views=_parse_views(views), cross_view=cross_view,
             with_optional_subject=with_optional, val_fraction=val_fraction, ids_dir=ids_dir,
+            train_all_views=train_all_views,
         )
         split = splits.build_split(manifest, protocol, options)  # this command shadows the name
         paths = write_split(split, out_dir)
     except (ProtocolError, SplitError, StoreError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        error = click.ClickException(str(exc))
+        error.exit_code = 2  # bad input, not a partly failed run
+        raise error from exc
     _report(split, paths)
 
 
