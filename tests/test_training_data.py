@@ -157,3 +157,22 @@ def test_zarr_loader_and_resident_source_give_the_same_clips(toy):
         rec = clips.iloc[-1]
         np.testing.assert_array_equal(resident.batch([len(clips) - 1]).x[0].numpy(),
                                       Store(store.path).read(rec.seq_id, modality)[rec.start:rec.start + 25])
+
+
+def test_short_sequences_are_embedded_as_one_looped_clip(toy):
+    """Evaluation counts every probe: a sequence shorter than a clip loops its valid frames."""
+    store, split_dir = toy
+    split = read_split(split_dir).assign(role="probe")
+    assert build_clip_index(store, split, clip_len=40, step=5, roles=("probe",)).empty  # 32 valid frames < 40 + 1
+    clips = build_clip_index(store, split, clip_len=40, step=5, roles=("probe",), labels={}, loop_short=True)
+    assert sorted(clips["seq_id"]) == sorted(split["seq_id"])  # one clip per sequence
+    assert (clips["start"] == 2).all() and (clips["length"] == 31).all()  # valid 2..33, flow needs +1
+    ordinary = build_clip_index(store, split, clip_len=25, step=5, roles=("probe",), labels={},
+                                loop_short=True)
+    assert (ordinary["length"] == 25).all() and len(ordinary) > len(split)  # long ones: unchanged
+    for modality in ("gray", "flow"):
+        seq = store.read(clips.seq_id.iloc[0], modality)
+        clip, _, _ = ZarrClips(str(store.path), clips, modality, 40)[0]
+        assert clip.shape[0] == 40
+        np.testing.assert_array_equal(clip[:31], seq[2:33])
+        np.testing.assert_array_equal(clip[31:], seq[2:11])  # looped, not padded

@@ -16,6 +16,15 @@ contract these agree, and reading the small (T, 4) arrays is much cheaper than a
 
 Clips start every ``step`` frames inside each run of valid frames, counted from the run's
 start, so the index is a pure function of the store, the split and (L, step): stable.
+
+Short sequences (evaluation only, ``loop_short=True``): a gallery or probe sequence without
+one full clip still gets exactly one clip, so every probe of the protocol is counted (CASIA-B
+has such walks: subject 005 at 090, 079/088/096/109 at other views). That clip *loops* the
+sequence's longest run of valid frames: frame ``start + (i mod length)`` for i in 0..L-1,
+with ``length`` = the run's length minus one (so the flow clip, which needs one frame more,
+covers the same span), at least 1. Looping rather than zero-padding keeps every input frame a
+real walking frame, as the network saw in training. Column ``length`` holds L for ordinary
+clips.
 """
 
 from __future__ import annotations
@@ -28,12 +37,15 @@ import numpy as np
 import pandas as pd
 
 from gaittools.clips import clip_starts as shared_clip_starts
+from gaittools.clips import valid_runs
 from gaittools.manifest import read_table
 from gaittools.store import Store
 
 SPLIT_COLUMNS = ("seq_id", "subject", "condition", "seq_num", "view", "role", "probe_set")
 CLIP_COLUMNS = ("clip", "clip_id", "seq_id", "subject", "condition", "seq_num", "view", "role",
                 "probe_set", "start", "label")
+#: Frames a clip really holds (< clip_len: a looped short sequence); absent in older tables.
+LENGTH = "length"
 
 
 def read_split(split: str | os.PathLike[str]) -> pd.DataFrame:
@@ -68,12 +80,14 @@ def build_clip_index(
     roles: tuple[str, ...] = ("train",),
     labels: dict[str, int] | None = None,
     threads: int = 8,
+    loop_short: bool = False,
 ) -> pd.DataFrame:
     """One row per clip of the split's sequences in ``roles``; ``label`` = class of the subject.
 
     ``labels`` maps subject -> class; by default the sorted subjects of the selected rows get
     0..n-1 (training). Sequences in the split but absent from the store are skipped (the split's
-    ``missing.txt`` already lists them); sequences too short for one clip give no rows.
+    ``missing.txt`` already lists them); sequences too short for one clip give no rows, or
+    with ``loop_short`` one looped clip (module docstring).
     """
     rows = split[split["role"].isin(roles)].sort_values("seq_id", kind="stable")
     present = set(store.seq_ids())
@@ -84,16 +98,29 @@ def build_clip_index(
         masks = list(pool.map(lambda s: valid_frames(store, s), rows["seq_id"]))
     records = []
     for rec, mask in zip(rows.itertuples(index=False), masks):
-        for start in clip_starts(mask, clip_len, step):
+        spans = [(start, clip_len) for start in clip_starts(mask, clip_len, step)]
+        if not spans and loop_short:
+            spans = looped_span(mask)
+        for start, length in spans:
             records.append(
                 (f"{rec.seq_id}:{start}", rec.seq_id, rec.subject, rec.condition, rec.seq_num, rec.view,
-                 rec.role, rec.probe_set, start, labels.get(rec.subject, -1))
+                 rec.role, rec.probe_set, start, labels.get(rec.subject, -1), length)
             )
-    df = pd.DataFrame.from_records(records, columns=list(CLIP_COLUMNS[1:]))
+    df = pd.DataFrame.from_records(records, columns=[*CLIP_COLUMNS[1:], LENGTH])
+    df[LENGTH] = df[LENGTH].astype(np.int64)
     df.insert(0, "clip", np.arange(len(df), dtype=np.int64))
     df["start"] = df["start"].astype(np.int64)
     df["label"] = df["label"].astype(np.int64)
     return df
+
+
+def looped_span(valid: np.ndarray) -> list[tuple[int, int]]:
+    """The one looped clip of a short sequence: (start, length) of its longest valid run."""
+    runs = valid_runs(valid)
+    if not runs:
+        return []
+    start, end = max(runs, key=lambda run: (run[1] - run[0], -run[0]))
+    return [(start, max(1, end - start - 1))]
 
 
 def save_clip_index(clips: pd.DataFrame, path: str | os.PathLike[str]) -> None:

@@ -140,6 +140,9 @@ class ZarrClips(Dataset):
         self.seq_ids = clips["seq_id"].to_numpy()
         self.starts = clips["start"].to_numpy()
         self.labels = clips["label"].to_numpy()
+        # looped short sequences (training.clips) hold fewer frames than clip_len
+        self.lengths = (clips["length"].to_numpy() if "length" in clips.columns
+                        else np.full(len(clips), clip_len))
         self.modality, self.clip_len = modality, clip_len
         self.cache_sequences = cache_sequences
         self._store: Store | None = None
@@ -166,7 +169,10 @@ class ZarrClips(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int, int]:
         seq = self.sequence(self.seq_ids[i])
-        t = int(self.starts[i])
+        t, length = int(self.starts[i]), int(self.lengths[i])
+        if length < self.clip_len:
+            frames = np.minimum(t + np.arange(self.clip_len) % length, len(seq) - 1)
+            return np.ascontiguousarray(seq[frames]), i, int(self.labels[i])
         clip = seq[t:t + self.clip_len]
         if len(clip) != self.clip_len:
             raise ValueError(f"{self.store_path}: {self.seq_ids[i]} has {len(seq)} {self.modality} "
