@@ -71,8 +71,12 @@ def test_copy_losses_by_hand():
     assert copy_loss(student, master, "huber").item() == pytest.approx(0.5 * (1 - 0.25))
     close = torch.tensor([[0.8, 0.6]])  # differences 0.8 - 0.6 = 0.2 and 0.6 - 0.8: quadratic zone
     assert copy_loss(close, close.flip(1), "smooth_l1").item() == pytest.approx(0.5 * 0.04 / 0.5)
+    assert copy_loss(student, master, "cosine").item() == pytest.approx(1.0)  # orthogonal: 1 - cos
+    assert copy_loss(student * 3, student, "cosine").item() == pytest.approx(0.0, abs=1e-7)
+    # the authors' loss: summed Huber(0.5) on the raw output (3, 0) against (1, 0): |2| - 0.25
+    assert copy_loss(student * 3, student, "huber_sum").item() == pytest.approx(0.5 * (2 - 0.25))
     with pytest.raises(ValueError, match="unknown copy loss"):
-        copy_loss(student, master, "cosine")
+        copy_loss(student, master, "l7")
 
 
 def test_loss_set_weights_parts_and_errors():

@@ -62,8 +62,9 @@ def test_forward_backward_outputs_and_gradients(name):
     model = build_model(name, n_classes=5)
     clips = torch.randn(2, model.in_channels, *SHAPES[name])
     outputs = model(clips)
-    assert set(outputs) == {"embedding", "logits"}
+    assert set(outputs) == {"embedding", "features", "logits"}
     assert outputs["embedding"].shape == (2, model.embedding_dim)
+    assert outputs["features"].shape[0] == 2  # what the code layer reads (gradient-share probe)
     assert outputs["logits"].shape == (2, 5)
     labels = torch.tensor([1, 3])
     (F.cross_entropy(outputs["logits"], labels) + outputs["embedding"].square().mean()).backward()
@@ -71,7 +72,7 @@ def test_forward_backward_outputs_and_gradients(name):
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), pname
         assert parameter.grad.abs().sum() > 0, f"{pname} got no gradient"
     assert model.modality == ("flow" if name.endswith(("flow", "master3d")) else "gray")
-    assert set(build_model(name)(clips)) == {"embedding"}
+    assert set(build_model(name)(clips)) == {"embedding", "features"}
 
 
 @pytest.mark.parametrize("name,shape", [("student3d-small", (25, 60, 60)),

@@ -12,7 +12,7 @@ Format (every key optional; defaults shown by ``train-copy config-template``)::
     student: {model: student3d-small, embedding_dim, options: {...}}
     optim:  {name: adam|sgd, lr, weight_decay, momentum, schedule: none|step|cosine|plateau,
              step_size, gamma, plateau_patience, plateau_factor}
-    loss:   {ce_weight, triplet_weight, triplet_margin, triplet_mining, copy: smooth_l1|mse|huber,
+    loss:   {ce_weight, triplet_weight, triplet_margin, triplet_mining, copy: cosine|contrastive|relational|huber_sum|smooth_l1|huber|mse, copy_extra, copy_temperature,
              copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin}
     train:  {steps, epochs, amp, channels_last, seed, log_every, ckpt_every, device}
     eval:   {k, protocols, batch_size}
@@ -91,7 +91,13 @@ class LossConfig:
     triplet_margin: float = 0.2
     #: batch_all (mean over violating triplets) or batch_hard.
     triplet_mining: str = "batch_all"
-    copy: str = "smooth_l1"
+    #: The copy objective (``training.losses.copy_loss``): cosine, contrastive, relational,
+    #: huber_sum (the authors'), smooth_l1, huber, mse.
+    copy: str = "cosine"
+    #: More copy terms added to ``copy``, name -> weight (e.g. {relational: 1.0}).
+    copy_extra: dict[str, float] = field(default_factory=dict)
+    #: Temperature of the contrastive copy term.
+    copy_temperature: float = 0.1
     copy_delta: float = 0.5
     copy_weight: float = 1.0
     copy_triplet_weight: float = 0.0
@@ -165,6 +171,9 @@ class Config:
             (0 <= self.data.zoom < 0.5, "data.zoom must be in [0, 0.5)"),
             (self.data.flow_scale > 0, "data.flow_scale must be > 0"),
             (self.loss.copy in COPY_LOSSES, f"loss.copy must be one of {COPY_LOSSES}"),
+            (all(k in COPY_LOSSES and k != self.loss.copy for k in self.loss.copy_extra),
+             f"loss.copy_extra: keys must be copy losses of {COPY_LOSSES} other than loss.copy"),
+            (self.loss.copy_temperature > 0, "loss.copy_temperature must be > 0"),
             (self.loss.triplet_mining in ("batch_all", "batch_hard"),
              "loss.triplet_mining must be batch_all or batch_hard"),
             (self.eval.k >= 1, "eval.k must be >= 1"),
@@ -199,7 +208,8 @@ class Config:
         return self.student_train if role == "student" and self.student_train is not None else self.train
 
 
-COPY_LOSSES = ("smooth_l1", "mse", "huber")
+#: Copy objectives, defined in ``training.losses.copy_loss``.
+COPY_LOSSES = ("cosine", "contrastive", "relational", "huber_sum", "smooth_l1", "huber", "mse")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "step", "cosine", "plateau")
 

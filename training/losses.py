@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-COPY_LOSSES: tuple[str, ...] = ("smooth_l1", "huber", "mse")
+from training.config import COPY_LOSSES
+
 LOSS_NAMES: tuple[str, ...] = ("ce", "triplet", *COPY_LOSSES)
 MINING: tuple[str, ...] = ("batch_all", "batch_hard")
 
@@ -65,11 +66,36 @@ def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float =
     return hinge.sum() / (hinge > 0).sum().clamp_min(1)
 
 
-def copy_loss(embedding: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1",
-              delta: float = 0.5) -> torch.Tensor:
-    """Distance between the student's normalised embedding and the master's signature."""
+def copy_loss(embedding: torch.Tensor, target: torch.Tensor, kind: str = "cosine",
+              delta: float = 0.5, temperature: float = 0.1) -> torch.Tensor:
+    """How far the student's signatures are from the master's (``target``, unit vectors).
+
+    Why several: the obvious per-element average (``smooth_l1``/``huber``/``mse`` on normalised
+    vectors, Keras-style) scales as ||s - t||^2 / d, so at d = 1024 its gradient is ~1e-3 of a
+    triplet term's and the "copy" student is really trained by whatever else is in the sum.
+    The scale-free terms below are O(1) per sample at any d:
+
+    - ``cosine``: mean over the batch of 1 - cos(s, t) (= ||s/|s| - t||^2 / 2 per sample);
+    - ``contrastive``: InfoNCE over the batch: each student signature must be nearer its own
+      master signature than the other clips' (temperature ``temperature``), so it copies what
+      tells clips apart, not just the common direction all signatures share;
+    - ``relational``: mean squared difference between the batch's student and master cosine
+      similarity matrices (copy the master's geometry, not its coordinates);
+    - ``huber_sum``: the authors' loss: Huber(delta) summed over batch and dimensions, on the
+      student's *unnormalised* output against the unit target;
+    - ``smooth_l1``/``huber``/``mse``: per-element means on normalised vectors (earlier default).
+    """
+    if kind == "huber_sum":
+        return F.huber_loss(embedding, target.to(embedding.dtype), delta=delta, reduction="sum")
     student = F.normalize(embedding, dim=1)
     master = F.normalize(target.to(student.dtype), dim=1)
+    if kind == "cosine":
+        return (1 - (student * master).sum(dim=1)).mean()
+    if kind == "contrastive":
+        logits = student @ master.T / temperature
+        return F.cross_entropy(logits, torch.arange(len(student), device=student.device))
+    if kind == "relational":
+        return (student @ student.T - master @ master.T).square().mean()
     if kind == "smooth_l1":
         return F.smooth_l1_loss(student, master, beta=delta)
     if kind == "huber":
@@ -77,6 +103,14 @@ def copy_loss(embedding: torch.Tensor, target: torch.Tensor, kind: str = "smooth
     if kind == "mse":
         return F.mse_loss(student, master)
     raise ValueError(f"unknown copy loss {kind!r}; known: {', '.join(COPY_LOSSES)}")
+
+
+@torch.no_grad()
+def mean_target_loss(target: torch.Tensor, kind: str, delta: float = 0.5, temperature: float = 0.1) -> torch.Tensor:
+    """The copy loss of a student that outputs the batch's mean target for every clip: the
+    value a collapsed student sits at (``training.monitor.CollapseGuard`` compares with it)."""
+    mean = F.normalize(target.float().mean(dim=0, keepdim=True), dim=1).expand_as(target)
+    return copy_loss(mean, target.float(), kind, delta, temperature)
 
 
 class LossSet(nn.Module):
@@ -87,7 +121,7 @@ class LossSet(nn.Module):
     training loop what to pass."""
 
     def __init__(self, weights: Mapping[str, float], margin: float = 0.2,
-                 mining: str = "batch_all", delta: float = 0.5) -> None:
+                 mining: str = "batch_all", delta: float = 0.5, temperature: float = 0.1) -> None:
         super().__init__()
         unknown = sorted(set(weights) - set(LOSS_NAMES))
         if unknown:
@@ -99,7 +133,10 @@ class LossSet(nn.Module):
             raise ValueError(f"no loss has a positive weight in {dict(weights)}")
         if mining not in MINING:
             raise ValueError(f"unknown triplet mining {mining!r}; known: {', '.join(MINING)}")
-        self.margin, self.mining, self.delta = margin, mining, delta
+        self.margin, self.mining, self.delta, self.temperature = margin, mining, delta, temperature
+        #: The weighted terms of the latest call, still in the graph: what the trainer's
+        #: gradient-share probe differentiates (``training.trainer.gradient_shares``).
+        self.terms: dict[str, torch.Tensor] = {}
 
     @property
     def needs_labels(self) -> bool:
@@ -123,13 +160,14 @@ class LossSet(nn.Module):
             return F.cross_entropy(outputs["logits"].float(), labels)
         if name == "triplet":
             return triplet_loss(outputs["embedding"].float(), labels, self.margin, self.mining)
-        return copy_loss(outputs["embedding"].float(), targets, name, self.delta)
+        return copy_loss(outputs["embedding"].float(), targets, name, self.delta, self.temperature)
 
     def forward(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {name: self.term(name, outputs, labels, targets) for name in self.weights}
-        total = sum(self.weights[name] * value for name, value in parts.items())
+        self.terms = {name: self.weights[name] * value for name, value in parts.items()}
+        total = sum(self.terms.values())
         logged = {name: value.detach() for name, value in parts.items()}
         logged["total"] = total.detach()
         return total, logged

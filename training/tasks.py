@@ -25,10 +25,11 @@ from training.clips import build_clip_index, load_clip_index, read_split, save_c
 from training.config import Config
 from training.data import FLOW, GRAY, crop_size
 from training.embed import embed_clips, settings_from
-from training.losses import LossSet
+from training.losses import LossSet, mean_target_loss
+from training.monitor import CollapseGuard
 from training.runs import RunDir, RunError, seed_everything
 from training.signatures import SignatureTable, compute_signatures, save_signatures
-from training.trainer import DeviceContext, barrier, build_net, model_modality, setup_device, train
+from training.trainer import DeviceContext, barrier, build_net, model_modality, setup_device, total_steps, train
 
 CLIPS_FILE = "clips.parquet"
 
@@ -78,8 +79,9 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
         raise ValueError(f"master model {cfg.master.model!r} reads gray; a master must read flow")
     losses = LossSet({"ce": cfg.loss.ce_weight, "triplet": cfg.loss.triplet_weight},
                      margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining)
+    guard = CollapseGuard(total_steps(cfg.train, len(clips), cfg.data.P * cfg.data.K), n_classes)
     result = train(run, model, lambda out_, raw, aug: losses(out_, labels=raw.label), clips, cfg, "master",
-                   ctx, resume)
+                   ctx, resume, terms=lambda: losses.terms, guard=guard)
     if ctx.is_main:
         size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], FLOW)
         run.save_model(model, _model_info(cfg, "master", cfg.master, model, n_classes, size,
@@ -120,12 +122,17 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     else:
         n_classes = 0
         table = SignatureTable(master.path, clips, ctx.device)
-        losses = LossSet({cfg.loss.copy: cfg.loss.copy_weight, "triplet": cfg.loss.copy_triplet_weight},
+        losses = LossSet({cfg.loss.copy: cfg.loss.copy_weight, **cfg.loss.copy_extra,
+                          "triplet": cfg.loss.copy_triplet_weight},
                          margin=cfg.loss.copy_triplet_margin, mining=cfg.loss.triplet_mining,
-                         delta=cfg.loss.copy_delta)
+                         delta=cfg.loss.copy_delta, temperature=cfg.loss.copy_temperature)
 
         def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
-            return losses(outputs, labels=raw.label, targets=table.targets(raw.clip, aug.flip))
+            targets = table.targets(raw.clip, aug.flip)
+            total, parts = losses(outputs, labels=raw.label, targets=targets)
+            parts["copy_mean_target"] = mean_target_loss(targets, cfg.loss.copy, cfg.loss.copy_delta,
+                                                         cfg.loss.copy_temperature)
+            return total, parts
     seed_everything(cfg.train_for("student").seed)
     model = build_net(cfg.student, n_classes)
     if model_modality(model) != GRAY:
@@ -133,7 +140,10 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     if not no_copy and table.dim != model.embedding_dim:
         raise ValueError(f"student embedding_dim {model.embedding_dim} != master signature dimension "
                          f"{table.dim}; a student copies the master's code (set student.embedding_dim)")
-    result = train(run, model, objective, clips, cfg, "student", ctx, resume)
+    guard = CollapseGuard(total_steps(cfg.train_for("student"), len(clips), cfg.data.P * cfg.data.K), n_classes,
+                          None if no_copy else cfg.loss.copy)
+    result = train(run, model, objective, clips, cfg, "student", ctx, resume, terms=lambda: losses.terms,
+                   guard=guard)
     if ctx.is_main:
         size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], GRAY)
         run.save_model(model, _model_info(cfg, "student", cfg.student, model, n_classes, size,
@@ -170,12 +180,16 @@ def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | 
     model.to(dev)
     split = read_split(split_dir)
     store = Store(cfg.data.store)
-    clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=("gallery", "probe"), labels={})
-    wanted = split[split["role"].isin(("gallery", "probe"))]["seq_id"]
-    without = sorted(set(wanted) - set(clips["seq_id"]))
+    clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=("gallery", "probe"), labels={},
+                             loop_short=True)
+    wanted = split[split["role"].isin(("gallery", "probe")) & split["seq_id"].isin(set(store.seq_ids()))]
+    without = sorted(set(wanted["seq_id"]) - set(clips["seq_id"]))
     if without:
-        print(f"warning: {len(without)} gallery/probe sequences have no {cfg.data.clip_len}-frame clip "
+        print(f"warning: {len(without)} gallery/probe sequences hold no frame with the person "
               f"and are not evaluated (e.g. {without[0]})", flush=True)
+    looped = clips.loc[clips["length"] < cfg.data.clip_len, "seq_id"].nunique()
+    if looped:
+        print(f"{looped} gallery/probe sequences shorter than one clip: embedded as one looped clip", flush=True)
     embeddings = embed_clips(model, clips, info["modality"], settings_from(cfg, workers), dev,
                              progress=f"embedding {run.path.name}")
     result = evaluate(embeddings, clips, k=cfg.eval.k)

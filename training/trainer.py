@@ -32,6 +32,7 @@ from torch import nn
 from training.config import Config, ModelConfig, OptimConfig, TrainConfig
 from training.data import (FLOW, GRAY, AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
                            augment, crop_size, iterate_batches, make_loader)
+from training.monitor import CollapseGuard, embedding_cosine, gradient_shares
 from training.runs import RunDir, seed_everything, set_rng_state
 
 #: objective(outputs, batch, augmentation) -> (total loss, {name: detached 0-d tensor}).
@@ -149,8 +150,14 @@ def train(
     role: str,
     ctx: DeviceContext,
     resume: bool = False,
+    terms: Callable[[], dict[str, torch.Tensor]] | None = None,
+    guard: CollapseGuard | None = None,
 ) -> TrainResult:
-    """Train ``model`` on the clip table with ``objective``; checkpoints into ``run``."""
+    """Train ``model`` on the clip table with ``objective``; checkpoints into ``run``.
+
+    ``terms``: the objective's weighted loss terms of the latest step (still in the graph);
+    at every log step each term's share of the gradient at the model's ``"features"`` is
+    logged as ``gradshare_<name>``. ``guard`` turns logged rows into collapse warnings."""
     tcfg, ocfg, dcfg = cfg.train_for(role), cfg.optim_for(role), cfg.data
     modality = model_modality(model)
     if clips.empty:
@@ -205,17 +212,25 @@ def train(
             outputs = net(x)
         outputs = {k: v.float() for k, v in outputs.items()}
         loss, parts = objective(outputs, raw, aug)
+        done = step + 1
+        probe: dict[str, float] = {}
+        if done % tcfg.log_every == 0 or done == n_steps:
+            probe["embedding_cosine"] = embedding_cosine(outputs["embedding"])
+            if terms is not None and "features" in outputs and not ctx.distributed:
+                probe.update(gradient_shares(terms(), outputs["features"]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         window.append({"loss": loss.detach(), **{k: v for k, v in parts.items() if k != "total"}})
         clips_window += len(raw.clip) * ctx.world
         clips_all += len(raw.clip) * ctx.world
-        done = step + 1
         if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
         if done % tcfg.log_every == 0 or done == n_steps:
             row = _summarise(window, done, optimizer, clips_window / (time.perf_counter() - t_window))
+            row.update(probe)
+            for warning in guard.check(row) if guard is not None else []:
+                _log(ctx, f"warning: {role}: {warning}")
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(row["loss"])
             history.append(row)
