@@ -65,6 +65,8 @@ def test_forward_backward_outputs_and_gradients(name):
     assert set(outputs) == {"embedding", "features", "logits"}
     assert outputs["embedding"].shape == (2, model.embedding_dim)
     assert outputs["features"].shape[0] == 2  # what the code layer reads (gradient-share probe)
+    (on_path,) = torch.autograd.grad(outputs["embedding"].square().sum(), outputs["features"], retain_graph=True)
+    assert on_path.abs().sum() > 0  # the embedding is computed from "features"
     assert outputs["logits"].shape == (2, 5)
     labels = torch.tensor([1, 3])
     (F.cross_entropy(outputs["logits"], labels) + outputs["embedding"].square().mean()).backward()

@@ -116,11 +116,11 @@ class C3DNet(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.features(clips)
-        x = x.mean(dim=(2, 3, 4), keepdim=True)
-        code = self.code_layer(self.dropout(x)).flatten(1)
         # "features": what the code layer reads; the trainer measures each loss term's share
-        # of the gradient there.
-        outputs = {"embedding": code, "features": x.flatten(1)}
+        # of the gradient there, so the code must be computed from this very tensor.
+        features = x.mean(dim=(2, 3, 4))
+        code = self.code_layer(self.dropout(features[:, :, None, None, None])).flatten(1)
+        outputs = {"embedding": code, "features": features}
         if self.classifier is not None:
             outputs["logits"] = self.classifier(code)
         return outputs

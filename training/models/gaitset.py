@@ -105,7 +105,7 @@ class GaitSet(nn.Module):
         strips = torch.cat([horizontal_pyramid(x), horizontal_pyramid(g)], dim=2)  # (B, 128, 62)
         codes = torch.einsum("bcs,scd->bsd", strips, self.strip_fc)
         embedding = codes.flatten(1)
-        outputs = {"embedding": embedding, "features": strips.flatten(1)}  # the strip FCs' input
+        outputs = {"embedding": embedding, "features": strips}  # the strip FCs' input
         if self.classifier is not None:
             outputs["logits"] = self.classifier(embedding)
         return outputs
