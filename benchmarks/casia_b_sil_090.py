@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import sys
@@ -43,8 +44,11 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 GPU_CONFIG = REPO / "training" / "configs" / "casia-b-sil-090.yaml"
 SMOKE_CONFIG = REPO / "training" / "configs" / "casia-b-sil-090-smoke.yaml"
+CPU_CONFIG = REPO / "training" / "configs" / "casia-b-sil-090-cpu.yaml"
 #: TV-L1 settings of --quick: a coarse, cheap flow that still moves with the walker.
 QUICK_TVL1 = ("nscales=2", "warps=1", "outer_iterations=2", "inner_iterations=5", "median_filtering=1")
+#: TV-L1 settings of --cpu (chosen by measurement: benchmarks/results/casia-b-sil-090-cpu.md).
+CPU_TVL1 = QUICK_TVL1
 PROBE_SETS = ("NM", "BG", "CL")
 #: variant -> config overrides of the student; "3d" is the config's own student.
 VARIANTS: dict[str, Callable[[int], list[str]]] = {
@@ -54,6 +58,9 @@ VARIANTS: dict[str, Callable[[int], list[str]]] = {
 #: rank-1 column of the evaluation summary reported in the table (same-view protocol).
 RANK1_COLUMN = "same_view_rank1"
 RANK1_METHOD = "clip-knn"
+SEQUENCE_RULE = "sequence-mean"
+GROUP_NAMES = {("master", ""): "flow master", ("3d", "yes"): "3D student, copy", ("3d", "no"): "3D student, no copy",
+               ("gaitset", "yes"): "GaitSet student, copy", ("gaitset", "no"): "GaitSet student, no copy"}
 
 
 class StageFailed(RuntimeError):
@@ -71,12 +78,32 @@ class Chain:
     exports: list[dict[str, Any]] = field(default_factory=list)
 
     def timed(self, name: str, work: Callable[[], Any]) -> Any:
+        """Run a stage and record its wall time (added to earlier sessions' time for a stage
+        that a killed chain had started: the total is what the stage cost)."""
         print(f"\n=== {name} ===", flush=True)
         start = time.perf_counter()
-        result = work()
-        self.stages[name] = time.perf_counter() - start
-        print(f"=== {name}: {self.stages[name]:.1f} s ===", flush=True)
-        return result
+        try:
+            return work()
+        finally:
+            spent = time.perf_counter() - start
+            self.stages[name] = self.stages.get(name, 0.0) + spent
+            self._save_stages()
+            print(f"=== {name}: {spent:.1f} s ===", flush=True)
+
+    @property
+    def stages_path(self) -> Path:
+        return self.out / "stages.json"
+
+    def load_stages(self) -> None:
+        """Stage times of earlier (killed) sessions of this chain, so a resumed chain reports
+        the whole cost of each stage."""
+        if self.stages_path.is_file():
+            self.stages.update(json.loads(self.stages_path.read_text()))
+
+    def _save_stages(self) -> None:
+        tmp = self.stages_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.stages, indent=1))
+        os.replace(tmp, self.stages_path)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -261,34 +288,85 @@ def variant_sets(variant: str, d: int, gaitset_steps: int | None) -> list[str]:
     return sets
 
 
-def train_all(chain: Chain, config: Path, sets: list[str], variants: list[str], split: Path,
-              gaitset_steps: int | None = None) -> None:
-    runs = chain.out / "runs"
-    master = runs / "master"
-    chain.timed("master", lambda: train_copy(_with_sets(["master", "--config", str(config), "--out",
-                                                          str(master)], list(sets)), "master"))
-    chain.runs.append({"run": "master", "variant": "master", "copy": None, "path": master,
-                       "train_s": chain.stages["master"]})
+@dataclass
+class RunSpec:
+    """One training run of the chain: the master (``copy`` None) or a student."""
+
+    name: str
+    variant: str
+    copy: bool | None
+    seed: int
+    args: list[str]
+
+    def entry(self, path: Path) -> dict[str, Any]:
+        return {"run": self.name, "variant": self.variant, "copy": self.copy, "seed": self.seed, "path": path}
+
+
+def plan_runs(config: Path, sets: list[str], variants: list[str], runs: Path, seeds: list[int],
+              master_seeds: list[int], gaitset_steps: int | None = None) -> list[RunSpec]:
+    """The master(s), then per variant and seed the copy and the no-copy student. Every
+    student copies the first master; the other masters only measure the master's spread."""
+    import yaml
+
+    raw = yaml.safe_load(config.read_text())
+    student_section = "student_train" if "student_train" in raw else "train"
+    specs = []
+    for seed in master_seeds:
+        name = master_name(seed, master_seeds)
+        args = ["master", "--config", str(config), "--out", str(runs / name)]
+        specs.append(RunSpec(name, "master", None, seed, _with_sets(args, sets + [f"train.seed={seed}"])))
+    master = runs / master_name(master_seeds[0], master_seeds)
     d = master_dim(config)
     for variant in variants:
-        for copy in (True, False):
-            name = f"student-{variant}-{'copy' if copy else 'nocopy'}"
-            args = ["student", "--config", str(config), "--master", str(master), "--out", str(runs / name)]
-            args = _with_sets(args + ([] if copy else ["--no-copy"]), sets + variant_sets(variant, d, gaitset_steps))
-            chain.timed(name, lambda a=args, n=name: train_copy(a, n))
-            chain.runs.append({"run": name, "variant": variant, "copy": copy, "path": runs / name,
-                               "train_s": chain.stages[name]})
+        for seed in seeds:
+            for copy in (True, False):
+                name = f"student-{variant}-{'copy' if copy else 'nocopy'}-s{seed}"
+                args = ["student", "--config", str(config), "--master", str(master), "--out", str(runs / name)]
+                more = variant_sets(variant, d, gaitset_steps) + [f"{student_section}.seed={seed}"]
+                specs.append(RunSpec(name, variant, copy, seed,
+                                     _with_sets(args + ([] if copy else ["--no-copy"]), sets + more)))
+    return specs
+
+
+def master_name(seed: int, master_seeds: list[int]) -> str:
+    return "master" if seed == master_seeds[0] else f"master-s{seed}"
+
+
+def run_state(path: Path) -> str:
+    """``finished``, ``partial`` (a run folder to --resume) or ``absent``."""
+    info = path / "run.json"
+    if info.is_file():
+        if json.loads(info.read_text()).get("finished"):
+            return "finished"
+    return "partial" if (path / "config.yaml").is_file() else "absent"
+
+
+def train_all(chain: Chain, specs: list[RunSpec], split: Path) -> None:
+    """Train, then evaluate, every planned run; finished work is kept, so a rerun resumes."""
+    for spec in specs:
+        path = chain.out / "runs" / spec.name
+        state = run_state(path)
+        if state == "finished":
+            print(f"{spec.name}: finished earlier, kept", flush=True)
+        else:
+            args = spec.args + (["--resume"] if state == "partial" else [])
+            chain.timed(spec.name, lambda a=args, n=spec.name: train_copy(a, n))
+        chain.runs.append({**spec.entry(path), "train_s": chain.stages.get(spec.name, float("nan"))})
     for entry in chain.runs:
         stage = f"eval-{entry['run']}"
-        chain.timed(stage, lambda e=entry, s=stage: train_copy(
-            ["evaluate", str(e["path"]), "--split", str(split), "--device", chain.device], s))
-        entry["eval_s"] = chain.stages[stage]
+        summary = entry["path"] / "eval" / "summary.csv"
+        model = entry["path"] / "model.pt"
+        if not (summary.is_file() and summary.stat().st_mtime >= model.stat().st_mtime):
+            chain.timed(stage, lambda e=entry, s=stage: train_copy(
+                ["evaluate", str(e["path"]), "--split", str(split), "--device", chain.device], s))
+        entry["eval_s"] = chain.stages.get(stage, float("nan"))
         entry.update(read_rank1(entry["path"]))
         entry["parameters"] = parameter_count(entry["path"])
 
 
 def read_rank1(run: Path) -> dict[str, float]:
-    """Same-view rank-1 per probe set from ``RUN/eval/summary.csv`` (both decision rules)."""
+    """Same-view rank-1 and probe counts per probe set and rule from ``RUN/eval/summary.csv``:
+    ``NM`` (clip-knn, the authors' rule), ``NM_sequence-mean`` (OpenGait's), ``n_NM``."""
     import pandas as pd
 
     summary = pd.read_csv(run / "eval" / "summary.csv")
@@ -296,9 +374,10 @@ def read_rank1(run: Path) -> dict[str, float]:
     for _, row in summary.iterrows():
         key = row["probe_set"] if row["method"] == RANK1_METHOD else f"{row['probe_set']}_{row['method']}"
         found[key] = float(row[RANK1_COLUMN])
-    missing = [p for p in PROBE_SETS if p not in found]
+        found[f"n_{row['probe_set']}"] = int(row["n_probes"])
+    missing = [p for p in PROBE_SETS for key in (p, f"{p}_{SEQUENCE_RULE}") if key not in found]
     if missing:
-        raise StageFailed(f"{run}/eval/summary.csv: no {RANK1_METHOD} rank-1 of {missing}")
+        raise StageFailed(f"{run}/eval/summary.csv: no rank-1 of {missing}")
     return found
 
 
@@ -323,6 +402,8 @@ def export_best(chain: Chain, tensorrt: bool) -> None:
         stage = f"export-{fmt}"
         device = "cuda" if fmt == "tensorrt" else "cpu"
         target = best["path"] / "exports" / f"capstone-{fmt}"
+        if target.exists():
+            shutil.rmtree(target)  # a resumed chain exports again: the best run may have changed
         try:
             chain.timed(stage, lambda f=fmt, t=target, dev=device, s=stage: train_copy(
                 ["export", str(best["path"]), "--format", f, "--out", str(t), "--device", dev], s))
@@ -345,25 +426,65 @@ def tensorrt_available(device: str) -> bool:
 
 # ---------------------------------------------------------------------------- report
 def results_table(chain: Chain) -> list[dict[str, Any]]:
+    """One row per run: both rules' rank-1 per probe set, probe counts, size, wall times."""
     rows = []
     for r in chain.runs:
-        rows.append({"run": r["run"], "variant": r["variant"],
-                     "copy": "" if r["copy"] is None else ("yes" if r["copy"] else "no"),
-                     "parameters": r["parameters"], **{p: round(r[p], 2) for p in PROBE_SETS},
-                     "mean": round(sum(r[p] for p in PROBE_SETS) / len(PROBE_SETS), 2),
-                     "train_s": round(r["train_s"], 1), "eval_s": round(r["eval_s"], 1)})
+        row = {"run": r["run"], "variant": r["variant"],
+               "copy": "" if r["copy"] is None else ("yes" if r["copy"] else "no"), "seed": r["seed"],
+               "parameters": r["parameters"]}
+        for rule, suffix in ((SEQUENCE_RULE, f"_{SEQUENCE_RULE}"), (RANK1_METHOD, "")):
+            row.update({f"{p} {rule}": round(r[p + suffix], 2) for p in PROBE_SETS})
+        row.update({f"n_{p}": r[f"n_{p}"] for p in PROBE_SETS})
+        row.update({"train_s": round(r["train_s"], 1), "eval_s": round(r["eval_s"], 1)})
+        rows.append(row)
     return rows
+
+
+def group_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over seeds per (variant, copy)."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["variant"], row["copy"]), []).append(row)
+    table = []
+    for (variant, copy), members in groups.items():
+        out: dict[str, Any] = {"model": GROUP_NAMES.get((variant, copy), f"{variant} {copy}"),
+                               "seeds": len(members), "parameters": members[0]["parameters"]}
+        for rule in (SEQUENCE_RULE, RANK1_METHOD):
+            for p in PROBE_SETS:
+                values = [m[f"{p} {rule}"] for m in members]
+                sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+                out[f"{p} {rule}"] = (round(statistics.fmean(values), 1), round(sd, 1))
+        out.update({f"n_{p}": members[0][f"n_{p}"] for p in PROBE_SETS})
+        out["train_s"] = round(statistics.fmean(m["train_s"] for m in members), 1)
+        table.append(out)
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, tuple):
+        mean, sd = value
+        return f"{mean:.1f}" if sd != sd else f"{mean:.1f} ± {sd:.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _md_table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = list(rows[0])
+    return (["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            + ["| " + " | ".join(_cell(r[c]) for c in cols) + " |" for r in rows])
 
 
 def markdown(rows: list[dict[str, Any]], stages: dict[str, float], exports: list[dict[str, Any]],
              header: str) -> str:
-    cols = list(rows[0])
-    lines = [header, "", f"Rank-1 (%), same view 090, {RANK1_METHOD} rule", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(f"{r[c]:,}" if c == "parameters" else str(r[c]) for c in cols) + " |"
-              for r in rows]
+    lines = [header, "", f"Same-view rank-1 (%), view 090; `{SEQUENCE_RULE}` = sequence-mean 1-NN "
+             f"(OpenGait's rule), `{RANK1_METHOD}` = clip 7-NN vote (the authors'). Mean ± sample std "
+             "over seeds.", ""]
+    lines += _md_table(group_table(rows))
+    lines += ["", "Every run:", ""] + _md_table(rows)
     lines += ["", "| stage | wall s |", "|---|---|"]
     lines += [f"| {name} | {sec:.1f} |" for name, sec in stages.items()]
+    lines += [f"| total | {sum(stages.values()):.1f} |"]
     lines += ["", "| export | run | parity passed | min cosine |", "|---|---|---|---|"]
     lines += [f"| {e['format']} | {e['run']} | {e['passed']} | {e.get('min_cosine', '')} |" for e in exports]
     return "\n".join(lines) + "\n"
@@ -376,13 +497,36 @@ def write_results(chain: Chain, header: str, settings: dict[str, Any]) -> dict[s
     paths = {"csv": chain.out / "results.csv", "json": chain.out / "results.json",
              "md": chain.out / "results.md"}
     pd.DataFrame(rows).to_csv(paths["csv"], index=False)
-    paths["json"].write_text(json.dumps({"settings": settings, "results": rows, "stages_s": chain.stages,
-                                         "exports": chain.exports, "total_s": sum(chain.stages.values())},
+    paths["json"].write_text(json.dumps({"settings": settings, "results": rows, "groups": group_table(rows),
+                                         "stages_s": chain.stages, "exports": chain.exports,
+                                         "total_s": sum(chain.stages.values())},
                                         indent=2, default=str))
     text = markdown(rows, chain.stages, chain.exports, header)
     paths["md"].write_text(text)
     print("\n" + text, flush=True)
     return paths
+
+
+def machine_facts(threads: int) -> dict[str, Any]:
+    """What produced the numbers: CPU, threads and library versions."""
+    import platform
+
+    import numpy
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import cv2
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": numpy.__version__, "opencv": cv2.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 # ---------------------------------------------------------------------------- main
@@ -392,37 +536,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     given = p.add_mutually_exclusive_group(required=True)
     given.add_argument("--source", type=Path, help="Folder of OpenGait pickles SSS/CC-NN/090/090.pkl to import.")
     given.add_argument("--store", type=Path, help="An imported store: folder, or .tar/.tar.gz of pack_store.py.")
-    p.add_argument("--out", type=Path, required=True, help="Output folder (created; must not hold a store).")
+    p.add_argument("--out", type=Path, required=True,
+                   help="Output folder; running again on the same folder resumes (finished stages kept).")
     p.add_argument("--subjects", help="Only these subjects, e.g. 001-006,075-078 (smoke runs).")
-    p.add_argument("--config", type=Path, help="Training config (default: the GPU one; --quick: the smoke one).")
+    p.add_argument("--config", type=Path, help="Training config (default: GPU, --cpu or --quick's).")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
     p.add_argument("--steps-scale", type=float, default=1.0, help="Multiply every run's steps (or epochs).")
     p.add_argument("--epochs", type=float, default=None, help="Train every run this many epochs instead.")
-    p.add_argument("--variants", default="3d,gaitset", help=f"Student variants of {sorted(VARIANTS)}.")
+    p.add_argument("--variants", default=None, help=f"Student variants of {sorted(VARIANTS)} "
+                                                    "(default 3d,gaitset; --cpu: 3d).")
+    p.add_argument("--seeds", default=None, help="Student seeds, e.g. 0,1,2 (default 0; --cpu: 0,1,2).")
+    p.add_argument("--master-seeds", default="0", help="Master seeds; students copy the first (default 0).")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores); recorded.")
     p.add_argument("--flow-backend", choices=("auto", "torch", "opencv"), default="auto",
-                   help="auto: torch (GPU/CPU), or opencv with --quick on a CPU.")
+                   help="auto: torch (GPU), opencv on a CPU with --quick or --cpu.")
     p.add_argument("--tvl1", action="append", default=[], metavar="NAME=VALUE", help="TV-L1 override.")
-    p.add_argument("--workers", type=int, default=None, help="Import workers (0: no Dask).")
+    p.add_argument("--workers", type=int, default=None, help="Import/flow workers (0: no Dask).")
     p.add_argument("--gaitset-steps", type=int, default=None,
                    help="Steps of the GaitSet students (default: the config's; --quick: 2).")
-    p.add_argument("--quick", action="store_true",
-                   help="CPU smoke settings: the smoke config, cheap TV-L1, no Dask for the import.")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--cpu", action="store_true",
+                        help="The 2-core CPU recipe: casia-b-sil-090-cpu.yaml, its TV-L1 settings, 3 student seeds.")
+    preset.add_argument("--quick", action="store_true",
+                        help="CPU smoke settings: the smoke config, cheap TV-L1, no Dask for the import.")
+    p.add_argument("--publish", type=Path, default=None,
+                   help="Also write the results (with command, machine, versions) to this .md/.json stem, "
+                        "e.g. benchmarks/results/casia-b-sil-090-cpu.")
     p.add_argument("--no-tensorrt", action="store_true", help="Skip the TensorRT export even if available.")
     args = p.parse_args(argv)
+    args.variants = args.variants or ("3d" if args.cpu else "3d,gaitset")
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         p.error(f"--variants: unknown {unknown}; known {sorted(VARIANTS)}")
+    args.seeds = _int_list(p, "--seeds", args.seeds or ("0,1,2" if args.cpu else "0"))
+    args.master_seeds = _int_list(p, "--master-seeds", args.master_seeds)
+    args.command = "python -m benchmarks.casia_b_sil_090 " + " ".join(sys.argv[1:] if argv is None else argv)
     return args
+
+
+def _int_list(p: argparse.ArgumentParser, name: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"{name} {text!r}: not a comma-separated list of integers")
+    if not values or len(set(values)) != len(values):
+        p.error(f"{name} {text!r}: give one or more distinct integers")
+    return values
 
 
 def resolve(args: argparse.Namespace) -> tuple[str, Path, tuple[str, ...]]:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cheap = (args.quick or args.cpu) and device == "cpu"
     if args.flow_backend == "auto":
-        args.flow_backend = "opencv" if args.quick and device == "cpu" else "torch"
-    config = args.config or (SMOKE_CONFIG if args.quick else GPU_CONFIG)
-    tvl1 = (QUICK_TVL1 if args.quick else ()) + tuple(args.tvl1)
+        args.flow_backend = "opencv" if cheap else "torch"
+    config = args.config or (SMOKE_CONFIG if args.quick else CPU_CONFIG if args.cpu else GPU_CONFIG)
+    tvl1 = (QUICK_TVL1 if args.quick else CPU_TVL1 if args.cpu else ()) + tuple(args.tvl1)
     if args.quick and args.workers is None:
         args.workers = 0
     if args.quick and args.gaitset_steps is None:
@@ -431,7 +601,11 @@ def resolve(args: argparse.Namespace) -> tuple[str, Path, tuple[str, ...]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
+    import torch
+
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device, config, tvl1 = resolve(args)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -450,23 +624,51 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         raise
 
 
-def run_chain(args: argparse.Namespace, chain: Chain, store: Path, split: Path, subjects: set[str] | None,
-              device: str, config: Path, tvl1: tuple[str, ...]) -> dict[str, Path]:
-    out = chain.out
+def prepare_store(args: argparse.Namespace, chain: Chain, store: Path, subjects: set[str] | None) -> None:
+    """Import or unpack once; a rerun finds the store and lets extract-frames resume it."""
     if args.source:
         chain.timed("import", lambda: import_pickles(args.source.resolve(), store, subjects, args.workers))
-    else:
+    elif not (store / "manifest.parquet").is_file():
         chain.timed("unpack", lambda: unpack_store(args.store.resolve(), store, subjects))
+
+
+def run_chain(args: argparse.Namespace, chain: Chain, store: Path, split: Path, subjects: set[str] | None,
+              device: str, config: Path, tvl1: tuple[str, ...]) -> dict[str, Path]:
+    import torch
+
+    chain.load_stages()
+    prepare_store(args, chain, store, subjects)
     chain.timed("flow", lambda: compute_flow(store, device, args.flow_backend, tvl1, args.workers))
     chain.timed("split", lambda: build_split(store, split))
     sets = training_overrides(store, split, device, args.steps_scale, args.epochs, config)
-    train_all(chain, config, sets, args.variants.split(","), split, args.gaitset_steps)
+    specs = plan_runs(config, sets, args.variants.split(","), chain.out / "runs", args.seeds, args.master_seeds,
+                      args.gaitset_steps)
+    train_all(chain, specs, split)
     export_best(chain, tensorrt_available(device) and not args.no_tensorrt)
     settings = {"device": device, "config": str(config), "subjects": args.subjects or "all",
-                "tvl1": list(tvl1), "flow_backend": args.flow_backend, "gaitset_steps": args.gaitset_steps, "steps_scale": args.steps_scale, "epochs": args.epochs,
-                "torch_device_name": _device_name(device)}
+                "tvl1": list(tvl1), "flow_backend": args.flow_backend, "gaitset_steps": args.gaitset_steps,
+                "steps_scale": args.steps_scale, "epochs": args.epochs, "seeds": args.seeds,
+                "master_seeds": args.master_seeds, "torch_device_name": _device_name(device),
+                "command": args.command,
+                **machine_facts(torch.get_num_threads())}
     header = f"# GaitCopy on CASIA-B silhouettes, view 090 ({settings['torch_device_name']})"
-    return write_results(chain, header, settings)
+    paths = write_results(chain, header, settings)
+    if args.publish:
+        paths.update(publish(paths, args.publish, settings))
+    return paths
+
+
+def publish(paths: dict[str, Path], stem: Path, settings: dict[str, Any]) -> dict[str, Path]:
+    """Copy the results next to the facts that produced them, for the README to quote."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    facts = ["", "| fact | value |", "|---|---|"]
+    facts += [f"| {key} | {settings[key]} |" for key in ("command", "date", "cpu", "cores", "torch_threads",
+                                                          "python", "torch", "numpy", "opencv", "config", "tvl1")]
+    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    md.write_text(paths["md"].read_text() + "\n".join(facts) + "\n")
+    shutil.copyfile(paths["json"], js)
+    print(f"published {md} and {js}", flush=True)
+    return {"published_md": md, "published_json": js}
 
 
 def _device_name(device: str) -> str:

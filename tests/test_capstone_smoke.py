@@ -66,17 +66,18 @@ def test_every_stage_ran_and_results_are_valid(chain):
     summary = json.loads(paths["json"].read_text())
     stages = summary["stages_s"]
     expected = {"import", "flow", "split", "master", "export-onnx"}
-    expected |= {f"student-{v}-{c}" for v in ("3d", "gaitset") for c in ("copy", "nocopy")}
-    expected |= {f"eval-{r}" for r in ["master"] + [f"student-{v}-{c}" for v in ("3d", "gaitset")
-                                                     for c in ("copy", "nocopy")]}
+    students = [f"student-{v}-{c}-s0" for v in ("3d", "gaitset") for c in ("copy", "nocopy")]
+    expected |= set(students) | {f"eval-{r}" for r in ["master", *students]}
     assert expected <= set(stages), expected - set(stages)
     assert all(seconds > 0 for seconds in stages.values())
     rows = pd.read_csv(paths["csv"])
-    assert list(rows["run"]) == ["master", "student-3d-copy", "student-3d-nocopy",
-                                 "student-gaitset-copy", "student-gaitset-nocopy"]
+    assert list(rows["run"]) == ["master", *students]
     for probe_set in ("NM", "BG", "CL"):
-        assert rows[probe_set].between(0, 100).all(), rows[probe_set]
-        assert rows[probe_set].notna().all()
+        for rule in ("sequence-mean", "clip-knn"):
+            column = f"{probe_set} {rule}"
+            assert rows[column].between(0, 100).all() and rows[column].notna().all(), rows[column]
+        # every probe counted, short sequences included: 2 test subjects x 2 walks
+        assert (rows[f"n_{probe_set}"] == 4).all()
     assert (rows["parameters"] > 1000).all()
     gaitset = rows[rows["variant"] == "gaitset"]["parameters"]
     assert (gaitset > 500_000).all()  # the real GaitSet trunk, not the tiny smoke 3D-CNN
@@ -85,7 +86,8 @@ def test_every_stage_ran_and_results_are_valid(chain):
         assert (run / "eval" / "summary.csv").is_file()
         assert json.loads((run / "run.json").read_text())["finished"] is True
     markdown = paths["md"].read_text()
-    assert "| master |" in markdown and "student-gaitset-copy" in markdown
+    assert "| master |" in markdown and "student-gaitset-copy-s0" in markdown
+    assert "3D student, copy" in markdown  # the mean ± std table per model
 
 
 def test_best_student_exported_with_passed_parity(chain):
@@ -98,8 +100,23 @@ def test_best_student_exported_with_passed_parity(chain):
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["parity"]["passed"]
     rows = pd.read_csv(paths["csv"]).set_index("run")
-    best = rows.loc[[r for r in rows.index if r != "master"], ["NM", "BG", "CL"]].sum(axis=1).idxmax()
+    columns = [f"{p} clip-knn" for p in ("NM", "BG", "CL")]
+    best = rows.loc[[r for r in rows.index if r != "master"], columns].sum(axis=1).idxmax()
     assert onnx[0]["run"] == best
+
+
+def test_rerun_resumes_and_keeps_finished_runs(chain, capsys):
+    """A second call on the same --out trains nothing again and reports the same numbers."""
+    from benchmarks.casia_b_sil_090 import main
+
+    out, paths = chain
+    before = pd.read_csv(paths["csv"])
+    again = main(["--source", str(DATA), "--out", str(out), "--subjects", "001-003,075-076", "--quick",
+                  "--device", "cpu", "--gaitset-steps", "1"])
+    printed = capsys.readouterr().out
+    assert "master: finished earlier, kept" in printed
+    pd.testing.assert_frame_equal(pd.read_csv(again["csv"]).drop(columns=["train_s", "eval_s"]),
+                                  before.drop(columns=["train_s", "eval_s"]))
 
 
 def test_bad_subjects_option_is_a_clear_error():

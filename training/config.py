@@ -98,6 +98,8 @@ class LossConfig:
     copy_extra: dict[str, float] = field(default_factory=dict)
     #: Temperature of the contrastive copy term.
     copy_temperature: float = 0.1
+    #: Copy the master's signatures minus their mean (re-normalised): training.signatures.
+    copy_centre: bool = False
     copy_delta: float = 0.5
     copy_weight: float = 1.0
     copy_triplet_weight: float = 0.0

@@ -171,6 +171,8 @@ class ZarrClips(Dataset):
         seq = self.sequence(self.seq_ids[i])
         t, length = int(self.starts[i]), int(self.lengths[i])
         if length < self.clip_len:
+            if len(seq) == 0:  # a one-frame walk has no flow field: no motion seen, zero flow
+                return np.zeros((self.clip_len, *seq.shape[1:]), seq.dtype), i, int(self.labels[i])
             frames = np.minimum(t + np.arange(self.clip_len) % length, len(seq) - 1)
             return np.ascontiguousarray(seq[frames]), i, int(self.labels[i])
         clip = seq[t:t + self.clip_len]

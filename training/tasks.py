@@ -121,7 +121,7 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
             return losses(outputs, labels=raw.label)
     else:
         n_classes = 0
-        table = SignatureTable(master.path, clips, ctx.device)
+        table = SignatureTable(master.path, clips, ctx.device, centre=cfg.loss.copy_centre)
         losses = LossSet({cfg.loss.copy: cfg.loss.copy_weight, **cfg.loss.copy_extra,
                           "triplet": cfg.loss.copy_triplet_weight},
                          margin=cfg.loss.copy_triplet_margin, mining=cfg.loss.triplet_mining,
