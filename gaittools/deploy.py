@@ -23,7 +23,10 @@ silently be searched with another. A bundle is a directory that carries both::
     input   {name, layout "NCTHW", shape [batch|null, C, T, S, S], dtype "float32",
              batch "dynamic" | N, modality "gray" (C=1) | "flow" (C=2, a master)}
     output  {name "signature", dim d, l2_normalised true, dtype "float32"}
-    clip    {length T, step, crop_size S, crop_mode "person"|"frame", working_height}
+    clip    {length T, step, crop_size S, input_size, crop_mode "person"|"frame", working_height}
+            (crop_size: the stored crops' side, which enroll/identify crop to; input_size: the
+            network's side, reached by ``gaittools.net_input.fit_to_input``, as in training;
+            absent in older bundles, which took crop_size as the network's side)
     normalisation {scale 1/255, offset -0.5, formula "x / 255 - 0.5"}   (gray; a flow master:
                   {scale flow_scale, offset 0, formula "flow_px * flow_scale"})
     model   {name, role "student"|"master", options, parameters}
@@ -31,7 +34,7 @@ silently be searched with another. A bundle is a directory that carries both::
     parity  {clips, clips_source, min_cosine, mean_cosine, max_abs_diff, bound, passed, device}
     created, exporter {torch, onnx, onnxruntime, torch_tensorrt}
 
-The exported graph maps a float32 (N, C, T, S, S) clip batch, already scaled by the
+The exported graph maps a float32 (N, C, T, I, I) clip batch (I = input_size), already scaled by the
 normalisation, to (N, d) float32 *L2-normalised* signatures: normalising inside the graph means
 every backend returns directly comparable vectors and no consumer can forget it.
 :class:`SignatureModel` hides all of that behind ``model(uint8 clips (N, T, S, S))`` (a
@@ -50,12 +53,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gaittools.net_input import NORMALISATION, fit_to_input, normalise_gray
+
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "gaitcopy-signature-bundle"
 BUNDLE_VERSION = 1
 FORMATS = ("onnx", "exported-program", "tensorrt")
 MODEL_FILES = {"onnx": "model.onnx", "exported-program": "model.pt2", "tensorrt": "model.trt.ep"}
-NORMALISATION = {"scale": 1.0 / 255.0, "offset": -0.5, "formula": "x / 255 - 0.5"}
 
 INSTALL_TENSORRT = (
     "TensorRT export/inference needs torch-tensorrt and a CUDA build of torch with a GPU: "
@@ -95,6 +99,11 @@ class Bundle:
     @property
     def crop_size(self) -> int:
         return int(self.meta["clip"]["crop_size"])
+
+    @property
+    def input_size(self) -> int:
+        """The network's input side (older bundles: the crop size)."""
+        return int(self.meta["clip"].get("input_size") or self.crop_size)
 
     @property
     def crop_mode(self) -> str:
@@ -175,18 +184,22 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     return bundle
 
 
-def normalise_clips(clips: np.ndarray, normalisation: dict[str, Any] | None = None) -> np.ndarray:
-    """Raw clips -> float32 network input, as in training.
+def normalise_clips(clips: np.ndarray, normalisation: dict[str, Any] | None = None,
+                    input_size: int | None = None) -> np.ndarray:
+    """Raw clips -> float32 network input, exactly as training's evaluation path makes it.
 
-    gray uint8 (N, T, S, S) -> (N, 1, T, S, S) scaled x/255 - 0.5; flow (N, T, 2, S, S) in crop
-    pixels -> (N, 2, T, S, S) times the bundle's flow scale.
+    gray uint8 (N, T, S, S) -> (N, 1, T, I, I) scaled x/255 - 0.5; flow (N, T, 2, S, S) in crop
+    pixels -> (N, 2, T, I, I) times the bundle's flow scale. I = ``input_size`` (default S),
+    reached by ``fit_to_input`` (the rule shared with training).
     """
     norm = normalisation or NORMALISATION
-    scale, offset = np.float32(norm["scale"]), np.float32(norm["offset"])
+    size = input_size or clips.shape[-1]
     if clips.ndim == 4:
-        return (clips.astype(np.float32) * scale + offset)[:, None]
+        return normalise_gray(fit_to_input(clips, size), norm)[:, None]
     if clips.ndim == 5 and clips.shape[2] == 2:
-        return np.ascontiguousarray(clips.astype(np.float32).transpose(0, 2, 1, 3, 4)) * scale + offset
+        scale, offset = np.float32(norm["scale"]), np.float32(norm["offset"])
+        fitted = np.asarray(fit_to_input(clips, size, flow=True), np.float32)
+        return np.ascontiguousarray(fitted.transpose(0, 2, 1, 3, 4)) * scale + offset
     raise ValueError(f"clips must be gray (N, T, S, S) or flow (N, T, 2, S, S), got shape {clips.shape}")
 
 
@@ -217,6 +230,10 @@ class SignatureModel:
         return self.bundle.crop_size
 
     @property
+    def input_size(self) -> int:
+        return self.bundle.input_size
+
+    @property
     def fingerprint(self) -> str:
         return self.bundle.fingerprint
 
@@ -239,7 +256,8 @@ class SignatureModel:
             return np.zeros((0, self.dim), np.float32)
         out = []
         for begin in range(0, len(clips), self.batch_size):
-            chunk = normalise_clips(clips[begin:begin + self.batch_size], self.bundle.meta.get("normalisation"))
+            chunk = normalise_clips(clips[begin:begin + self.batch_size], self.bundle.meta.get("normalisation"),
+                                    self.bundle.input_size)
             n = len(chunk)
             if self.bundle.fixed_batch and n < self.bundle.fixed_batch:
                 pad = np.zeros((self.bundle.fixed_batch - n, *chunk.shape[1:]), np.float32)

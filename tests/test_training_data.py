@@ -134,8 +134,10 @@ def test_shift_and_zoom_move_content_and_scale_flow():
     flow = torch.ones(1, 2, 2, 60, 60, dtype=torch.float16)
     zoomed = augment(flow, AugmentParams(torch.tensor([False]), torch.zeros(1, 2), torch.tensor([1.04])), 60, 1.0)
     assert abs(zoomed[0, 0, 0, 30, 30].item() - 1.04) < 1e-4  # displacements grow with the image
-    resized = augment(flow, AugmentParams.identity(1), 30, 1.0)
-    assert resized.shape[-1] == 30 and abs(resized[0, 1, 0, 15, 15].item() - 0.5) < 1e-4
+    cut = augment(flow, AugmentParams.identity(1), 30, 1.0)  # a centre cut keeps the pixel scale
+    assert cut.shape[-1] == 30 and abs(cut[0, 1, 0, 15, 15].item() - 1.0) < 1e-4
+    enlarged = augment(flow, AugmentParams.identity(1), 90, 1.0)  # a resize scales displacements
+    assert enlarged.shape[-1] == 90 and abs(enlarged[0, 1, 0, 45, 45].item() - 1.5) < 1e-4
     params = AugmentParams.draw(64, seed=3, step=9, shift_px=5, zoom=0.04, flip=True, input_size=60)
     assert params.shift.abs().max() <= 5 and (params.zoom - 1).abs().max() <= 0.04
     assert 10 < params.flip.sum() < 54

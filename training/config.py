@@ -45,7 +45,9 @@ class DataConfig:
     train_roles: list[str] = field(default_factory=lambda: ["train"])
     clip_len: int = 25
     step: int = 5
-    #: Side of the square network input; None = the store's crop size S.
+    #: Side of the square network input; None = the store's crop size S. Smaller: the centre
+    #: cut of the S x S crops; larger: a bilinear resize (``gaittools.net_input``, the rule
+    #: that deployment applies too).
     input_size: int | None = None
     P: int = 8
     K: int = 4

@@ -1,7 +1,8 @@
 """``train-copy export``: a run's model -> a deployment bundle (TensorRT, ONNX or torch.export).
 
-What is exported: only the signature. The graph maps float32 clips (N, 1, T, S, S), already
-scaled x/255 - 0.5, to (N, d) float32 L2-normalised signatures (``SignatureNet``): logits are a
+What is exported: only the signature. The graph maps float32 clips (N, 1, T, I, I), already
+fitted to the run's input size I and scaled x/255 - 0.5 (``gaittools.net_input``, which
+training applies too), to (N, d) float32 L2-normalised signatures (``SignatureNet``): logits are a
 training device, and normalising inside the graph means no deployment can forget it. With
 ``--fp16`` the weights and arithmetic are half precision but the graph casts at its edges, so
 every bundle has the same float32 interface.
@@ -171,7 +172,7 @@ EXPORTERS: dict[str, Callable[..., str]] = {
 # ---------------------------------------------------------------------------- parity
 def parity(eager: nn.Module, model: deploy.SignatureModel, clips: np.ndarray, device: str) -> dict[str, Any]:
     """Cosine similarity of exported vs eager fp32 signatures on the same raw clips."""
-    reference = eager_signatures(eager, clips, device, model.bundle.meta["normalisation"])
+    reference = eager_signatures(eager, clips, device, model.bundle.meta["normalisation"], model.input_size)
     exported = model(clips)
     cos = np.sum(reference * exported, axis=1) / (
         np.linalg.norm(reference, axis=1) * np.linalg.norm(exported, axis=1) + 1e-12)
@@ -180,13 +181,15 @@ def parity(eager: nn.Module, model: deploy.SignatureModel, clips: np.ndarray, de
 
 
 def eager_signatures(eager: nn.Module, clips: np.ndarray, device: str,
-                     normalisation: dict[str, Any] | None = None, batch: int = 32) -> np.ndarray:
-    """Unit signatures of the eager model: the reference every export must match."""
+                     normalisation: dict[str, Any] | None = None, input_size: int | None = None,
+                     batch: int = 32) -> np.ndarray:
+    """Unit signatures of the eager model on raw clips: the reference every export must match."""
     net = SignatureNet(eager).eval().to(device)
     out = []
     with torch.inference_mode():
         for begin in range(0, len(clips), batch):
-            x = torch.from_numpy(deploy.normalise_clips(clips[begin:begin + batch], normalisation)).to(device)
+            x = deploy.normalise_clips(clips[begin:begin + batch], normalisation, input_size)
+            x = torch.from_numpy(x).to(device)
             out.append(net(x).cpu().numpy())
     return np.concatenate(out)
 
@@ -213,8 +216,8 @@ def export_bundle(
 ) -> Bundle:
     """Export ``model`` (eval mode, any device) as a bundle at ``out_dir``; check parity.
 
-    ``clip`` = {length, step, crop_size, crop_mode, working_height}. ``clips`` are the raw
-    parity clips: uint8 gray (N, T, S, S), or flow (N, T, 2, S, S) in crop pixels for a
+    ``clip`` = {length, step, crop_size S, input_size (default S), crop_mode, working_height}.
+    ``clips`` are the raw parity clips: uint8 gray (N, T, S, S), or flow (N, T, 2, S, S) in crop pixels for a
     2-channel master (``flow_scale`` = the training data path's multiplier). Returns the
     checked bundle; raises ``ExportError`` (leaving ``<out_dir>.failed/``) when parity fails.
     The bundle is built in a staging directory and swapped in whole.
@@ -250,7 +253,7 @@ def _export_into(stage: Path, model: nn.Module, fmt: str, model_name: str, role:
                  device: str, source: dict[str, Any] | None, opset: int, flow_scale: float) -> dict[str, Any]:
     """Write the model file into ``stage``; returns its description (status 'pending')."""
     net = SignatureNet(_copy_of(model), torch.float16 if fp16 else torch.float32).eval().to(device)
-    t, size = int(clip["length"]), int(clip["crop_size"])
+    t, size = int(clip["length"]), _input_size(clip)
     channels = int(getattr(model, "in_channels", 1))
     example = _example(batch or 2, channels, t, size, device)
     model_file = stage / MODEL_FILES[fmt]
@@ -310,7 +313,7 @@ def _copy_of(model: nn.Module) -> nn.Module:
 def _meta(fmt: str, model_file: Path, model: nn.Module, model_name: str, role: str,
           options: dict[str, Any] | None, clip: dict[str, Any], fp16: bool, batch: int | None,
           source: dict[str, Any] | None, exporter: str, seconds: float) -> dict[str, Any]:
-    t, size = int(clip["length"]), int(clip["crop_size"])
+    t, size = int(clip["length"]), _input_size(clip)
     dim = int(getattr(model, "embedding_dim", 0)) or _probe_dim(model, t, size)
     return {
         "bundle_format": BUNDLE_FORMAT,
@@ -326,8 +329,8 @@ def _meta(fmt: str, model_file: Path, model: nn.Module, model_name: str, role: s
                   "dtype": "float32", "modality": "gray", "batch": "dynamic" if batch is None else batch,
                   "max_batch": MAX_DYNAMIC_BATCH if batch is None else batch},
         "output": {"name": "signature", "dim": dim, "l2_normalised": True, "dtype": "float32"},
-        "clip": {"length": t, "step": int(clip["step"]), "crop_size": size,
-                 "crop_mode": clip.get("crop_mode", "person"), "working_height": clip.get("working_height")},
+        "clip": {"length": t, "step": int(clip["step"]), "crop_size": int(clip["crop_size"]),
+                 "input_size": size, "crop_mode": clip.get("crop_mode", "person"), "working_height": clip.get("working_height")},
         "normalisation": dict(NORMALISATION),
         "model": {"name": model_name, "role": role, "options": options or {},
                   "parameters": count_parameters(model)},
@@ -335,6 +338,11 @@ def _meta(fmt: str, model_file: Path, model: nn.Module, model_name: str, role: s
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "exporter": {"tool": exporter, "seconds": round(seconds, 2), **_versions()},
     }
+
+
+def _input_size(clip: dict[str, Any]) -> int:
+    """The network's input side: ``clip["input_size"]``, else the crop size."""
+    return int(clip.get("input_size") or clip["crop_size"])
 
 
 def _probe_dim(model: nn.Module, t: int, size: int) -> int:
@@ -393,15 +401,16 @@ def model_from_run(run_path: str | os.PathLike[str], which: str | None = None) -
     details = {"role": saved.get("role", role), "model_name": saved.get("model", "?"),
                "options": saved.get("model_options", {}), "run": str(run.path.resolve()),
                "checkpoint": str(run.path / "model.pt"), "steps": info.get("steps"),
-               "input_size": saved.get("input_size"), "config": cfg}
+               "input_size": saved.get("input_size"), "crop_size": saved.get("crop_size"), "config": cfg}
     return model.eval(), details
 
 
-def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = None) -> dict[str, Any]:
-    """Clip geometry for the bundle: the run's clip length/step and input size, the store's
-    crop recipe (crop mode, working height) that inference must repeat."""
+def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = None,
+                  crop_size: int | None = None) -> dict[str, Any]:
+    """Clip geometry for the bundle: the run's clip length/step and network input size, the
+    store's crop recipe (crop size, crop mode, working height) that inference must repeat.
+    ``crop_size`` (the checkpoint's record of it) is used when the store is gone."""
     extract: dict[str, Any] = {}
-    size = input_size or cfg.data.input_size
     if store_path and Path(store_path).exists():
         from gaittools.store import Store
 
@@ -409,10 +418,11 @@ def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = Non
         seq_ids = store.seq_ids()
         if seq_ids:
             extract = store.attrs_of(seq_ids[0]).get("extract", {}) or {}
-            if size is None and "gray" in store.arrays_of(seq_ids[0]):
-                size = int(store.group(seq_ids[0])["gray"].shape[-1])
-    return {"length": cfg.data.clip_len, "step": cfg.data.step,
-            "crop_size": int(size or extract.get("crop_size") or 64),
+            if "gray" in store.arrays_of(seq_ids[0]):
+                crop_size = int(store.group(seq_ids[0])["gray"].shape[-1])
+    size = int(crop_size or extract.get("crop_size") or input_size or cfg.data.input_size or 64)
+    return {"length": cfg.data.clip_len, "step": cfg.data.step, "crop_size": size,
+            "input_size": int(input_size or cfg.data.input_size or size),
             "crop_mode": extract.get("crop_mode", "person"),
             "working_height": extract.get("working_height")}
 
@@ -460,19 +470,7 @@ def _store_clips(store_path: str, split: str, t: int, size: int, n: int, modalit
     clips = [seq[i] for i in range(n) for seq in per_sequence if i < len(seq)][:n]  # round robin
     if not clips:
         return np.zeros((0, t, size, size), np.uint8)
-    if clips[0].shape[-1] != size:  # the network input differs from the store's crops
-        clips = [_resize_clip(c, size) for c in clips]
     return np.stack([c.astype(np.float32) if modality == "flow" else c for c in clips])
-
-
-def _resize_clip(clip: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if clip.ndim == 3:
-        return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in clip])
-    factor = size / clip.shape[-1]  # flow: displacements scale with the image
-    return np.stack([[cv2.resize(c.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) * factor
-                      for c in f] for f in clip])
 
 
 def _parse_batch(value: str) -> int | None:
@@ -519,7 +517,7 @@ def export(run: Path, fmt: str, fp16: bool, batch: str, which: str | None, out: 
         model, details = model_from_run(run, which)
         cfg = details.pop("config")
         modality = "flow" if getattr(model, "in_channels", 1) == 2 else "gray"
-        clip = clip_settings(cfg, cfg.data.store, details.get("input_size"))
+        clip = clip_settings(cfg, cfg.data.store, details.get("input_size"), details.get("crop_size"))
         clips, clips_source = parity_clips(cfg, clip, n_clips, modality=modality)
         target = out or default_bundle_dir(run, details["role"], fmt, fp16, batch_size)
         bundle = export_bundle(
