@@ -50,6 +50,9 @@ from torch.nn import functional as F
 
 from gaittools import deploy
 from gaittools.deploy import BUNDLE_FORMAT, BUNDLE_VERSION, MODEL_FILES, NORMALISATION, Bundle
+from training.model_build import model_from_run
+from training.models import count_parameters
+from training.runs import RunError
 
 FP32_BOUND = 0.999
 #: fp16 weights/activations (fp32 I/O). Measured on CPU (ONNX Runtime and torch.export,
@@ -86,10 +89,6 @@ def weights_fingerprint(model: nn.Module) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # ---------------------------------------------------------------------------- exporters
@@ -372,39 +371,6 @@ def _swap_in(stage: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------- runs
-def model_from_run(run_path: str | os.PathLike[str], which: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """A finished run's model (``which`` = student | master; default: the run's own role).
-
-    Rebuilt by ``training.tasks.load_run_model`` from ``RUN/model.pt``; a student run reaches
-    its master through ``run.json``'s ``master_run``. The classifier head is dropped: only the
-    embedding is exported, and the parameter count and fingerprint are those of what ships.
-    """
-    from training.runs import RunDir, RunError
-    from training.tasks import load_run_model
-
-    run = RunDir(run_path)
-    try:
-        cfg = run.config()
-        info = run.info() if (run.path / "run.json").is_file() else {}
-        role = info.get("role", "student")
-        if which is not None and which != role:
-            linked = info.get(f"{which}_run")
-            if not linked:
-                raise ExportError(f"{run.path}: is a {role} run and names no {which}_run in run.json")
-            return model_from_run(linked, which)
-        model, saved = load_run_model(run.path)
-    except RunError as exc:
-        raise ExportError(f"{exc}; train the run first") from None
-    if getattr(model, "classifier", None) is not None:
-        model.classifier = None
-    details = {"role": saved.get("role", role), "model_name": saved.get("model", "?"),
-               "options": saved.get("model_options", {}), "run": str(run.path.resolve()),
-               "checkpoint": str(run.path / "model.pt"), "steps": info.get("steps"),
-               "input_size": saved.get("input_size"), "crop_size": saved.get("crop_size"), "config": cfg}
-    return model.eval(), details
-
-
 def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = None,
                   crop_size: int | None = None) -> dict[str, Any]:
     """Clip geometry for the bundle: the run's clip length/step and network input size, the
@@ -514,7 +480,10 @@ def export(run: Path, fmt: str, fp16: bool, batch: str, which: str | None, out: 
     try:
         if fmt == "tensorrt":
             import_tensorrt()
-        model, details = model_from_run(run, which)
+        try:
+            model, details = model_from_run(run, which)
+        except RunError as exc:
+            raise ExportError(f"{exc}; train the run first") from None
         cfg = details.pop("config")
         modality = "flow" if getattr(model, "in_channels", 1) == 2 else "gray"
         clip = clip_settings(cfg, cfg.data.store, details.get("input_size"), details.get("crop_size"))
