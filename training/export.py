@@ -11,7 +11,8 @@ every bundle has the same float32 interface.
 times the run's ``flow_scale``; parity on the store's flow clips): useful for benchmarks and
 evaluation, refused by ``gaittools identify``, which is flow-free.
 
-Formats (file inside the bundle; loaders in ``gaittools.deploy``, which needs no training code):
+Formats (file inside the bundle, described by ``gaittools.bundle``, which owns the format;
+loaders in ``gaittools.deploy``, which needs no training code):
 
 - ``onnx`` (``model.onnx``): torch.onnx's dynamo exporter (onnxscript), falling back to the
   TorchScript exporter if it fails; batch dimension dynamic (or fixed with ``--batch N``).
@@ -38,7 +39,6 @@ import hashlib
 import os
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gaittools import deploy
-from gaittools.deploy import BUNDLE_FORMAT, BUNDLE_VERSION, MODEL_FILES, NORMALISATION, Bundle
+from gaittools.bundle import BUNDLE_FILE, MODEL_FILES, Bundle, describe, read_bundle, write_bundle_meta
 from training.model_build import model_from_run
 from training.models import count_parameters
 from training.runs import RunError
@@ -242,9 +242,9 @@ def export_bundle(
     if not meta["parity"]["passed"]:
         _keep_failed(stage, out_dir, meta)
     meta["status"] = "ok"
-    deploy.write_bundle_meta(stage, meta)
+    write_bundle_meta(stage, meta)
     _swap_in(stage, out_dir)
-    return deploy.read_bundle(out_dir)
+    return read_bundle(out_dir)
 
 
 def _export_into(stage: Path, model: nn.Module, fmt: str, model_name: str, role: str,
@@ -265,11 +265,8 @@ def _export_into(stage: Path, model: nn.Module, fmt: str, model_name: str, role:
     except Exception as exc:  # noqa: BLE001 - one clear message for any exporter failure
         raise ExportError(f"{fmt} export of {model_name} failed: {type(exc).__name__}: {exc}") from exc
     meta = _meta(fmt, model_file, model, model_name, role, options, clip, fp16, batch, source, exporter,
-                 time.perf_counter() - started)
-    if channels == 2:
-        meta["input"].update(modality="flow", shape=[batch, 2, t, size, size])
-        meta["normalisation"] = {"scale": flow_scale, "offset": 0.0, "formula": f"flow_px * {flow_scale}"}
-    deploy.write_bundle_meta(stage, meta)
+                 time.perf_counter() - started, flow_scale)
+    write_bundle_meta(stage, meta)
     return meta
 
 
@@ -296,7 +293,7 @@ def _keep_failed(stage: Path, out_dir: Path, meta: dict[str, Any]) -> None:
     """Delete the model, keep its description as ``<out_dir>.failed``, raise."""
     meta["status"] = "failed"
     (stage / meta["model_file"]).unlink(missing_ok=True)
-    deploy.write_bundle_meta(stage, meta)
+    write_bundle_meta(stage, meta)
     failed = out_dir.with_name(f"{out_dir.name}.failed")
     shutil.rmtree(failed, ignore_errors=True)
     os.replace(stage, failed)
@@ -311,32 +308,17 @@ def _copy_of(model: nn.Module) -> nn.Module:
 
 def _meta(fmt: str, model_file: Path, model: nn.Module, model_name: str, role: str,
           options: dict[str, Any] | None, clip: dict[str, Any], fp16: bool, batch: int | None,
-          source: dict[str, Any] | None, exporter: str, seconds: float) -> dict[str, Any]:
+          source: dict[str, Any] | None, exporter: str, seconds: float, flow_scale: float) -> dict[str, Any]:
     t, size = int(clip["length"]), _input_size(clip)
-    dim = int(getattr(model, "embedding_dim", 0)) or _probe_dim(model, t, size)
-    return {
-        "bundle_format": BUNDLE_FORMAT,
-        "bundle_version": BUNDLE_VERSION,
-        "status": "pending",
-        "format": fmt,
-        "model_file": model_file.name,
-        "file_size": model_file.stat().st_size,
-        "sha256": deploy.sha256_of(model_file),
-        "weights_fingerprint": weights_fingerprint(model),
-        "precision": "fp16" if fp16 else "fp32",
-        "input": {"name": "clips", "layout": "NCTHW", "shape": [batch, 1, t, size, size],
-                  "dtype": "float32", "modality": "gray", "batch": "dynamic" if batch is None else batch,
-                  "max_batch": MAX_DYNAMIC_BATCH if batch is None else batch},
-        "output": {"name": "signature", "dim": dim, "l2_normalised": True, "dtype": "float32"},
-        "clip": {"length": t, "step": int(clip["step"]), "crop_size": int(clip["crop_size"]),
-                 "input_size": size, "crop_mode": clip.get("crop_mode", "person"), "working_height": clip.get("working_height")},
-        "normalisation": dict(NORMALISATION),
-        "model": {"name": model_name, "role": role, "options": options or {},
-                  "parameters": count_parameters(model)},
-        "source": source or {},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "exporter": {"tool": exporter, "seconds": round(seconds, 2), **_versions()},
-    }
+    channels = int(getattr(model, "in_channels", 1))
+    return describe(
+        fmt=fmt, model_file=model_file, weights_fingerprint=weights_fingerprint(model), fp16=fp16, batch=batch,
+        max_batch=MAX_DYNAMIC_BATCH, channels=channels,
+        dim=int(getattr(model, "embedding_dim", 0)) or _probe_dim(model, t, size), clip=clip,
+        model={"name": model_name, "role": role, "options": options or {}, "parameters": count_parameters(model)},
+        source=source or {}, exporter={"tool": exporter, "seconds": round(seconds, 2), **_versions()},
+        flow_scale=flow_scale,
+    )
 
 
 def _input_size(clip: dict[str, Any]) -> int:
@@ -500,4 +482,4 @@ def export(run: Path, fmt: str, fp16: bool, batch: str, which: str | None, out: 
     meta = bundle.meta
     click.echo(f"exported {meta['model']['name']} ({meta['model']['parameters']:,} parameters) as "
                f"{fmt} -> {bundle.model_path} ({meta['file_size'] / 1e6:.2f} MB); "
-               f"description {bundle.root / deploy.BUNDLE_FILE}")
+               f"description {bundle.root / BUNDLE_FILE}")
