@@ -35,7 +35,7 @@ from gaittools.manifest import refresh_manifest
 from gaittools.store import Store
 from pipelines.flow_io import (STAGE, FlowInputError, SeqPlan, SeqResult, SequenceInput, has_flow, plan,
                                read_input, record_failure, write_flow)
-from pipelines.progress import Progress, Summary
+from gaittools.progress import Meter, Progress, Summary
 
 __all__ = ["STAGE", "FlowInputError", "FlowRun", "SeqPlan", "SeqResult", "SequenceInput", "compute_flow",
            "has_flow", "parse_params", "plan", "read_input", "record_failure", "write_flow"]
@@ -121,28 +121,23 @@ class PairProgress(Progress):
     def __init__(self, name: str, total: int, total_pairs: int, stream: TextIO | None = None, interval: float = 2.0):
         super().__init__(name, total, unit="sequences", stream=stream, interval=interval)
         self.total_pairs = total_pairs
+        self.pairs = Meter(total_pairs)
+        self.summary.work_unit = "pairs"
 
     def line(self) -> str:
-        elapsed = max(self.elapsed, 1e-9)
-        pairs = self.summary.frames
-        rate = pairs / elapsed
-        eta = _clock((self.total_pairs - pairs) / rate) if rate > 0 else "?"
         failed = f"  ({len(self.summary.failed)} failed)" if self.summary.failed else ""
         return (
             f"[{self.name}] {len(self.summary.done) + len(self.summary.failed)}/{self.total} sequences  "
-            f"{pairs}/{self.total_pairs} pairs  {rate:.1f} pairs/s  ETA {eta}{failed}"
+            f"{self.summary.frames}/{self.total_pairs} pairs  {self.pairs.rate:.1f} pairs/s  "
+            f"ETA {self.pairs.eta()}{failed}"
         )
 
     def report(self, result: SeqResult) -> None:
+        self.pairs.update(self.pairs.amount + result.n_pairs)
         if result.ok:
             self.done(result.seq_id, frames=result.n_pairs)
         else:
             self.failed(result.seq_id, result.source, result.error)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(max(0.0, seconds)))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 @dataclass

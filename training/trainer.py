@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gaittools.progress import eta
 from training.config import Config, OptimConfig, TrainConfig
 from training.data import (AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
                            augment, crop_size, iterate_batches, make_loader)
@@ -230,10 +231,7 @@ def _summarise(window: list[dict[str, torch.Tensor]], step: int, opt: torch.opti
 
 
 def _eta(done: int, left: int, t0: float) -> str:
-    if done <= 0:
-        return "?"
-    seconds = (time.perf_counter() - t0) / done * left
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return eta(done, left, time.perf_counter() - t0)
 
 
 def _log(ctx: DeviceContext, message: str) -> None:
