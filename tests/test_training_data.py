@@ -45,8 +45,19 @@ def test_config_types_ranges_and_overrides(tmp_path):
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.train.steps == 7 and cfg.master.options == {"widths": [1, 2]}
     assert cfg.data.clip_len == 25 and cfg.data.step == 5  # the method's defaults
-    with pytest.raises(ConfigError, match="unknown key train.stepz"):
+    with pytest.raises(ConfigError, match=r"^--set train\.stepz: unknown key train.stepz") as info:
         config_from_dict({}, "x.yaml", ["train.stepz=7"])
+    assert "x.yaml" not in str(info.value)  # the typo is the override's, not the file's
+    with pytest.raises(ConfigError, match=r"^--set data\.P: data\.P must be an integer"):
+        config_from_dict({"data": {"P": 4}}, "x.yaml", ["data.P=eight"])
+    with pytest.raises(ConfigError, match=r"^x\.yaml: data\.K must be an integer"):
+        config_from_dict({"data": {"K": "four"}}, "x.yaml", ["data.P=8"])
+
+
+def test_retired_keys_still_load():
+    cfg = config_from_dict({"data": {"eval_batch": 32, "P": 4}, "eval": {"protocols": ["auto"], "k": 3}}, "old.yaml")
+    assert cfg.data.P == 4 and cfg.eval.k == 3
+    assert "eval_batch" not in cfg.to_dict()["data"] and "protocols" not in cfg.to_dict()["eval"]
 
 
 def test_shipped_configs_are_valid():
