@@ -29,7 +29,8 @@ from training.config import ModelConfig
 from training.data import (AugmentParams, PKBatchSampler, ResidentClips, ZarrClips, augment, crop_size,
                            iterate_batches, make_loader)
 from training.losses import LossSet
-from training.trainer import build_net, is_3d, model_modality
+from training.model_build import build_net, model_modality
+from training.trainer import is_3d
 
 TINY = [4, 8, 16, 16, 32, 32]
 

@@ -1,7 +1,9 @@
 """The ``gaittools`` command: a click group whose subcommands load lazily.
 
-Subcommands live in ``gaittools.commands.*`` and are imported only when invoked, so that
-``gaittools synth --help`` does not pay for importing torch or dask.
+Subcommands are imported only when invoked, so that ``gaittools synth --help`` does not pay
+for importing torch or dask. Those built on the library alone live in ``gaittools.commands``;
+those that drive Dask pipelines live in ``pipelines.commands`` and are named here as strings,
+never imported: the library stays below the layers that use it (``pipelines``, ``training``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from gaittools import __version__
 #: Subcommand name -> "module:attribute" of its click command, in pipeline order.
 COMMANDS: dict[str, str] = {
     "synth": "gaittools.commands.synth:synth",
-    "extract-frames": "gaittools.commands.extract:extract_frames",
-    "manifest": "gaittools.commands.extract:manifest",
+    "extract-frames": "pipelines.commands.extract:extract_frames",
+    "manifest": "pipelines.commands.extract:manifest",
     "flow": "gaittools.commands.flow:flow",
     "show-flow": "gaittools.commands.flow:show_flow",
-    "compute-flow": "gaittools.commands.compute_flow:compute_flow",
+    "compute-flow": "pipelines.commands.compute_flow:compute_flow",
     "build-split": "gaittools.commands.split:build_split",
     "enroll": "gaittools.commands.identify:enroll",
     "identify": "gaittools.commands.identify:identify",

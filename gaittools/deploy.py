@@ -1,37 +1,10 @@
 """Load an exported GaitCopy student (a *deployment bundle*) without the training code.
 
-Why a bundle: a bare ``model.onnx`` does not say how its input was made (clip length, crop
-size and mode, scaling) nor which weights made it, so a gallery enrolled with one model could
-silently be searched with another. A bundle is a directory that carries both::
+A bundle is a directory holding an exported network and ``bundle.json``, which says how its
+input is made and which weights made it; the format is defined, written and parsed by
+``gaittools.bundle``. This module runs the network (ONNX Runtime, torch.export, TensorRT).
 
-    <bundle>/
-      bundle.json          self-description (below); the file `--model` may also point at
-      model.onnx | model.pt2 | model.trt.ep    the exported network
-
-``bundle.json`` (``bundle_version`` 1)::
-
-    bundle_format   "gaitcopy-signature-bundle"
-    bundle_version  1
-    status          "ok" | "failed"      (a failed parity check leaves "failed": never loaded)
-    format          "onnx" | "exported-program" | "tensorrt"
-    model_file      file name inside the bundle
-    file_size, sha256                    of model_file (checked on load)
-    weights_fingerprint                  sha256 of the checkpoint's weights: the same for every
-                                         format exported from one checkpoint, so a gallery is
-                                         portable across ONNX / .pt2 / TensorRT of one model
-    precision       "fp32" | "fp16"      (fp16 casts inside the graph; I/O stay float32)
-    input   {name, layout "NCTHW", shape [batch|null, C, T, S, S], dtype "float32",
-             batch "dynamic" | N, modality "gray" (C=1) | "flow" (C=2, a master)}
-    output  {name "signature", dim d, l2_normalised true, dtype "float32"}
-    clip    {length T, step, crop_size S, crop_mode "person"|"frame", working_height}
-    normalisation {scale 1/255, offset -0.5, formula "x / 255 - 0.5"}   (gray; a flow master:
-                  {scale flow_scale, offset 0, formula "flow_px * flow_scale"})
-    model   {name, role "student"|"master", options, parameters}
-    source  {run, checkpoint, steps (training steps of the run)}
-    parity  {clips, clips_source, min_cosine, mean_cosine, max_abs_diff, bound, passed, device}
-    created, exporter {torch, onnx, onnxruntime, torch_tensorrt}
-
-The exported graph maps a float32 (N, C, T, S, S) clip batch, already scaled by the
+The exported graph maps a float32 (N, C, T, I, I) clip batch (I = input_size), already scaled by the
 normalisation, to (N, d) float32 *L2-normalised* signatures: normalising inside the graph means
 every backend returns directly comparable vectors and no consumer can forget it.
 :class:`SignatureModel` hides all of that behind ``model(uint8 clips (N, T, S, S))`` (a
@@ -41,21 +14,18 @@ benchmarks and evaluation only: ``gaittools identify`` is flow-free and refuses 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-BUNDLE_FILE = "bundle.json"
-BUNDLE_FORMAT = "gaitcopy-signature-bundle"
-BUNDLE_VERSION = 1
-FORMATS = ("onnx", "exported-program", "tensorrt")
-MODEL_FILES = {"onnx": "model.onnx", "exported-program": "model.pt2", "tensorrt": "model.trt.ep"}
-NORMALISATION = {"scale": 1.0 / 255.0, "offset": -0.5, "formula": "x / 255 - 0.5"}
+from gaittools.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, FORMATS, MODEL_FILES, Bundle,
+                              BundleError, read_bundle, sha256_of, write_bundle_meta)
+from gaittools.net_input import NORMALISATION, fit_to_input, normalise_gray
+
+__all__ = ["BUNDLE_FILE", "BUNDLE_FORMAT", "BUNDLE_VERSION", "FORMATS", "MODEL_FILES", "NORMALISATION", "Bundle",
+           "BundleError", "SignatureModel", "load_signature_model", "model_from_bundle", "normalise_clips",
+           "read_bundle", "sha256_of", "write_bundle_meta"]
 
 INSTALL_TENSORRT = (
     "TensorRT export/inference needs torch-tensorrt and a CUDA build of torch with a GPU: "
@@ -65,128 +35,22 @@ INSTALL_TENSORRT = (
 INSTALL_ONNXRUNTIME = "ONNX models need onnxruntime: `pip install gaittools[onnx]` (or onnxruntime-gpu)"
 
 
-class BundleError(ValueError):
-    """A bundle that cannot be used; the message names the path and the problem."""
+def normalise_clips(clips: np.ndarray, normalisation: dict[str, Any] | None = None,
+                    input_size: int | None = None) -> np.ndarray:
+    """Raw clips -> float32 network input, exactly as training's evaluation path makes it.
 
-
-@dataclass(frozen=True)
-class Bundle:
-    """A parsed ``bundle.json`` with its directory."""
-
-    root: Path
-    meta: dict[str, Any]
-
-    @property
-    def format(self) -> str:
-        return self.meta["format"]
-
-    @property
-    def model_path(self) -> Path:
-        return self.root / self.meta["model_file"]
-
-    @property
-    def clip_len(self) -> int:
-        return int(self.meta["clip"]["length"])
-
-    @property
-    def clip_step(self) -> int:
-        return int(self.meta["clip"]["step"])
-
-    @property
-    def crop_size(self) -> int:
-        return int(self.meta["clip"]["crop_size"])
-
-    @property
-    def crop_mode(self) -> str:
-        return str(self.meta["clip"].get("crop_mode", "person"))
-
-    @property
-    def working_height(self) -> int | None:
-        value = self.meta["clip"].get("working_height")
-        return int(value) if value else None
-
-    @property
-    def dim(self) -> int:
-        return int(self.meta["output"]["dim"])
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.meta["weights_fingerprint"])
-
-    @property
-    def modality(self) -> str:
-        return str(self.meta["input"].get("modality", "gray"))
-
-    @property
-    def fixed_batch(self) -> int | None:
-        batch = self.meta["input"].get("batch", "dynamic")
-        return None if batch == "dynamic" else int(batch)
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_bundle_meta(root: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
-    """Write ``bundle.json`` atomically (a crash never leaves a half-written description)."""
-    path = Path(root) / BUNDLE_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
-    """Parse and check a bundle given as its directory, its ``bundle.json`` or its model file."""
-    path = Path(path)
-    root = path if path.is_dir() else path.parent
-    meta_path = root / BUNDLE_FILE
-    if not meta_path.is_file():
-        raise BundleError(f"{path}: not a GaitCopy model bundle (no {BUNDLE_FILE}; "
-                          "make one with `train-copy export RUN`)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{meta_path}: unreadable bundle description ({exc})") from exc
-    if meta.get("bundle_format") != BUNDLE_FORMAT:
-        raise BundleError(f"{meta_path}: bundle_format is {meta.get('bundle_format')!r}, not {BUNDLE_FORMAT!r}")
-    if int(meta.get("bundle_version", -1)) > BUNDLE_VERSION:
-        raise BundleError(f"{meta_path}: bundle_version {meta['bundle_version']} is newer than this "
-                          f"gaittools reads ({BUNDLE_VERSION}); upgrade gaittools")
-    missing = [k for k in ("format", "model_file", "input", "output", "clip", "weights_fingerprint")
-               if k not in meta]
-    if missing:
-        raise BundleError(f"{meta_path}: missing keys {missing}")
-    if meta["format"] not in FORMATS:
-        raise BundleError(f"{meta_path}: unknown format {meta['format']!r} (known: {FORMATS})")
-    if meta.get("status") != "ok":
-        parity = meta.get("parity", {})
-        raise BundleError(f"{meta_path}: export status is {meta.get('status')!r} "
-                          f"(parity: {parity}); this model must not be used")
-    bundle = Bundle(root, meta)
-    if not bundle.model_path.is_file():
-        raise BundleError(f"{bundle.model_path}: model file of the bundle is missing")
-    if verify and meta.get("sha256") and sha256_of(bundle.model_path) != meta["sha256"]:
-        raise BundleError(f"{bundle.model_path}: checksum differs from {meta_path} (file changed or corrupt)")
-    return bundle
-
-
-def normalise_clips(clips: np.ndarray, normalisation: dict[str, Any] | None = None) -> np.ndarray:
-    """Raw clips -> float32 network input, as in training.
-
-    gray uint8 (N, T, S, S) -> (N, 1, T, S, S) scaled x/255 - 0.5; flow (N, T, 2, S, S) in crop
-    pixels -> (N, 2, T, S, S) times the bundle's flow scale.
+    gray uint8 (N, T, S, S) -> (N, 1, T, I, I) scaled x/255 - 0.5; flow (N, T, 2, S, S) in crop
+    pixels -> (N, 2, T, I, I) times the bundle's flow scale. I = ``input_size`` (default S),
+    reached by ``fit_to_input`` (the rule shared with training).
     """
     norm = normalisation or NORMALISATION
-    scale, offset = np.float32(norm["scale"]), np.float32(norm["offset"])
+    size = input_size or clips.shape[-1]
     if clips.ndim == 4:
-        return (clips.astype(np.float32) * scale + offset)[:, None]
+        return normalise_gray(fit_to_input(clips, size), norm)[:, None]
     if clips.ndim == 5 and clips.shape[2] == 2:
-        return np.ascontiguousarray(clips.astype(np.float32).transpose(0, 2, 1, 3, 4)) * scale + offset
+        scale, offset = np.float32(norm["scale"]), np.float32(norm["offset"])
+        fitted = np.asarray(fit_to_input(clips, size, flow=True), np.float32)
+        return np.ascontiguousarray(fitted.transpose(0, 2, 1, 3, 4)) * scale + offset
     raise ValueError(f"clips must be gray (N, T, S, S) or flow (N, T, 2, S, S), got shape {clips.shape}")
 
 
@@ -217,6 +81,10 @@ class SignatureModel:
         return self.bundle.crop_size
 
     @property
+    def input_size(self) -> int:
+        return self.bundle.input_size
+
+    @property
     def fingerprint(self) -> str:
         return self.bundle.fingerprint
 
@@ -239,7 +107,8 @@ class SignatureModel:
             return np.zeros((0, self.dim), np.float32)
         out = []
         for begin in range(0, len(clips), self.batch_size):
-            chunk = normalise_clips(clips[begin:begin + self.batch_size], self.bundle.meta.get("normalisation"))
+            chunk = normalise_clips(clips[begin:begin + self.batch_size], self.bundle.meta.get("normalisation"),
+                                    self.bundle.input_size)
             n = len(chunk)
             if self.bundle.fixed_batch and n < self.bundle.fixed_batch:
                 pad = np.zeros((self.bundle.fixed_batch - n, *chunk.shape[1:]), np.float32)

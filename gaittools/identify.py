@@ -9,6 +9,9 @@ Decisions (documented for users of ``gaittools enroll`` / ``identify``):
 
 - Clips: T = the bundle's clip length (25), step = the bundle's step (5), taken inside runs of
   consecutive frames that hold the person (a frame whose crop window is finite), like training.
+  Frames are cropped to the bundle's ``crop_size`` (the store's S) with the store's recipe;
+  the model then fits them to its input size exactly as training did
+  (``gaittools.net_input``: a centre cut of 60 from 64, for instance).
 - Per-video signature: the mean of the clip signatures (each L2-normalised by the model),
   renormalised to unit length. Averaging unit vectors is the usual way to pool a sequence; it
   weights every clip equally.
@@ -26,7 +29,7 @@ Decisions (documented for users of ``gaittools enroll`` / ``identify``):
 Gallery file (``.npz``, written atomically): ``ids`` (N,) str, ``signatures`` (N, d) float32
 unit rows, ``sources`` (N,) str (the enrolled videos), ``meta`` a JSON string
 (``gallery_format`` "gaitcopy-gallery", ``gallery_version`` 1, ``weights_fingerprint``,
-``model`` name, ``dim``, ``clip`` {length, step, crop_size, crop_mode}, ``threshold`` or null,
+``model`` name, ``dim``, ``clip`` {length, step, crop_size, input_size, crop_mode}, ``threshold`` or null,
 ``created``). Searching with a model whose weights fingerprint differs is refused: signatures
 of two models live in different spaces.
 """
@@ -148,7 +151,7 @@ class Gallery:
             "weights_fingerprint": model.fingerprint,
             "model": bundle.meta.get("model", {}).get("name"),
             "dim": model.dim,
-            "clip": {k: bundle.meta["clip"].get(k) for k in ("length", "step", "crop_size", "crop_mode")},
+            "clip": {k: bundle.meta["clip"].get(k) for k in ("length", "step", "crop_size", "input_size", "crop_mode")},
             "threshold": threshold,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

@@ -32,7 +32,7 @@ from gaittools.manifest import refresh_manifest
 from gaittools.sources import Discovery, SourceError, SourceSequence, discover
 from gaittools.store import Store, StoreError
 from pipelines.cluster import dask_client, in_process, limit_native_threads
-from pipelines.progress import Progress, Summary
+from gaittools.progress import Progress, Summary
 
 STAGE = "extract"
 

@@ -35,7 +35,7 @@ from gaittools.flow.params import TVL1Params
 from gaittools.flow.tvl1_torch import tvl1
 from gaittools.flow_crop import crop_flow_torch
 from gaittools.store import Store
-from pipelines.compute_flow import SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
+from pipelines.flow_io import SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
 
 #: Largest batch ever formed (pairs); beyond it a batch only costs host memory.
 MAX_BATCH = 8192

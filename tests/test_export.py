@@ -209,14 +209,14 @@ def _student_run(tmp_path: Path, store: Path) -> Path:
     from training.config import config_from_dict
     from training.runs import RunDir
 
-    cfg = config_from_dict({"data": {"store": str(store)},
+    cfg = config_from_dict({"data": {"store": str(store), "input_size": 60},
                             "student": {"model": "c3d", "embedding_dim": 32,
                                         "options": {"in_channels": 1, "widths": list(TINY), "dropout": 0.4}}})
     run = RunDir.create(tmp_path / "run", cfg, {"role": "student", "model": "c3d"}, resume=False)
     trained = _tiny_student(seed=5, n_classes=3)  # the classifier head is dropped by export
     run.save_model(trained, {"role": "student", "model": "c3d", "model_options": {"widths": list(TINY)},
                              "embedding_dim": 32, "n_classes": 3, "modality": "gray", "clip_len": 25,
-                             "step": 5, "crop_size": 64, "input_size": 64, "flow_scale": 0.25})
+                             "step": 5, "crop_size": 64, "input_size": 60, "flow_scale": 0.25})
     run.update_info(finished=True, steps=7)
     return run.path
 
@@ -232,11 +232,13 @@ def test_cli_export_run_uses_store_clips(tmp_path):
     assert "min cosine" in result.output and "PASS" in result.output
     assert meta["source"]["steps"] == 7 and meta["model"]["name"] == "c3d"
     assert meta["clip"]["crop_mode"] == "person" and meta["clip"]["working_height"] == 240
+    assert (meta["clip"]["crop_size"], meta["clip"]["input_size"]) == (64, 60)  # crop 64, cut 60
+    assert meta["input"]["shape"][-2:] == [60, 60]
     assert meta["model"]["parameters"] == sum(p.numel() for p in _tiny_student().parameters())  # no head
     trained = _tiny_student(seed=5, n_classes=3)
     clips = store.read("076-nm-05-090", "gray")[None, :25]
     np.testing.assert_allclose(deploy.load_signature_model(bundle.root, device="cpu")(clips),
-                               ex.eager_signatures(trained, clips, "cpu"), atol=1e-5)
+                               ex.eager_signatures(trained, clips, "cpu", input_size=60), atol=1e-5)
 
 
 def test_cli_export_bad_batch_and_missing_weights(tmp_path):

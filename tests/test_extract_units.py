@@ -16,7 +16,7 @@ from gaittools.localise import fill_gaps, localise, smooth_boxes
 from gaittools.pickles import PickleError, UnsafePickle, load_array, load_silhouettes, loads_array
 from gaittools.sources import SourceError, detect_dataset, discover
 from gaittools.video import VideoError, decode
-from pipelines.progress import Progress
+from gaittools.progress import Meter, Progress, eta
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "casia-b-mini" / "videos" / "001-nm-01-090.avi"
@@ -264,6 +264,19 @@ def test_detect_dataset_layouts_and_ambiguity(tmp_path):
 
 
 # ---------------------------------------------------------------------------- progress
+def test_eta_waits_for_work_and_ignores_start_up():
+    now = [0.0]
+    meter = Meter(100, now=lambda: now[0])
+    now[0] = 30.0  # 30 s of start-up before the first item finishes
+    meter.update(1)
+    assert meter.eta() == "?"
+    for i in range(2, 5):  # then one item a second
+        now[0] += 1.0
+        meter.update(i)
+    assert meter.eta() == "0:01:36" and abs(meter.rate - 1.0) < 1e-9  # 96 left at 1/s, not at 4/33
+    assert eta(2, 10, 5.0) == "?" and eta(10, 10, 0.5) == "?" and eta(10, 20, 5.0) == "0:00:10"
+
+
 def test_progress_rates_eta_and_summary():
     out = io.StringIO()
     progress = Progress("demo", total=4, unit="sequences", stream=out, interval=0.0)
@@ -271,7 +284,7 @@ def test_progress_rates_eta_and_summary():
     progress.done("s1", frames=100)
     progress.done("s2", frames=50, warning="short")
     progress.failed("s3", "/x/s3.avi", "truncated")
-    assert "3/4 sequences" in progress.line() and "ETA 0:00:0" in progress.line()
+    assert "3/4 sequences" in progress.line() and "ETA ?" in progress.line()  # too early to judge
     summary = progress.finish()
     text = out.getvalue()
     assert not summary.ok and summary.frames == 150

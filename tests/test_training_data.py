@@ -45,8 +45,19 @@ def test_config_types_ranges_and_overrides(tmp_path):
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.train.steps == 7 and cfg.master.options == {"widths": [1, 2]}
     assert cfg.data.clip_len == 25 and cfg.data.step == 5  # the method's defaults
-    with pytest.raises(ConfigError, match="unknown key train.stepz"):
+    with pytest.raises(ConfigError, match=r"^--set train\.stepz: unknown key train.stepz") as info:
         config_from_dict({}, "x.yaml", ["train.stepz=7"])
+    assert "x.yaml" not in str(info.value)  # the typo is the override's, not the file's
+    with pytest.raises(ConfigError, match=r"^--set data\.P: data\.P must be an integer"):
+        config_from_dict({"data": {"P": 4}}, "x.yaml", ["data.P=eight"])
+    with pytest.raises(ConfigError, match=r"^x\.yaml: data\.K must be an integer"):
+        config_from_dict({"data": {"K": "four"}}, "x.yaml", ["data.P=8"])
+
+
+def test_retired_keys_still_load():
+    cfg = config_from_dict({"data": {"eval_batch": 32, "P": 4}, "eval": {"protocols": ["auto"], "k": 3}}, "old.yaml")
+    assert cfg.data.P == 4 and cfg.eval.k == 3
+    assert "eval_batch" not in cfg.to_dict()["data"] and "protocols" not in cfg.to_dict()["eval"]
 
 
 def test_shipped_configs_are_valid():
@@ -134,8 +145,10 @@ def test_shift_and_zoom_move_content_and_scale_flow():
     flow = torch.ones(1, 2, 2, 60, 60, dtype=torch.float16)
     zoomed = augment(flow, AugmentParams(torch.tensor([False]), torch.zeros(1, 2), torch.tensor([1.04])), 60, 1.0)
     assert abs(zoomed[0, 0, 0, 30, 30].item() - 1.04) < 1e-4  # displacements grow with the image
-    resized = augment(flow, AugmentParams.identity(1), 30, 1.0)
-    assert resized.shape[-1] == 30 and abs(resized[0, 1, 0, 15, 15].item() - 0.5) < 1e-4
+    cut = augment(flow, AugmentParams.identity(1), 30, 1.0)  # a centre cut keeps the pixel scale
+    assert cut.shape[-1] == 30 and abs(cut[0, 1, 0, 15, 15].item() - 1.0) < 1e-4
+    enlarged = augment(flow, AugmentParams.identity(1), 90, 1.0)  # a resize scales displacements
+    assert enlarged.shape[-1] == 90 and abs(enlarged[0, 1, 0, 45, 45].item() - 1.5) < 1e-4
     params = AugmentParams.draw(64, seed=3, step=9, shift_px=5, zoom=0.04, flip=True, input_size=60)
     assert params.shift.abs().max() <= 5 and (params.zoom - 1).abs().max() <= 0.04
     assert 10 < params.flip.sum() < 54

@@ -9,7 +9,8 @@ from training.clips import load_clip_index
 from training.config import config_from_dict
 from training.runs import RunDir, RunError
 from training.signatures import FILE as SIGNATURES, SignatureTable
-from training.tasks import load_run_model, train_master, train_student
+from training.model_build import load_run_model
+from training.tasks import train_master, train_student
 from training.toydata import write_toy_split, write_toy_store
 
 TINY = [4, 8, 8, 16, 16, 16]

@@ -7,7 +7,7 @@ type or out-of-range value is a ``ConfigError`` naming the file and the dotted k
 Format (every key optional; defaults shown by ``train-copy config-template``)::
 
     data:   {store, split, train_roles: [train], clip_len: 25, step: 5, input_size, P, K, workers, gpu_resident,
-             flow_scale, shift_px, zoom, flip, cache_sequences, eval_batch}
+             flow_scale, shift_px, zoom, flip, cache_sequences}
     master: {model: master3d, embedding_dim, options: {...}}         # build_model kwargs
     student: {model: student3d-small, embedding_dim, options: {...}}
     optim:  {name: adam|sgd, lr, weight_decay, momentum, schedule: none|step|cosine|plateau,
@@ -15,9 +15,13 @@ Format (every key optional; defaults shown by ``train-copy config-template``)::
     loss:   {ce_weight, triplet_weight, triplet_margin, triplet_mining, copy: cosine|contrastive|relational|huber_sum|smooth_l1|huber|mse, copy_extra, copy_temperature,
              copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin}
     train:  {steps, epochs, amp, channels_last, seed, log_every, ckpt_every, device}
-    eval:   {k, protocols, batch_size}
+    eval:   {k, batch_size}
     export: {formats: [onnx|exported-program|tensorrt], fp16, batch: dynamic|N, opset}
     run:    {out}                                                    # train-copy run
+
+Retired keys (``RETIRED``) are accepted and ignored, so that older configs and the
+``config.yaml`` of older runs still load. A ``--set KEY=VALUE`` override that is wrong is
+blamed on ``--set KEY``, not on the file it was applied to.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ class DataConfig:
     train_roles: list[str] = field(default_factory=lambda: ["train"])
     clip_len: int = 25
     step: int = 5
-    #: Side of the square network input; None = the store's crop size S.
+    #: Side of the square network input; None = the store's crop size S. Smaller: the centre
+    #: cut of the S x S crops; larger: a bilinear resize (``gaittools.net_input``, the rule
+    #: that deployment applies too).
     input_size: int | None = None
     P: int = 8
     K: int = 4
@@ -60,7 +66,6 @@ class DataConfig:
     flip: bool = True
     #: Whole sequences each DataLoader worker keeps decoded (LRU).
     cache_sequences: int = 64
-    eval_batch: int = 64
 
 
 @dataclass
@@ -123,7 +128,6 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     k: int = 7
-    protocols: list[str] = field(default_factory=lambda: ["auto"])
     batch_size: int = 64
 
 
@@ -210,6 +214,9 @@ class Config:
         return self.student_train if role == "student" and self.student_train is not None else self.train
 
 
+#: Keys that once existed and did nothing: read and dropped (see the module docstring).
+RETIRED = frozenset({"data.eval_batch", "eval.protocols"})
+
 #: Copy objectives, defined in ``training.losses.copy_loss``.
 COPY_LOSSES = ("cosine", "contrastive", "relational", "huber_sum", "smooth_l1", "huber", "mse")
 OPTIMIZERS = ("adam", "sgd")
@@ -233,7 +240,8 @@ def config_from_dict(raw: Any, source: str = "<config>", overrides: list[str] | 
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw = _apply_overrides(raw, overrides, source)
-    cfg = _build(Config, raw, source, "")
+    overridden = frozenset(item.partition("=")[0] for item in overrides)
+    cfg = _build(Config, raw, source, "", overridden)
     return cfg.validate(source)
 
 
@@ -259,35 +267,48 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return raw
 
 
-def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+def _blame(source: str, key: str, overridden: frozenset[str]) -> str:
+    """Who set ``key``: the ``--set`` override that names it (or a section above it), else the file."""
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in overridden:
+            return f"--set {'.'.join(parts[:i])}"
+    return source
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str, overridden: frozenset[str] = frozenset()) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
+        key = prefix.rstrip(".")
+        raise ConfigError(f"{_blame(source, key, overridden)}: {key or 'top level'} must be a mapping")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
+    raw = {k: v for k, v in raw.items() if f"{prefix}{k}" not in RETIRED}
+    unknown = sorted(set(raw) - known, key=str)
     if unknown:
         where = prefix.rstrip(".") or "top level"
+        key = f"{prefix}{unknown[0]!s}"
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!s} in {where} (known: {', '.join(sorted(known))})"
+            f"{_blame(source, key, overridden)}: unknown key {key} in {where} (known: {', '.join(sorted(known))})"
         )
     values = {}
     for name, value in raw.items():
-        values[name] = _coerce(hints[name], value, source, f"{prefix}{name}")
+        key = f"{prefix}{name}"
+        values[name] = _coerce(hints[name], value, _blame(source, key, overridden), key, overridden)
     return cls(**values)
 
 
-def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+def _coerce(tp: Any, value: Any, source: str, key: str, overridden: frozenset[str] = frozenset()) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, source, key)
+        return _coerce(inner[0], value, source, key, overridden)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, source, f"{key}.")
+        return _build(tp, value, source, f"{key}.", overridden)
     if origin is list:
         if isinstance(value, str):
             value = [value]

@@ -11,9 +11,11 @@ Two ways to get raw clips to the device, one augmentation for both:
   the optimiser steps. For CASIA-B at 64 x 64 this is a few GB of gray and ~4x that of flow.
 
 ``augment`` then turns raw clips into the network input (B, C, T, H, W) on whatever device
-they are: per-clip shift, zoom and horizontal flip in ONE ``grid_sample`` (which also resizes
-to ``input_size``), gray scaled to x/255 - 0.5, flow multiplied by ``flow_scale`` and by the
-zoom (a magnified image has magnified displacements), dx negated where flipped.
+they are: the crops are brought to ``input_size`` by ``gaittools.net_input.fit_to_input`` (a
+centre cut when smaller: the same rule deployment applies), then per-clip shift, zoom and
+horizontal flip in ONE ``grid_sample``; gray scaled to x/255 - 0.5, flow multiplied by
+``flow_scale`` and by the zoom (a magnified image has magnified displacements), dx negated
+where flipped.
 
 Batches are a pure function of (seed, step) -- the sampler and the augmentation draw from
 generators seeded by both -- so a resumed run sees exactly the batches it would have seen.
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gaittools.net_input import fit_to_input, normalise_gray
 from gaittools.store import Store
 
 GRAY, FLOW = "gray", "flow"
@@ -277,20 +280,22 @@ class AugmentParams:
 def augment(raw: torch.Tensor, params: AugmentParams, input_size: int, flow_scale: float) -> torch.Tensor:
     """Raw clips -> network input (B, C, T, H, W) float32 on ``raw``'s device.
 
-    ``raw``: uint8 gray (B, L, S, S) or float16 flow (B, L, 2, S, S). The affine map per clip
-    is output -> input coords ``x_in = sx * x_out / zoom + tx`` (sx = -1 when flipped), in the
-    normalised [-1, 1] frame with ``align_corners=False``, so a pure flip is an exact mirror.
+    ``raw``: uint8 gray (B, L, S, S) or float16 flow (B, L, 2, S, S). The crops are first fitted
+    to ``input_size`` (``fit_to_input``: the rule deployment shares); with identity parameters
+    that is all, so evaluation embeds exactly what ``gaittools identify`` feeds the network.
+    The affine map per clip is output -> input coords ``x_in = sx * x_out / zoom + tx``
+    (sx = -1 when flipped), in the normalised [-1, 1] frame with ``align_corners=False``, so a
+    pure flip is an exact mirror.
     """
     device = raw.device
     flow = raw.dim() == 5
     B, L = raw.shape[:2]
-    S = raw.shape[-1]
-    x = raw.float()
+    x = fit_to_input(raw, input_size, flow=flow).float()
     channels = 2 if flow else 1
-    planes = x.reshape(B, L * channels, S, S)
+    planes = x.reshape(B, L * channels, input_size, input_size)
     # decided on the (CPU) parameters, so a GPU step does not wait for a device->host copy
     identity = (not bool(params.flip.any()) and bool((params.zoom == 1).all())
-                and bool((params.shift == 0).all()) and input_size == S)
+                and bool((params.shift == 0).all()))
     zoom = params.zoom.to(device).float()
     flip = params.flip.to(device)
     sign = torch.where(flip, -1.0, 1.0).to(device)
@@ -304,8 +309,8 @@ def augment(raw: torch.Tensor, params: AugmentParams, input_size: int, flow_scal
         planes = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if flow:
         out = planes.reshape(B, L, 2, input_size, input_size)
-        magnify = zoom * (input_size / S) * flow_scale  # displacements grow with the image
+        magnify = zoom * flow_scale  # displacements grow with the image (a resize is in fit_to_input)
         dx = out[:, :, 0] * (magnify * sign)[:, None, None, None]
         dy = out[:, :, 1] * magnify[:, None, None, None]
         return torch.stack([dx, dy], dim=1)  # (B, 2, L, H, W)
-    return (planes / 255.0 - 0.5).reshape(B, 1, L, input_size, input_size)
+    return normalise_gray(planes).reshape(B, 1, L, input_size, input_size)

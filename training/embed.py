@@ -8,7 +8,6 @@ parallel workers while the model computes.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gaittools.progress import Meter
 from training.data import AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader
 from training.trainer import is_3d
 
@@ -53,7 +53,7 @@ def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: 
     was_training = model.training
     model.eval()
     out: list[torch.Tensor] = []
-    t0, done = time.perf_counter(), 0
+    meter, done = Meter(len(clips)), 0
     for raw in loader:
         raw = raw.to(device)
         x = augment(raw.x, AugmentParams.identity(len(raw.clip), flip), input_size, settings.flow_scale)
@@ -64,8 +64,8 @@ def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: 
         out.append((F.normalize(emb, dim=1) if normalise else emb).cpu())
         done += len(raw.clip)
         if progress and (len(out) % 20 == 0 or done == len(clips)):
-            rate = done / max(1e-9, time.perf_counter() - t0)
-            print(f"{progress}: {done}/{len(clips)} clips, {rate:.0f} clips/s", flush=True)
+            meter.update(done)
+            print(f"{progress}: {done}/{len(clips)} clips, {meter.rate:.0f} clips/s, ETA {meter.eta()}", flush=True)
     model.train(was_training)
     return torch.cat(out)
 

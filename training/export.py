@@ -1,7 +1,8 @@
 """``train-copy export``: a run's model -> a deployment bundle (TensorRT, ONNX or torch.export).
 
-What is exported: only the signature. The graph maps float32 clips (N, 1, T, S, S), already
-scaled x/255 - 0.5, to (N, d) float32 L2-normalised signatures (``SignatureNet``): logits are a
+What is exported: only the signature. The graph maps float32 clips (N, 1, T, I, I), already
+fitted to the run's input size I and scaled x/255 - 0.5 (``gaittools.net_input``, which
+training applies too), to (N, d) float32 L2-normalised signatures (``SignatureNet``): logits are a
 training device, and normalising inside the graph means no deployment can forget it. With
 ``--fp16`` the weights and arithmetic are half precision but the graph casts at its edges, so
 every bundle has the same float32 interface.
@@ -10,7 +11,8 @@ every bundle has the same float32 interface.
 times the run's ``flow_scale``; parity on the store's flow clips): useful for benchmarks and
 evaluation, refused by ``gaittools identify``, which is flow-free.
 
-Formats (file inside the bundle; loaders in ``gaittools.deploy``, which needs no training code):
+Formats (file inside the bundle, described by ``gaittools.bundle``, which owns the format;
+loaders in ``gaittools.deploy``, which needs no training code):
 
 - ``onnx`` (``model.onnx``): torch.onnx's dynamo exporter (onnxscript), falling back to the
   TorchScript exporter if it fails; batch dimension dynamic (or fixed with ``--batch N``).
@@ -37,7 +39,6 @@ import hashlib
 import os
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,7 +49,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from gaittools import deploy
-from gaittools.deploy import BUNDLE_FORMAT, BUNDLE_VERSION, MODEL_FILES, NORMALISATION, Bundle
+from gaittools.bundle import BUNDLE_FILE, MODEL_FILES, Bundle, describe, read_bundle, write_bundle_meta
+from training.model_build import model_from_run
+from training.models import count_parameters
+from training.runs import RunError
 
 FP32_BOUND = 0.999
 #: fp16 weights/activations (fp32 I/O). Measured on CPU (ONNX Runtime and torch.export,
@@ -85,10 +89,6 @@ def weights_fingerprint(model: nn.Module) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # ---------------------------------------------------------------------------- exporters
@@ -171,7 +171,7 @@ EXPORTERS: dict[str, Callable[..., str]] = {
 # ---------------------------------------------------------------------------- parity
 def parity(eager: nn.Module, model: deploy.SignatureModel, clips: np.ndarray, device: str) -> dict[str, Any]:
     """Cosine similarity of exported vs eager fp32 signatures on the same raw clips."""
-    reference = eager_signatures(eager, clips, device, model.bundle.meta["normalisation"])
+    reference = eager_signatures(eager, clips, device, model.bundle.meta["normalisation"], model.input_size)
     exported = model(clips)
     cos = np.sum(reference * exported, axis=1) / (
         np.linalg.norm(reference, axis=1) * np.linalg.norm(exported, axis=1) + 1e-12)
@@ -180,13 +180,15 @@ def parity(eager: nn.Module, model: deploy.SignatureModel, clips: np.ndarray, de
 
 
 def eager_signatures(eager: nn.Module, clips: np.ndarray, device: str,
-                     normalisation: dict[str, Any] | None = None, batch: int = 32) -> np.ndarray:
-    """Unit signatures of the eager model: the reference every export must match."""
+                     normalisation: dict[str, Any] | None = None, input_size: int | None = None,
+                     batch: int = 32) -> np.ndarray:
+    """Unit signatures of the eager model on raw clips: the reference every export must match."""
     net = SignatureNet(eager).eval().to(device)
     out = []
     with torch.inference_mode():
         for begin in range(0, len(clips), batch):
-            x = torch.from_numpy(deploy.normalise_clips(clips[begin:begin + batch], normalisation)).to(device)
+            x = deploy.normalise_clips(clips[begin:begin + batch], normalisation, input_size)
+            x = torch.from_numpy(x).to(device)
             out.append(net(x).cpu().numpy())
     return np.concatenate(out)
 
@@ -213,8 +215,8 @@ def export_bundle(
 ) -> Bundle:
     """Export ``model`` (eval mode, any device) as a bundle at ``out_dir``; check parity.
 
-    ``clip`` = {length, step, crop_size, crop_mode, working_height}. ``clips`` are the raw
-    parity clips: uint8 gray (N, T, S, S), or flow (N, T, 2, S, S) in crop pixels for a
+    ``clip`` = {length, step, crop_size S, input_size (default S), crop_mode, working_height}.
+    ``clips`` are the raw parity clips: uint8 gray (N, T, S, S), or flow (N, T, 2, S, S) in crop pixels for a
     2-channel master (``flow_scale`` = the training data path's multiplier). Returns the
     checked bundle; raises ``ExportError`` (leaving ``<out_dir>.failed/``) when parity fails.
     The bundle is built in a staging directory and swapped in whole.
@@ -240,9 +242,9 @@ def export_bundle(
     if not meta["parity"]["passed"]:
         _keep_failed(stage, out_dir, meta)
     meta["status"] = "ok"
-    deploy.write_bundle_meta(stage, meta)
+    write_bundle_meta(stage, meta)
     _swap_in(stage, out_dir)
-    return deploy.read_bundle(out_dir)
+    return read_bundle(out_dir)
 
 
 def _export_into(stage: Path, model: nn.Module, fmt: str, model_name: str, role: str,
@@ -250,7 +252,7 @@ def _export_into(stage: Path, model: nn.Module, fmt: str, model_name: str, role:
                  device: str, source: dict[str, Any] | None, opset: int, flow_scale: float) -> dict[str, Any]:
     """Write the model file into ``stage``; returns its description (status 'pending')."""
     net = SignatureNet(_copy_of(model), torch.float16 if fp16 else torch.float32).eval().to(device)
-    t, size = int(clip["length"]), int(clip["crop_size"])
+    t, size = int(clip["length"]), _input_size(clip)
     channels = int(getattr(model, "in_channels", 1))
     example = _example(batch or 2, channels, t, size, device)
     model_file = stage / MODEL_FILES[fmt]
@@ -263,11 +265,8 @@ def _export_into(stage: Path, model: nn.Module, fmt: str, model_name: str, role:
     except Exception as exc:  # noqa: BLE001 - one clear message for any exporter failure
         raise ExportError(f"{fmt} export of {model_name} failed: {type(exc).__name__}: {exc}") from exc
     meta = _meta(fmt, model_file, model, model_name, role, options, clip, fp16, batch, source, exporter,
-                 time.perf_counter() - started)
-    if channels == 2:
-        meta["input"].update(modality="flow", shape=[batch, 2, t, size, size])
-        meta["normalisation"] = {"scale": flow_scale, "offset": 0.0, "formula": f"flow_px * {flow_scale}"}
-    deploy.write_bundle_meta(stage, meta)
+                 time.perf_counter() - started, flow_scale)
+    write_bundle_meta(stage, meta)
     return meta
 
 
@@ -294,7 +293,7 @@ def _keep_failed(stage: Path, out_dir: Path, meta: dict[str, Any]) -> None:
     """Delete the model, keep its description as ``<out_dir>.failed``, raise."""
     meta["status"] = "failed"
     (stage / meta["model_file"]).unlink(missing_ok=True)
-    deploy.write_bundle_meta(stage, meta)
+    write_bundle_meta(stage, meta)
     failed = out_dir.with_name(f"{out_dir.name}.failed")
     shutil.rmtree(failed, ignore_errors=True)
     os.replace(stage, failed)
@@ -309,32 +308,22 @@ def _copy_of(model: nn.Module) -> nn.Module:
 
 def _meta(fmt: str, model_file: Path, model: nn.Module, model_name: str, role: str,
           options: dict[str, Any] | None, clip: dict[str, Any], fp16: bool, batch: int | None,
-          source: dict[str, Any] | None, exporter: str, seconds: float) -> dict[str, Any]:
-    t, size = int(clip["length"]), int(clip["crop_size"])
-    dim = int(getattr(model, "embedding_dim", 0)) or _probe_dim(model, t, size)
-    return {
-        "bundle_format": BUNDLE_FORMAT,
-        "bundle_version": BUNDLE_VERSION,
-        "status": "pending",
-        "format": fmt,
-        "model_file": model_file.name,
-        "file_size": model_file.stat().st_size,
-        "sha256": deploy.sha256_of(model_file),
-        "weights_fingerprint": weights_fingerprint(model),
-        "precision": "fp16" if fp16 else "fp32",
-        "input": {"name": "clips", "layout": "NCTHW", "shape": [batch, 1, t, size, size],
-                  "dtype": "float32", "modality": "gray", "batch": "dynamic" if batch is None else batch,
-                  "max_batch": MAX_DYNAMIC_BATCH if batch is None else batch},
-        "output": {"name": "signature", "dim": dim, "l2_normalised": True, "dtype": "float32"},
-        "clip": {"length": t, "step": int(clip["step"]), "crop_size": size,
-                 "crop_mode": clip.get("crop_mode", "person"), "working_height": clip.get("working_height")},
-        "normalisation": dict(NORMALISATION),
-        "model": {"name": model_name, "role": role, "options": options or {},
-                  "parameters": count_parameters(model)},
-        "source": source or {},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "exporter": {"tool": exporter, "seconds": round(seconds, 2), **_versions()},
-    }
+          source: dict[str, Any] | None, exporter: str, seconds: float, flow_scale: float) -> dict[str, Any]:
+    t, size = int(clip["length"]), _input_size(clip)
+    channels = int(getattr(model, "in_channels", 1))
+    return describe(
+        fmt=fmt, model_file=model_file, weights_fingerprint=weights_fingerprint(model), fp16=fp16, batch=batch,
+        max_batch=MAX_DYNAMIC_BATCH, channels=channels,
+        dim=int(getattr(model, "embedding_dim", 0)) or _probe_dim(model, t, size), clip=clip,
+        model={"name": model_name, "role": role, "options": options or {}, "parameters": count_parameters(model)},
+        source=source or {}, exporter={"tool": exporter, "seconds": round(seconds, 2), **_versions()},
+        flow_scale=flow_scale,
+    )
+
+
+def _input_size(clip: dict[str, Any]) -> int:
+    """The network's input side: ``clip["input_size"]``, else the crop size."""
+    return int(clip.get("input_size") or clip["crop_size"])
 
 
 def _probe_dim(model: nn.Module, t: int, size: int) -> int:
@@ -364,44 +353,12 @@ def _swap_in(stage: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------- runs
-def model_from_run(run_path: str | os.PathLike[str], which: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """A finished run's model (``which`` = student | master; default: the run's own role).
-
-    Rebuilt by ``training.tasks.load_run_model`` from ``RUN/model.pt``; a student run reaches
-    its master through ``run.json``'s ``master_run``. The classifier head is dropped: only the
-    embedding is exported, and the parameter count and fingerprint are those of what ships.
-    """
-    from training.runs import RunDir, RunError
-    from training.tasks import load_run_model
-
-    run = RunDir(run_path)
-    try:
-        cfg = run.config()
-        info = run.info() if (run.path / "run.json").is_file() else {}
-        role = info.get("role", "student")
-        if which is not None and which != role:
-            linked = info.get(f"{which}_run")
-            if not linked:
-                raise ExportError(f"{run.path}: is a {role} run and names no {which}_run in run.json")
-            return model_from_run(linked, which)
-        model, saved = load_run_model(run.path)
-    except RunError as exc:
-        raise ExportError(f"{exc}; train the run first") from None
-    if getattr(model, "classifier", None) is not None:
-        model.classifier = None
-    details = {"role": saved.get("role", role), "model_name": saved.get("model", "?"),
-               "options": saved.get("model_options", {}), "run": str(run.path.resolve()),
-               "checkpoint": str(run.path / "model.pt"), "steps": info.get("steps"),
-               "input_size": saved.get("input_size"), "config": cfg}
-    return model.eval(), details
-
-
-def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = None) -> dict[str, Any]:
-    """Clip geometry for the bundle: the run's clip length/step and input size, the store's
-    crop recipe (crop mode, working height) that inference must repeat."""
+def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = None,
+                  crop_size: int | None = None) -> dict[str, Any]:
+    """Clip geometry for the bundle: the run's clip length/step and network input size, the
+    store's crop recipe (crop size, crop mode, working height) that inference must repeat.
+    ``crop_size`` (the checkpoint's record of it) is used when the store is gone."""
     extract: dict[str, Any] = {}
-    size = input_size or cfg.data.input_size
     if store_path and Path(store_path).exists():
         from gaittools.store import Store
 
@@ -409,10 +366,11 @@ def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = Non
         seq_ids = store.seq_ids()
         if seq_ids:
             extract = store.attrs_of(seq_ids[0]).get("extract", {}) or {}
-            if size is None and "gray" in store.arrays_of(seq_ids[0]):
-                size = int(store.group(seq_ids[0])["gray"].shape[-1])
-    return {"length": cfg.data.clip_len, "step": cfg.data.step,
-            "crop_size": int(size or extract.get("crop_size") or 64),
+            if "gray" in store.arrays_of(seq_ids[0]):
+                crop_size = int(store.group(seq_ids[0])["gray"].shape[-1])
+    size = int(crop_size or extract.get("crop_size") or input_size or cfg.data.input_size or 64)
+    return {"length": cfg.data.clip_len, "step": cfg.data.step, "crop_size": size,
+            "input_size": int(input_size or cfg.data.input_size or size),
             "crop_mode": extract.get("crop_mode", "person"),
             "working_height": extract.get("working_height")}
 
@@ -460,19 +418,7 @@ def _store_clips(store_path: str, split: str, t: int, size: int, n: int, modalit
     clips = [seq[i] for i in range(n) for seq in per_sequence if i < len(seq)][:n]  # round robin
     if not clips:
         return np.zeros((0, t, size, size), np.uint8)
-    if clips[0].shape[-1] != size:  # the network input differs from the store's crops
-        clips = [_resize_clip(c, size) for c in clips]
     return np.stack([c.astype(np.float32) if modality == "flow" else c for c in clips])
-
-
-def _resize_clip(clip: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if clip.ndim == 3:
-        return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in clip])
-    factor = size / clip.shape[-1]  # flow: displacements scale with the image
-    return np.stack([[cv2.resize(c.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) * factor
-                      for c in f] for f in clip])
 
 
 def _parse_batch(value: str) -> int | None:
@@ -516,10 +462,13 @@ def export(run: Path, fmt: str, fp16: bool, batch: str, which: str | None, out: 
     try:
         if fmt == "tensorrt":
             import_tensorrt()
-        model, details = model_from_run(run, which)
+        try:
+            model, details = model_from_run(run, which)
+        except RunError as exc:
+            raise ExportError(f"{exc}; train the run first") from None
         cfg = details.pop("config")
         modality = "flow" if getattr(model, "in_channels", 1) == 2 else "gray"
-        clip = clip_settings(cfg, cfg.data.store, details.get("input_size"))
+        clip = clip_settings(cfg, cfg.data.store, details.get("input_size"), details.get("crop_size"))
         clips, clips_source = parity_clips(cfg, clip, n_clips, modality=modality)
         target = out or default_bundle_dir(run, details["role"], fmt, fp16, batch_size)
         bundle = export_bundle(
@@ -533,4 +482,4 @@ def export(run: Path, fmt: str, fp16: bool, batch: str, which: str | None, out: 
     meta = bundle.meta
     click.echo(f"exported {meta['model']['name']} ({meta['model']['parameters']:,} parameters) as "
                f"{fmt} -> {bundle.model_path} ({meta['file_size'] / 1e6:.2f} MB); "
-               f"description {bundle.root / deploy.BUNDLE_FILE}")
+               f"description {bundle.root / BUNDLE_FILE}")

@@ -8,7 +8,8 @@
 - ``evaluate_run``: clip embeddings of the split's gallery and probe sequences ->
   ``training.evaluate`` tables, printed and written as CSV + PNGs (``training.plots``: rank-1
   bars, probe view x gallery view heatmaps) in ``RUN/eval``.
-- ``load_run_model``: a finished run's model, rebuilt from ``model.pt`` (also for export).
+
+Models are built from a config and reloaded from runs by ``training.model_build``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from training.config import Config
 from training.data import FLOW, GRAY, crop_size
 from training.embed import embed_clips, settings_from
 from training.losses import LossSet, mean_target_loss
+from training.model_build import build_net, load_run_model, model_modality
 from training.monitor import CollapseGuard
 from training.runs import RunDir, RunError, seed_everything
 from training.signatures import SignatureTable, compute_signatures, save_signatures
-from training.trainer import DeviceContext, barrier, build_net, model_modality, setup_device, total_steps, train
+from training.trainer import DeviceContext, barrier, setup_device, total_steps, train
 
 CLIPS_FILE = "clips.parquet"
 
@@ -151,19 +153,6 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
         run.update_info(finished=True, steps=result.steps)
     barrier(ctx)
     return run
-
-
-def load_run_model(run_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained model of a run (CPU, eval mode) and its ``model.pt`` description."""
-    run = RunDir(run_path)
-    saved = run.load_model_file()
-    cfg = run.config()
-    model_cfg = cfg.master if saved["role"] == "master" else cfg.student
-    model = build_net(model_cfg, int(saved["n_classes"]))
-    model.load_state_dict(saved["state_dict"])
-    model.eval()
-    info = {k: v for k, v in saved.items() if k != "state_dict"}
-    return model, info
 
 
 def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | None = None,

@@ -29,9 +29,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from training.config import Config, ModelConfig, OptimConfig, TrainConfig
-from training.data import (FLOW, GRAY, AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
+from gaittools.progress import eta
+from training.config import Config, OptimConfig, TrainConfig
+from training.data import (AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
                            augment, crop_size, iterate_batches, make_loader)
+from training.model_build import model_modality
 from training.monitor import CollapseGuard, embedding_cosine, gradient_shares
 from training.runs import RunDir, seed_everything, set_rng_state
 
@@ -83,28 +85,6 @@ def barrier(ctx: DeviceContext) -> None:
 
 
 # ---------------------------------------------------------------------------- building
-def build_net(model_cfg: ModelConfig, n_classes: int) -> nn.Module:
-    """A registered model; ``c3d`` is the 3D-CNN with ``options.widths`` of your choice
-    (tiny widths make CPU tests and demos fast)."""
-    options = dict(model_cfg.options)
-    if model_cfg.embedding_dim is not None:
-        options["embedding_dim"] = model_cfg.embedding_dim
-    if model_cfg.model == "c3d":
-        from training.models.c3d import C3DNet
-
-        return C3DNet(n_classes=n_classes, **options)
-    from training.models import build_model
-
-    return build_model(model_cfg.model, n_classes=n_classes, **options)
-
-
-def model_modality(model: nn.Module) -> str:
-    modality = getattr(model, "modality", None)
-    if modality not in (GRAY, FLOW):
-        raise ValueError(f"{type(model).__name__} does not say whether it reads gray or flow")
-    return modality
-
-
 def build_optimizer(params: Any, ocfg: OptimConfig) -> torch.optim.Optimizer:
     if ocfg.name == "adam":
         return torch.optim.Adam(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay)
@@ -266,10 +246,7 @@ def _summarise(window: list[dict[str, torch.Tensor]], step: int, opt: torch.opti
 
 
 def _eta(done: int, left: int, t0: float) -> str:
-    if done <= 0:
-        return "?"
-    seconds = (time.perf_counter() - t0) / done * left
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return eta(done, left, time.perf_counter() - t0)
 
 
 def _log(ctx: DeviceContext, message: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gaittools.layouts import CASIA_B_VIEWS
+from gaittools.progress import Meter
 
 
 def _views(text: str) -> list[str]:
@@ -31,19 +32,21 @@ def _size(text: str) -> tuple[int, int]:
 
 
 class _Progress:
-    """Prints clips done, rate and ETA at most once a second (and at the end)."""
+    """Prints clips done, rate and ETA (``gaittools.progress.Meter``) at most once a second."""
 
     def __init__(self) -> None:
         self.last = 0.0
+        self.meter: Meter | None = None
 
     def __call__(self, done: int, total: int, elapsed: float) -> None:
+        if self.meter is None:
+            self.meter = Meter(total)
+        self.meter.update(done)
         now = time.monotonic()
         if done < total and now - self.last < 1.0:
             return
         self.last = now
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        click.echo(f"synth: {done}/{total} clips, {rate:.1f} clips/s, ETA {eta:.0f} s", err=True)
+        click.echo(f"synth: {done}/{total} clips, {self.meter.rate:.1f} clips/s, ETA {self.meter.eta()}", err=True)
 
 
 @click.command()

@@ -65,5 +65,6 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters, frozen ones included: what the model holds and ships (a frozen
+    master counts in full; the model tables above count this way)."""
+    return sum(p.numel() for p in model.parameters())
