@@ -382,8 +382,8 @@ def read_rank1(run: Path) -> dict[str, float]:
 
 
 def parameter_count(run: Path) -> int:
+    from training.model_build import load_run_model
     from training.models import count_parameters
-    from training.tasks import load_run_model
 
     model, _ = load_run_model(run)
     return count_parameters(model)
