@@ -77,8 +77,8 @@ class CollapseGuard:
         if late and self.copy_name and self.copy_name in row and "copy_mean_target" in row:
             baseline = row["copy_mean_target"]
             if baseline > 0 and row[self.copy_name] >= STUCK_FRACTION * baseline:
-                found.append(("copy", f"copy loss {row[self.copy_name]:.4g} stalls at the distance to the mean "
-                                      f"target ({baseline:.4g}) at step {row['step']}: the student outputs "
+                found.append(("copy", f"copy loss {row[self.copy_name]:.4g} is no better than the mean "
+                                      f"target ({baseline:.4g}) at step {row['step']}: the student learned at most "
                                       "the average signature"))
         new = [message for kind, message in found if kind not in self.raised]
         self.raised.update(kind for kind, _ in found)
