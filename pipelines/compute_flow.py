@@ -23,6 +23,7 @@ sequence (stage ``flow``) and never stop the others; the manifest is refreshed a
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -161,7 +162,7 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
     device = resolve_device(run) if run.uses_torch else "cpu"
     params = dict(run.params)
     _params(params)  # bad parameters fail here, once
-    store = Store(store_path)
+    store = Store(Path(store_path).resolve())  # workers of a joined cluster have another working directory
     store.clean_staging()  # what killed runs left; never read as data
     todo, skipped = plan(store, run.overwrite, run.limit)
     progress = PairProgress("compute-flow", len(todo), sum(p.n_pairs for p in todo), stream=stream)
@@ -193,7 +194,7 @@ def _run_opencv(store_path: str, todo: list[SeqPlan], params: dict, run: FlowRun
         return
     from distributed import as_completed
 
-    with dask_client(scheduler=run.scheduler, workers=run.workers) as client:
+    with dask_client(scheduler=run.scheduler, workers=run.workers, must_see={"store": store_path}) as client:
         # Longest sequences first: the last tasks are short, so the cores finish together.
         ordered = sorted(todo, key=lambda p: -p.n_pairs)
         run_tag = time.time_ns()  # a joined cluster may still hold results of an earlier run's keys

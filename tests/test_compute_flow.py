@@ -374,6 +374,31 @@ def test_dask_cluster_and_device_processes(tmp_path):
         assert np.hypot(*(a - b).transpose(1, 0, 2, 3)).mean() < 0.15
 
 
+@pytest.mark.slow
+def test_joined_cluster_with_a_relative_store_path(tmp_path, monkeypatch):
+    """--scheduler: workers in another working directory get the store's absolute path, and a
+    path a worker cannot see is refused before any task runs (the message names it)."""
+    from distributed import Client
+
+    from pipelines.cluster import ClusterPathError, check_workers_see
+    from dask_helpers import dask_cluster_in
+
+    seqs = {"001-nm-01-090": 1, "002-nm-01-090": -1}
+    make_store(tmp_path / "client" / "store", seqs=seqs)
+    shutil.copytree(tmp_path / "client" / "store", tmp_path / "ref")
+    _run(tmp_path / "ref")
+    monkeypatch.chdir(tmp_path / "client")
+    with dask_cluster_in(tmp_path / "workers") as address:
+        with Client(address, timeout="30s") as client:  # /proc/self/cwd: each process's own directory
+            with pytest.raises(ClusterPathError, match=r"2 of 2 Dask workers cannot see the store /proc/self/cwd"):
+                check_workers_see(client, {"store": "/proc/self/cwd/store"})
+        result = CliRunner().invoke(_cli(), ["compute-flow", "store", "--scheduler", address, *FAST_CLI])
+    assert result.exit_code == 0, result.output
+    for seq_id in seqs:
+        np.testing.assert_array_equal(Store(tmp_path / "client" / "store").read(seq_id, "flow"),
+                                      Store(tmp_path / "ref").read(seq_id, "flow"))
+
+
 def test_resume_after_a_killed_run(tmp_path):
     seqs = {f"{s:03d}-nm-0{n}-090": (1 if n % 2 else -1) for s in (1, 2) for n in (1, 2, 3, 4)}
     make_store(tmp_path / "s", seqs=seqs)

@@ -48,6 +48,7 @@ def compute_flow(
     and the exit code is 1 when any sequence failed.
     """
     from gaittools.store import StoreError
+    from pipelines.cluster import ClusterPathError
     from pipelines.compute_flow import DeviceUnavailable, FlowRun, compute_flow as run_compute_flow, parse_params
 
     try:
@@ -61,6 +62,6 @@ def compute_flow(
                   readers=readers, overwrite=overwrite, limit=limit, params=params)
     try:
         report = run_compute_flow(store, run)
-    except (DeviceUnavailable, StoreError) as exc:
+    except (DeviceUnavailable, StoreError, ClusterPathError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(0 if report.ok else 1)
