@@ -23,10 +23,10 @@ sequence (stage ``flow``) and never stop the others; the manifest is refreshed a
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -34,11 +34,11 @@ import numpy as np
 from gaittools.flow_crop import crop_flow
 from gaittools.manifest import refresh_manifest
 from gaittools.store import Store
-from pipelines.flow_io import (STAGE, FlowInputError, SeqPlan, SeqResult, SequenceInput, has_flow, plan,
+from pipelines.flow_io import (STAGE, DeviceFailure, FlowInputError, SeqPlan, SeqResult, SequenceInput, has_flow, plan,
                                read_input, record_failure, write_flow)
 from gaittools.progress import Meter, Progress, Summary
 
-__all__ = ["STAGE", "FlowInputError", "FlowRun", "SeqPlan", "SeqResult", "SequenceInput", "compute_flow",
+__all__ = ["STAGE", "DeviceFailure", "FlowInputError", "FlowRun", "SeqPlan", "SeqResult", "SequenceInput", "compute_flow",
            "has_flow", "parse_params", "plan", "read_input", "record_failure", "write_flow"]
 
 
@@ -173,7 +173,11 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
         if run.uses_torch:
             from pipelines.flow_batches import run_torch
 
-            stats = run_torch(str(store.path), todo, device, params, run.batch_size, run.readers, progress.report)
+            try:
+                stats = run_torch(str(store.path), todo, device, params, run.batch_size, run.readers,
+                                  progress.report)
+            finally:  # a device failure stops the run; what was written is in the manifest
+                refresh_manifest(store)
             print(stats.format(), file=stream, flush=True)
         else:
             _run_opencv(str(store.path), todo, params, run, progress.report)

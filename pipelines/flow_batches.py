@@ -35,7 +35,7 @@ from gaittools.flow.params import TVL1Params
 from gaittools.flow.tvl1_torch import tvl1
 from gaittools.flow_crop import crop_flow_torch
 from gaittools.store import Store
-from pipelines.flow_io import SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
+from pipelines.flow_io import DeviceFailure, SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
 
 #: Largest batch ever formed (pairs); beyond it a batch only costs host memory.
 MAX_BATCH = 8192
@@ -298,13 +298,18 @@ class BatchedFlow:
             return
         try:
             crops, seconds = self._compute(batch)
-        except Exception as exc:  # not memory: give up on this batch's sequences only
+        except ValueError as exc:  # about these frames: give up on this batch's sequences only
             for state in {id(s): s for s, _ in batch.owners}.values():
                 if not state.failed:
                     state.failed = True
                     budget.release(state.inp.n_pairs)
                     report(record_failure(self.store, state.inp.seq_id, exc))
             return
+        except Exception as exc:  # the device or the engine, not the data (a sticky CUDA error fails every batch)
+            raise DeviceFailure(
+                f"compute-flow stopped: TV-L1 on {self.device} failed on a batch of {len(batch)} pairs "
+                f"({type(exc).__name__}: {exc}). This is not about the data: no sequence was marked failed, "
+                "and a rerun resumes where this one stopped.") from exc
         self.stats.pairs += len(batch)
         self.stats.kernel_seconds += seconds
         for i, (state, t) in enumerate(batch.owners):
@@ -427,6 +432,7 @@ def _run_processes(
     for p in procs:
         p.start()
     reported: set[str] = set()
+    aborted: list[str] = []
     total = EngineStats("")
     finished = 0
     while finished < len(procs):
@@ -439,11 +445,15 @@ def _run_processes(
         if kind == "result":
             reported.add(payload.seq_id)
             report(payload)
+        elif kind == "abort":
+            aborted.append(payload)
         else:
             finished += 1
             total = payload if not total.device else total.merge(payload)
     for p in procs:
         p.join(timeout=10)
+    if aborted:
+        raise DeviceFailure(aborted[0])
     store = Store(store_path)
     dead = ", ".join(f"{d} (exit {p.exitcode})" for d, p in zip(devices, procs) if p.exitcode)
     for item in todo:  # sequences a crashed worker took with it
@@ -461,6 +471,9 @@ def _device_worker(store_path: str, device: str, params: dict, batch_size: int |
     try:
         engine = BatchedFlow(store_path, device, params, batch_size, readers)
         stats = engine.run(seqs.get, lambda r: results.put(("result", r)))
+    except DeviceFailure as exc:
+        results.put(("abort", str(exc)))
+        stats = EngineStats(f"{device} (failed: {exc!r})")
     except BaseException as exc:  # still tell the parent this worker is done
         stats = EngineStats(f"{device} (failed: {exc!r})")
     results.put(("stats", stats))

@@ -26,6 +26,11 @@ class FlowInputError(ValueError):
     """A sequence whose stored arrays cannot be used for flow (shape, dtype, unreadable)."""
 
 
+class DeviceFailure(RuntimeError):
+    """The device (or the engine) failed on a batch: the run stops rather than mark every
+    sequence failed (a sticky CUDA error would fail all the batches after it)."""
+
+
 @dataclass(frozen=True)
 class SeqPlan:
     """One sequence to compute: which array feeds TV-L1 and how many pairs it has."""

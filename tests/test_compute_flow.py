@@ -341,6 +341,40 @@ def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch):
         assert np.sign(flow[:, 0][_person_mask(seq_id, store)].mean()) == direction
 
 
+def test_device_error_stops_the_run_and_a_data_error_fails_only_its_batch(tmp_path, monkeypatch):
+    """A sticky CUDA error must not mark the dataset failed: the run stops, nothing is recorded
+    failed, and the rerun resumes. A ValueError (the frames) fails its batch's sequences only."""
+    import pipelines.flow_batches as fb
+
+    seqs = {"001-nm-01-090": 1, "001-nm-02-090": -1, "002-nm-01-090": 1}
+    store = make_store(tmp_path / "s", seqs=seqs)
+    real = fb.BatchedFlow._flow_and_crop
+    calls = []
+
+    def sticky(self, batch):
+        calls.append(len(batch))
+        if len(calls) >= 2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
+        return real(self, batch)
+
+    monkeypatch.setattr(fb.BatchedFlow, "_flow_and_crop", sticky)
+    result = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--batch-size",
+                                         str(T - 1), "--readers", "1", *FAST_CLI])
+    assert result.exit_code == 1
+    assert "compute-flow stopped: TV-L1 on cpu failed on a batch" in result.output
+    assert "illegal memory access" in result.output and "rerun resumes" in result.output
+    assert store.failures() == [] and len(calls) == 2  # stopped at the first device error
+    assert sum(has_flow(store, s) for s in seqs) == 1
+
+    def bad_frames(self, batch):
+        raise ValueError("frames of the wrong kind (simulated)")
+
+    monkeypatch.setattr(fb.BatchedFlow, "_flow_and_crop", bad_frames)
+    summary = _run(store.path, device="cpu", batch_size=T - 1, readers=1)
+    assert len(summary.failed) == 2 and {f["seq_id"] for f in store.failures()} == set(seqs) - {
+        s for s in seqs if has_flow(store, s)}
+
+
 def test_gpu_without_cuda_is_a_clear_error(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

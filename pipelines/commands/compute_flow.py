@@ -49,7 +49,8 @@ def compute_flow(
     """
     from gaittools.store import StoreError
     from pipelines.cluster import ClusterPathError
-    from pipelines.compute_flow import DeviceUnavailable, FlowRun, compute_flow as run_compute_flow, parse_params
+    from pipelines.compute_flow import (DeviceFailure, DeviceUnavailable, FlowRun, compute_flow as run_compute_flow,
+                                        parse_params)
 
     try:
         params = parse_params(tvl1_params)
@@ -62,6 +63,6 @@ def compute_flow(
                   readers=readers, overwrite=overwrite, limit=limit, params=params)
     try:
         report = run_compute_flow(store, run)
-    except (DeviceUnavailable, StoreError, ClusterPathError) as exc:
+    except (DeviceUnavailable, DeviceFailure, StoreError, ClusterPathError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(0 if report.ok else 1)
