@@ -51,6 +51,7 @@ class FlowRun:
     scheduler: str | None = None
     workers: int | None = None
     batch_size: int | None = None  # None: chosen from free memory
+    engine: str = "auto"  # torch path: TV-L1 inner engine, auto | reference | fused
     readers: int = 4
     overwrite: bool = False
     limit: int | None = None
@@ -162,6 +163,8 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
     device = resolve_device(run) if run.uses_torch else "cpu"
     params = dict(run.params)
     _params(params)  # bad parameters fail here, once
+    if run.uses_torch and run.engine == "fused":
+        _check_fused(device, params)
     store = Store(Path(store_path).resolve())  # workers of a joined cluster have another working directory
     store.clean_staging()  # what killed runs left; never read as data
     todo, skipped = plan(store, run.overwrite, run.limit)
@@ -175,7 +178,7 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
 
             try:
                 stats = run_torch(str(store.path), todo, device, params, run.batch_size, run.readers,
-                                  progress.report)
+                                  progress.report, engine=run.engine)
             finally:  # a device failure stops the run; what was written is in the manifest
                 refresh_manifest(store)
             print(stats.format(), file=stream, flush=True)
@@ -183,8 +186,9 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
             _run_opencv(str(store.path), todo, params, run, progress.report)
     summary = progress.finish()
     if summary.seconds > 0 and summary.frames:
-        print(f"[compute-flow] {summary.frames / summary.seconds:.1f} pairs/s on {device} "
-              f"({'torch' if run.uses_torch else 'opencv'})", file=stream, flush=True)
+        how = f"torch, {stats.engine} engine" if stats is not None else ("torch" if run.uses_torch else "opencv")
+        print(f"[compute-flow] {summary.frames / summary.seconds:.1f} pairs/s on {device} ({how})",
+              file=stream, flush=True)
     refresh_manifest(store)
     return FlowReport(summary, stats)
 
@@ -226,6 +230,18 @@ def resolve_device(run: FlowRun) -> str:
     if wanted not in ("cpu", "cuda") and not wanted.startswith("cuda:"):
         raise DeviceUnavailable(f"--device {wanted!r}: expected cpu, cuda or cuda:N")
     return wanted
+
+
+def _check_fused(device: str, params: Mapping[str, Any]) -> None:
+    """``--engine fused`` where it cannot run is refused before the store is touched."""
+    import torch
+
+    from gaittools.flow.tvl1_torch import pick_engine
+
+    try:
+        pick_engine(torch.device(device), _params(params), "fused")
+    except RuntimeError as exc:
+        raise DeviceUnavailable(f"--engine fused on {device}: {exc}") from exc
 
 
 class DeviceUnavailable(RuntimeError):

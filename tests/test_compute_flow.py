@@ -224,6 +224,23 @@ def test_torch_and_opencv_backends_agree(tmp_path):
         epe = np.hypot(a[:, 0] - b[:, 0], a[:, 1] - b[:, 1]).mean()
         assert epe < 0.15, (seq_id, epe)
         assert pt.attrs_of(seq_id)["flow"]["backend"] == "torch-tvl1"
+        assert pt.attrs_of(seq_id)["flow"]["engine"] == "reference"  # what ran, not what was asked
+
+
+def test_engine_option_is_checked_and_reported(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})
+    cli = CliRunner()
+    result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--engine", "reference", *FAST_CLI])
+    assert result.exit_code == 2 and "--engine chooses the torch TV-L1 engine; add --gpu or --device" in result.output
+    result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--engine", "fused", *FAST_CLI])
+    assert result.exit_code == 1 and "--engine fused on cpu: the fused TV-L1 engine cannot run" in result.output
+    assert not has_flow(store, "001-nm-01-090")
+    result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--engine", "reference",
+                                 "--readers", "1", *FAST_CLI])
+    assert result.exit_code == 0, result.output
+    assert "torch TV-L1 (reference engine) on cpu" in result.output
+    assert "pairs/s on cpu (torch, reference engine)" in result.output
 
 
 def test_gray_only_store_gets_flow_of_its_crops(tmp_path):

@@ -175,6 +175,8 @@ def _median_kernel(src_ptr, dst_ptr, height, width, KERNEL: tl.constexpr, SLOTS:
 class FusedEngine:
     """The inner loop as Triton kernels; same contract as ``tvl1_torch.ReferenceEngine``."""
 
+    name = "fused"
+
     def median(self, flow: torch.Tensor, kernel: int) -> torch.Tensor:
         if kernel <= 1:
             return flow

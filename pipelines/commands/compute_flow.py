@@ -30,6 +30,10 @@ def _batch_size(value: str) -> int | None:
 @cluster_options
 @click.option("--batch-size", default="auto", show_default=True, metavar="N|auto",
               help="Frame pairs per torch batch; auto: from the device's free memory (halved on out-of-memory).")
+@click.option("--engine", type=click.Choice(["auto", "reference", "fused"]), default="auto", show_default=True,
+              help="Torch path: TV-L1 inner loop as fused Triton kernels (CUDA), plain torch (reference), or "
+                   "auto (fused where it can run, else reference with a warning). The engine that ran is "
+                   "recorded in each sequence's flow attributes and the summary line.")
 @click.option("--readers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads reading sequences ahead of the torch engine.")
 @click.option("--tvl1", "tvl1_params", multiple=True, metavar="NAME=VALUE",
@@ -38,7 +42,7 @@ def _batch_size(value: str) -> int | None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Compute at most N sequences (a trial run).")
 def compute_flow(
     store: str, gpu: bool, device: str | None, scheduler: str | None, workers: int | None, batch_size: str,
-    readers: int, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None,
+    engine: str, readers: int, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None,
 ) -> None:
     """Compute TV-L1 flow between consecutive frames of every sequence of STORE.
 
@@ -56,11 +60,13 @@ def compute_flow(
         params = parse_params(tvl1_params)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--tvl1") from exc
+    if engine != "auto" and not (gpu or device):
+        raise click.UsageError("--engine chooses the torch TV-L1 engine; add --gpu or --device")
     if (gpu or device) and scheduler:
         raise click.UsageError("--scheduler runs the OpenCV CPU path on a Dask cluster; the torch path (--gpu/--device) "
                                "runs on this machine's devices. Drop one of them.")
     run = FlowRun(gpu=gpu, device=device, scheduler=scheduler, workers=workers, batch_size=_batch_size(batch_size),
-                  readers=readers, overwrite=overwrite, limit=limit, params=params)
+                  engine=engine, readers=readers, overwrite=overwrite, limit=limit, params=params)
     try:
         report = run_compute_flow(store, run)
     except (DeviceUnavailable, DeviceFailure, StoreError, ClusterPathError) as exc:
