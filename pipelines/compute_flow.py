@@ -55,6 +55,7 @@ class FlowRun:
     readers: int = 4
     overwrite: bool = False
     limit: int | None = None
+    shard: tuple[int, int] | None = None  # (k, n): only the k-th of n shares of the sequences, 1-based
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -167,7 +168,7 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
         _check_fused(device, params)
     store = Store(Path(store_path).resolve())  # workers of a joined cluster have another working directory
     store.clean_staging()  # what killed runs left; never read as data
-    todo, skipped = plan(store, run.overwrite, run.limit)
+    todo, skipped = plan(store, run.overwrite, run.limit, run.shard)
     progress = PairProgress("compute-flow", len(todo), sum(p.n_pairs for p in todo), stream=stream)
     for seq_id, why in skipped:
         progress.skip(seq_id, why)

@@ -75,11 +75,18 @@ class SeqResult:
 
 
 # ---------------------------------------------------------------------------- planning
-def plan(store: Store, overwrite: bool = False, limit: int | None = None) -> tuple[list[SeqPlan], list[tuple[str, str]]]:
-    """Sequences to compute and those skipped with why (already done, no input array)."""
+def plan(store: Store, overwrite: bool = False, limit: int | None = None, shard: tuple[int, int] | None = None,
+         ) -> tuple[list[SeqPlan], list[tuple[str, str]]]:
+    """Sequences to compute and those skipped with why (already done, no input array).
+
+    ``shard`` = (k, n): every n-th sequence of the store's sorted ids from the k-th on, so n
+    hosts running compute-flow --gpu --shard k/n on one shared store split it without overlap."""
     todo: list[SeqPlan] = []
     skipped: list[tuple[str, str]] = []
-    for seq_id in store.seq_ids():
+    seq_ids = store.seq_ids()
+    if shard is not None:
+        seq_ids = seq_ids[shard[0] - 1::shard[1]]
+    for seq_id in seq_ids:
         if limit is not None and len(todo) >= limit:
             break
         if not overwrite and has_flow(store, seq_id):

@@ -227,6 +227,23 @@ def test_torch_and_opencv_backends_agree(tmp_path):
         assert pt.attrs_of(seq_id)["flow"]["engine"] == "reference"  # what ran, not what was asked
 
 
+def test_shards_split_a_store_without_overlap(tmp_path):
+    """N hosts with --shard K/N on one store: each sequence in exactly one share."""
+    from pipelines.compute_flow import plan
+
+    seqs = {f"00{i}-nm-01-090": 1 for i in range(1, 6)}
+    store = make_store(tmp_path / "s", seqs=seqs)
+    shares = [[p.seq_id for p in plan(store, shard=(k, 2))[0]] for k in (1, 2)]
+    assert sorted(shares[0] + shares[1]) == sorted(seqs) and not set(shares[0]) & set(shares[1])
+    assert len(shares[0]) == 3
+    result = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--workers", "0", "--shard", "2/2",
+                                         *FAST_CLI])
+    assert result.exit_code == 0, result.output
+    assert sorted(s for s in seqs if has_flow(store, s)) == sorted(shares[1])
+    bad = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--shard", "3/2"])
+    assert bad.exit_code == 2 and "expected K/N with 1 <= K <= N" in bad.output
+
+
 def test_engine_option_is_checked_and_reported(tmp_path, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})

@@ -21,6 +21,15 @@ def _batch_size(value: str) -> int | None:
     return n
 
 
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    k, sep, n = value.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise click.BadParameter(f"{value!r}: expected K/N with 1 <= K <= N, e.g. 2/4", param_hint="--shard")
+    return int(k), int(n)
+
+
 @click.command("compute-flow")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--gpu", is_flag=True, help="Batched torch TV-L1 on the GPU(s) (default: OpenCV DualTVL1 on CPU workers).")
@@ -40,9 +49,12 @@ def _batch_size(value: str) -> int | None:
               help="TV-L1 parameter override, e.g. --tvl1 warps=3 (default: OpenCV's defaults).")
 @click.option("--overwrite", is_flag=True, help="Recompute sequences that already have flow.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Compute at most N sequences (a trial run).")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Only the K-th of N shares of the sequences (every N-th id from the K-th): N GPU hosts "
+                   "split one shared store without overlap.")
 def compute_flow(
     store: str, gpu: bool, device: str | None, scheduler: str | None, workers: int | None, batch_size: str,
-    engine: str, readers: int, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None,
+    engine: str, readers: int, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None, shard: str | None,
 ) -> None:
     """Compute TV-L1 flow between consecutive frames of every sequence of STORE.
 
@@ -66,7 +78,7 @@ def compute_flow(
         raise click.UsageError("--scheduler runs the OpenCV CPU path on a Dask cluster; the torch path (--gpu/--device) "
                                "runs on this machine's devices. Drop one of them.")
     run = FlowRun(gpu=gpu, device=device, scheduler=scheduler, workers=workers, batch_size=_batch_size(batch_size),
-                  engine=engine, readers=readers, overwrite=overwrite, limit=limit, params=params)
+                  engine=engine, readers=readers, overwrite=overwrite, limit=limit, shard=_shard(shard), params=params)
     try:
         report = run_compute_flow(store, run)
     except (DeviceUnavailable, DeviceFailure, StoreError, ClusterPathError) as exc:
