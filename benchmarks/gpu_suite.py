@@ -219,7 +219,8 @@ def section_training(s: Settings) -> list[dict[str, Any]]:
     from gaittools.store import Store
     from training.clips import build_clip_index, read_split
     from training.data import PKBatchSampler, ResidentClips, crop_size, iterate_batches
-    from training.trainer import is_3d, model_modality
+    from training.model_build import model_modality
+    from training.trainer import is_3d
 
     store, split = _toy(s)
     clips = build_clip_index(Store(store), read_split(split), 25, 5)
@@ -291,8 +292,8 @@ def section_resume(s: Settings) -> list[dict[str, Any]]:
 def section_export(s: Settings) -> list[dict[str, Any]]:
     from gaittools import deploy
     from training import export as ex
-    from training.trainer import build_net
     from training.config import ModelConfig
+    from training.model_build import build_net
 
     widths = [4, 8, 8, 16, 16, 16]
     model_cfg = ModelConfig("c3d", 32, {"in_channels": 1, "widths": widths}) if s.tiny else \
