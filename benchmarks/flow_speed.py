@@ -70,12 +70,15 @@ def make_pairs(n: int, width: int, height: int, seed: int = 0) -> tuple[np.ndarr
     return frames0, frames1, origin
 
 
-def time_ours(frames0, frames1, device: str, batch: int, engine: str) -> tuple[float, np.ndarray]:
+def time_ours(frames0, frames1, device: str, batch: int, engine: str) -> tuple[float, np.ndarray, str]:
+    """Seconds, flows and the engine that ran ("auto" may fall back to the reference)."""
     import torch
 
-    from gaittools.flow import tvl1
+    from gaittools.flow import TVL1Params, tvl1
+    from gaittools.flow.tvl1_torch import pick_engine
 
     target = torch.device(device)
+    engine = pick_engine(target, TVL1Params(), engine)
     f0 = torch.from_numpy(frames0).to(target)
     f1 = torch.from_numpy(frames1).to(target)
     tvl1(f0[:min(batch, 2)], f1[:min(batch, 2)], engine=engine)  # compile kernels, warm caches
@@ -87,7 +90,7 @@ def time_ours(frames0, frames1, device: str, batch: int, engine: str) -> tuple[f
     if target.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return seconds, torch.cat(flows).cpu().numpy()
+    return seconds, torch.cat(flows).cpu().numpy(), engine.name
 
 
 def time_opencv(frames0, frames1, workers: int) -> tuple[float, np.ndarray]:
@@ -129,13 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes.split(","):
         width, height = (int(v) for v in size.lower().split("x"))
         frames0, frames1, origin = make_pairs(n_pairs, width, height)
-        ours_s, ours = time_ours(frames0, frames1, args.device, batch, args.engine)
+        ours_s, ours, ran = time_ours(frames0, frames1, args.device, batch, args.engine)
         cv_s, cv = time_opencv(frames0, frames1, args.workers)
         epe = float(np.sqrt(((ours - cv) ** 2).sum(axis=1)).mean())
         ours_rate, cv_rate = n_pairs / ours_s, n_pairs / cv_s
         rows.append(f"{size:>9} {n_pairs:>6} {ours_rate:>13.1f} {cv_rate:>15.1f} "
                     f"{ours_rate / cv_rate:>7.2f} {epe:>15.4f}")
-        print(f"  done {size} ({origin})", flush=True)
+        print(f"  done {size} ({origin}; {ran} engine ran)", flush=True)
     print(header)
     print("\n".join(rows))
 

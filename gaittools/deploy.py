@@ -167,14 +167,25 @@ def _torch_device(device: str) -> str:
     return device
 
 
-def _program_runner(program: Any, device: str) -> Callable[[np.ndarray], np.ndarray]:
+def _program_runner(program: Any, device: str, bundle: Bundle,
+                    move: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """Run an ExportedProgram on ``device``.
+
+    ``move``: place it with torch.export's own pass (``move_to_device_pass``), which also moves
+    the tensors the graph created at trace time (GaitSet's), where ``module().to()`` moves only
+    parameters and buffers. A TensorRT program is not moved: its engines belong to the GPU
+    they were built on. Any failure is a BundleError naming the bundle."""
     import torch
 
-    module = program.module()
     try:
-        module = module.to(device)
-    except Exception:  # noqa: BLE001 - some graph modules refuse .to(); their weights are already placed
-        pass
+        if move:
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        module = program.module()
+    except Exception as exc:  # noqa: BLE001 - one clear message, nothing swallowed
+        raise BundleError(f"{bundle.model_path}: cannot place the exported program on {device} "
+                          f"({type(exc).__name__}: {exc})") from exc
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -189,7 +200,7 @@ def _torch_runner(bundle: Bundle, device: str) -> tuple[Callable[[np.ndarray], n
 
     resolved = _torch_device(device)
     program = torch.export.load(str(bundle.model_path))
-    return _program_runner(program, resolved), resolved
+    return _program_runner(program, resolved, bundle), resolved
 
 
 def _tensorrt_runner(bundle: Bundle, device: str) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
@@ -205,4 +216,4 @@ def _tensorrt_runner(bundle: Bundle, device: str) -> tuple[Callable[[np.ndarray]
         raise BundleError(f"{bundle.model_path}: no CUDA GPU visible. {INSTALL_TENSORRT}")
     resolved = "cuda" if device == "auto" else device
     program = torch.export.load(str(bundle.model_path))
-    return _program_runner(program, resolved), resolved
+    return _program_runner(program, resolved, bundle, move=False), resolved

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -50,6 +50,31 @@ def limit_native_threads() -> None:
     cv2.setNumThreads(1)
 
 
+class ClusterPathError(RuntimeError):
+    """Workers of a joined cluster that cannot see a path the tasks read or write."""
+
+
+def _missing(paths: list[str]) -> list[str]:
+    """Runs on each worker: the paths it cannot see."""
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def check_workers_see(client: Any, paths: Mapping[str, str]) -> None:
+    """Refuse, before any task runs, when a worker cannot see one of ``paths`` (name -> path).
+
+    Tasks open the store (and sources) by path on the worker's host; a worker without the
+    shared filesystem would otherwise fail every task it takes, one by one."""
+    missing = {w: m for w, m in client.run(_missing, list(paths.values())).items() if m}
+    if not missing:
+        return
+    worker, gone = sorted(missing.items())[0]
+    names = ", ".join(f"the {name} {path}" for name, path in paths.items() if path in gone)
+    raise ClusterPathError(
+        f"{len(missing)} of {len(client.scheduler_info()['workers'])} Dask workers cannot see {names} "
+        f"(e.g. {worker}); the workers of a joined cluster (--scheduler) must see the same paths: "
+        "mount the shared filesystem at the same place on every host")
+
+
 @contextmanager
 def dask_client(
     scheduler: str | None = None,
@@ -57,11 +82,13 @@ def dask_client(
     threads_per_worker: int = 1,
     memory_limit: str | int = "auto",
     quiet: bool = True,
+    must_see: Mapping[str, str] | None = None,
 ) -> Iterator[Any]:
     """A ``distributed.Client`` for the length of a ``with`` block, cleaned up after.
 
     - ``scheduler``: address (``tcp://host:port``) of a running scheduler to join; the cluster
-      is left running afterwards. ``workers`` is then ignored.
+      is left running afterwards. ``workers`` is then ignored. Every worker must see the
+      absolute paths in ``must_see`` (``check_workers_see``).
     - otherwise a ``LocalCluster`` with ``workers`` processes (default: one per core) of
       ``threads_per_worker`` threads each, closed on exit.
     """
@@ -73,6 +100,8 @@ def dask_client(
     if scheduler is not None:
         client = Client(scheduler, timeout="30s")
         try:
+            if must_see:
+                check_workers_see(client, must_see)
             yield client
         finally:
             client.close()

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -33,11 +34,11 @@ import numpy as np
 from gaittools.flow_crop import crop_flow
 from gaittools.manifest import refresh_manifest
 from gaittools.store import Store
-from pipelines.flow_io import (STAGE, FlowInputError, SeqPlan, SeqResult, SequenceInput, has_flow, plan,
+from pipelines.flow_io import (STAGE, DeviceFailure, FlowInputError, SeqPlan, SeqResult, SequenceInput, has_flow, plan,
                                read_input, record_failure, write_flow)
 from gaittools.progress import Meter, Progress, Summary
 
-__all__ = ["STAGE", "FlowInputError", "FlowRun", "SeqPlan", "SeqResult", "SequenceInput", "compute_flow",
+__all__ = ["STAGE", "DeviceFailure", "FlowInputError", "FlowRun", "SeqPlan", "SeqResult", "SequenceInput", "compute_flow",
            "has_flow", "parse_params", "plan", "read_input", "record_failure", "write_flow"]
 
 
@@ -50,9 +51,11 @@ class FlowRun:
     scheduler: str | None = None
     workers: int | None = None
     batch_size: int | None = None  # None: chosen from free memory
+    engine: str = "auto"  # torch path: TV-L1 inner engine, auto | reference | fused
     readers: int = 4
     overwrite: bool = False
     limit: int | None = None
+    shard: tuple[int, int] | None = None  # (k, n): only the k-th of n shares of the sequences, 1-based
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -161,9 +164,11 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
     device = resolve_device(run) if run.uses_torch else "cpu"
     params = dict(run.params)
     _params(params)  # bad parameters fail here, once
-    store = Store(store_path)
+    if run.uses_torch and run.engine == "fused":
+        _check_fused(device, params)
+    store = Store(Path(store_path).resolve())  # workers of a joined cluster have another working directory
     store.clean_staging()  # what killed runs left; never read as data
-    todo, skipped = plan(store, run.overwrite, run.limit)
+    todo, skipped = plan(store, run.overwrite, run.limit, run.shard)
     progress = PairProgress("compute-flow", len(todo), sum(p.n_pairs for p in todo), stream=stream)
     for seq_id, why in skipped:
         progress.skip(seq_id, why)
@@ -172,14 +177,19 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
         if run.uses_torch:
             from pipelines.flow_batches import run_torch
 
-            stats = run_torch(str(store.path), todo, device, params, run.batch_size, run.readers, progress.report)
+            try:
+                stats = run_torch(str(store.path), todo, device, params, run.batch_size, run.readers,
+                                  progress.report, engine=run.engine)
+            finally:  # a device failure stops the run; what was written is in the manifest
+                refresh_manifest(store)
             print(stats.format(), file=stream, flush=True)
         else:
             _run_opencv(str(store.path), todo, params, run, progress.report)
     summary = progress.finish()
     if summary.seconds > 0 and summary.frames:
-        print(f"[compute-flow] {summary.frames / summary.seconds:.1f} pairs/s on {device} "
-              f"({'torch' if run.uses_torch else 'opencv'})", file=stream, flush=True)
+        how = f"torch, {stats.engine} engine" if stats is not None else ("torch" if run.uses_torch else "opencv")
+        print(f"[compute-flow] {summary.frames / summary.seconds:.1f} pairs/s on {device} ({how})",
+              file=stream, flush=True)
     refresh_manifest(store)
     return FlowReport(summary, stats)
 
@@ -193,7 +203,7 @@ def _run_opencv(store_path: str, todo: list[SeqPlan], params: dict, run: FlowRun
         return
     from distributed import as_completed
 
-    with dask_client(scheduler=run.scheduler, workers=run.workers) as client:
+    with dask_client(scheduler=run.scheduler, workers=run.workers, must_see={"store": store_path}) as client:
         # Longest sequences first: the last tasks are short, so the cores finish together.
         ordered = sorted(todo, key=lambda p: -p.n_pairs)
         run_tag = time.time_ns()  # a joined cluster may still hold results of an earlier run's keys
@@ -221,6 +231,18 @@ def resolve_device(run: FlowRun) -> str:
     if wanted not in ("cpu", "cuda") and not wanted.startswith("cuda:"):
         raise DeviceUnavailable(f"--device {wanted!r}: expected cpu, cuda or cuda:N")
     return wanted
+
+
+def _check_fused(device: str, params: Mapping[str, Any]) -> None:
+    """``--engine fused`` where it cannot run is refused before the store is touched."""
+    import torch
+
+    from gaittools.flow.tvl1_torch import pick_engine
+
+    try:
+        pick_engine(torch.device(device), _params(params), "fused")
+    except RuntimeError as exc:
+        raise DeviceUnavailable(f"--engine fused on {device}: {exc}") from exc
 
 
 class DeviceUnavailable(RuntimeError):

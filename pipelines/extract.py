@@ -163,7 +163,8 @@ def _run_dask(todo: list[SourceSequence], store_path: Path, options: ExtractOpti
               scheduler: str | None, workers: int | None) -> Iterator[TaskResult]:
     from distributed import as_completed
 
-    with dask_client(scheduler, workers) as client:
+    must_see = {"store": str(store_path), "source": str(todo[0].path)}
+    with dask_client(scheduler, workers, must_see=must_see) as client:
         backgrounds = {
             bg: client.submit(background_task, bg, options.working_height, key=f"background-{bg.stem}-{time.time_ns()}")
             for bg in sorted({s.background for s in todo if s.background is not None})

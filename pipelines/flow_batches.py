@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from gaittools.flow.params import TVL1Params
-from gaittools.flow.tvl1_torch import tvl1
+from gaittools.flow.tvl1_torch import pick_engine, tvl1
 from gaittools.flow_crop import crop_flow_torch
 from gaittools.store import Store
-from pipelines.flow_io import SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
+from pipelines.flow_io import DeviceFailure, SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
 
 #: Largest batch ever formed (pairs); beyond it a batch only costs host memory.
 MAX_BATCH = 8192
@@ -53,6 +53,7 @@ class EngineStats:
     """What the device loop did: the numbers behind a speed or GPU-utilisation claim."""
 
     device: str
+    engine: str = ""  # the TV-L1 engine that ran: "reference" or "fused"
     pairs: int = 0
     batches: int = 0
     largest_batch: int = 0
@@ -65,8 +66,9 @@ class EngineStats:
         return self.kernel_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def merge(self, other: EngineStats) -> EngineStats:
+        engines = ",".join(sorted({e for e in (self.engine, other.engine) if e}))
         return EngineStats(
-            f"{self.device},{other.device}", self.pairs + other.pairs, self.batches + other.batches,
+            f"{self.device},{other.device}", engines, self.pairs + other.pairs, self.batches + other.batches,
             max(self.largest_batch, other.largest_batch), self.oom_halvings + other.oom_halvings,
             self.kernel_seconds + other.kernel_seconds, max(self.wall_seconds, other.wall_seconds),
         )
@@ -74,7 +76,7 @@ class EngineStats:
     def format(self) -> str:
         rate = self.pairs / self.wall_seconds if self.wall_seconds > 0 else 0.0
         return (
-            f"[compute-flow] torch TV-L1 on {self.device}: {self.pairs} pairs in {self.batches} batches "
+            f"[compute-flow] torch TV-L1 ({self.engine or '?'} engine) on {self.device}: {self.pairs} pairs in {self.batches} batches "
             f"(largest {self.largest_batch}), {rate:.1f} pairs/s, TV-L1 busy {self.busy_fraction:.0%} of "
             f"{self.wall_seconds:.1f} s, {self.oom_halvings} out-of-memory halvings"
         )
@@ -141,16 +143,17 @@ class BatchedFlow:
 
     def __init__(
         self, store_path: str, device: str, params: dict, batch_size: int | None = None, readers: int = 4,
-        writers: int = 2,
+        writers: int = 2, engine: str = "auto",
     ):
         self.store = Store(store_path)
         self.device = torch.device(device)
         if self.device.type == "cuda":  # events, streams and empty_cache act on the current device
             torch.cuda.set_device(self.device)
         self.params = TVL1Params(**params)
+        self.runner = pick_engine(self.device, self.params, engine)  # once: "auto" may fall back
         self.fixed_batch = batch_size
         self.readers, self.writers = max(1, readers), max(1, writers)
-        self.stats = EngineStats(str(self.device))
+        self.stats = EngineStats(str(self.device), self.runner.name)
         self._caps: dict[tuple[int, int], int] = {}
         self._bytes_per_pixel: float | None = None
         self._lock = threading.Lock()
@@ -182,7 +185,7 @@ class BatchedFlow:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         base = torch.cuda.memory_allocated(self.device)
-        tvl1(i0, i1, self.params)
+        tvl1(i0, i1, self.params, engine=self.runner)
         torch.cuda.synchronize(self.device)
         peak = torch.cuda.max_memory_allocated(self.device) - base
         del i0, i1
@@ -298,13 +301,18 @@ class BatchedFlow:
             return
         try:
             crops, seconds = self._compute(batch)
-        except Exception as exc:  # not memory: give up on this batch's sequences only
+        except ValueError as exc:  # about these frames: give up on this batch's sequences only
             for state in {id(s): s for s, _ in batch.owners}.values():
                 if not state.failed:
                     state.failed = True
                     budget.release(state.inp.n_pairs)
                     report(record_failure(self.store, state.inp.seq_id, exc))
             return
+        except Exception as exc:  # the device or the engine, not the data (a sticky CUDA error fails every batch)
+            raise DeviceFailure(
+                f"compute-flow stopped: TV-L1 on {self.device} failed on a batch of {len(batch)} pairs "
+                f"({type(exc).__name__}: {exc}). This is not about the data: no sequence was marked failed, "
+                "and a rerun resumes where this one stopped.") from exc
         self.stats.pairs += len(batch)
         self.stats.kernel_seconds += seconds
         for i, (state, t) in enumerate(batch.owners):
@@ -341,7 +349,7 @@ class BatchedFlow:
         i0 = batch.i0.to(self.device, non_blocking=True).float()
         i1 = batch.i1.to(self.device, non_blocking=True).float()
         timer = _Timer(self.device)
-        flow = tvl1(i0, i1, self.params)
+        flow = tvl1(i0, i1, self.params, engine=self.runner)
         if batch.kind == "frames":
             flow, _ = crop_flow_torch(flow, batch.windows, batch.crop_size)
         crops = flow.float().cpu().numpy()
@@ -355,7 +363,7 @@ class BatchedFlow:
         try:
             valid = state.valid if state.inp.source == "frames" else None
             write_flow(self.store, state.inp, state.out, valid, backend=BACKEND, params=self.params.as_dict(),
-                       device=str(self.device), seconds=state.seconds)
+                       device=str(self.device), seconds=state.seconds, engine=self.runner.name)
             report(SeqResult(state.inp.seq_id, True, state.inp.n_pairs, seconds=state.seconds))
         except Exception as exc:
             report(record_failure(self.store, state.inp.seq_id, exc))
@@ -395,7 +403,7 @@ def expand_devices(device: str | list[str]) -> list[str]:
 
 def run_torch(
     store_path: str, todo: list[SeqPlan], device: str | list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report,
+    readers: int, report: Report, engine: str = "auto",
 ) -> EngineStats:
     """Run the batched engine on one device in this process, or one process per device."""
     devices = expand_devices(device)
@@ -405,13 +413,13 @@ def run_torch(
             seqs.put(item)
         for _ in range(max(1, readers)):
             seqs.put(None)
-        return BatchedFlow(store_path, devices[0], params, batch_size, readers).run(seqs.get, report)
-    return _run_processes(store_path, todo, devices, params, batch_size, readers, report)
+        return BatchedFlow(store_path, devices[0], params, batch_size, readers, engine=engine).run(seqs.get, report)
+    return _run_processes(store_path, todo, devices, params, batch_size, readers, report, engine)
 
 
 def _run_processes(
     store_path: str, todo: list[SeqPlan], devices: list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report,
+    readers: int, report: Report, engine: str = "auto",
 ) -> EngineStats:
     import torch.multiprocessing as mp
 
@@ -423,10 +431,11 @@ def _run_processes(
         seqs.put(None)
     threads = max(1, torch.get_num_threads() // len(devices))
     procs = [ctx.Process(target=_device_worker, args=(store_path, d, params, batch_size, readers, threads, seqs,
-                                                      results), daemon=True) for d in devices]
+                                                      results, engine), daemon=True) for d in devices]
     for p in procs:
         p.start()
     reported: set[str] = set()
+    aborted: list[str] = []
     total = EngineStats("")
     finished = 0
     while finished < len(procs):
@@ -439,11 +448,15 @@ def _run_processes(
         if kind == "result":
             reported.add(payload.seq_id)
             report(payload)
+        elif kind == "abort":
+            aborted.append(payload)
         else:
             finished += 1
             total = payload if not total.device else total.merge(payload)
     for p in procs:
         p.join(timeout=10)
+    if aborted:
+        raise DeviceFailure(aborted[0])
     store = Store(store_path)
     dead = ", ".join(f"{d} (exit {p.exitcode})" for d, p in zip(devices, procs) if p.exitcode)
     for item in todo:  # sequences a crashed worker took with it
@@ -453,14 +466,17 @@ def _run_processes(
 
 
 def _device_worker(store_path: str, device: str, params: dict, batch_size: int | None, readers: int,
-                   threads: int, seqs: Any, results: Any) -> None:
+                   threads: int, seqs: Any, results: Any, engine: str = "auto") -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     else:  # several CPU engines share the cores instead of each taking all of them
         torch.set_num_threads(threads)
     try:
-        engine = BatchedFlow(store_path, device, params, batch_size, readers)
-        stats = engine.run(seqs.get, lambda r: results.put(("result", r)))
+        flow = BatchedFlow(store_path, device, params, batch_size, readers, engine=engine)
+        stats = flow.run(seqs.get, lambda r: results.put(("result", r)))
+    except DeviceFailure as exc:
+        results.put(("abort", str(exc)))
+        stats = EngineStats(f"{device} (failed: {exc!r})")
     except BaseException as exc:  # still tell the parent this worker is done
         stats = EngineStats(f"{device} (failed: {exc!r})")
     results.put(("stats", stats))

@@ -26,6 +26,11 @@ class FlowInputError(ValueError):
     """A sequence whose stored arrays cannot be used for flow (shape, dtype, unreadable)."""
 
 
+class DeviceFailure(RuntimeError):
+    """The device (or the engine) failed on a batch: the run stops rather than mark every
+    sequence failed (a sticky CUDA error would fail all the batches after it)."""
+
+
 @dataclass(frozen=True)
 class SeqPlan:
     """One sequence to compute: which array feeds TV-L1 and how many pairs it has."""
@@ -70,11 +75,18 @@ class SeqResult:
 
 
 # ---------------------------------------------------------------------------- planning
-def plan(store: Store, overwrite: bool = False, limit: int | None = None) -> tuple[list[SeqPlan], list[tuple[str, str]]]:
-    """Sequences to compute and those skipped with why (already done, no input array)."""
+def plan(store: Store, overwrite: bool = False, limit: int | None = None, shard: tuple[int, int] | None = None,
+         ) -> tuple[list[SeqPlan], list[tuple[str, str]]]:
+    """Sequences to compute and those skipped with why (already done, no input array).
+
+    ``shard`` = (k, n): every n-th sequence of the store's sorted ids from the k-th on, so n
+    hosts running compute-flow --gpu --shard k/n on one shared store split it without overlap."""
     todo: list[SeqPlan] = []
     skipped: list[tuple[str, str]] = []
-    for seq_id in store.seq_ids():
+    seq_ids = store.seq_ids()
+    if shard is not None:
+        seq_ids = seq_ids[shard[0] - 1::shard[1]]
+    for seq_id in seq_ids:
         if limit is not None and len(todo) >= limit:
             break
         if not overwrite and has_flow(store, seq_id):

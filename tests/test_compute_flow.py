@@ -224,6 +224,40 @@ def test_torch_and_opencv_backends_agree(tmp_path):
         epe = np.hypot(a[:, 0] - b[:, 0], a[:, 1] - b[:, 1]).mean()
         assert epe < 0.15, (seq_id, epe)
         assert pt.attrs_of(seq_id)["flow"]["backend"] == "torch-tvl1"
+        assert pt.attrs_of(seq_id)["flow"]["engine"] == "reference"  # what ran, not what was asked
+
+
+def test_shards_split_a_store_without_overlap(tmp_path):
+    """N hosts with --shard K/N on one store: each sequence in exactly one share."""
+    from pipelines.compute_flow import plan
+
+    seqs = {f"00{i}-nm-01-090": 1 for i in range(1, 6)}
+    store = make_store(tmp_path / "s", seqs=seqs)
+    shares = [[p.seq_id for p in plan(store, shard=(k, 2))[0]] for k in (1, 2)]
+    assert sorted(shares[0] + shares[1]) == sorted(seqs) and not set(shares[0]) & set(shares[1])
+    assert len(shares[0]) == 3
+    result = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--workers", "0", "--shard", "2/2",
+                                         *FAST_CLI])
+    assert result.exit_code == 0, result.output
+    assert sorted(s for s in seqs if has_flow(store, s)) == sorted(shares[1])
+    bad = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--shard", "3/2"])
+    assert bad.exit_code == 2 and "expected K/N with 1 <= K <= N" in bad.output
+
+
+def test_engine_option_is_checked_and_reported(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})
+    cli = CliRunner()
+    result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--engine", "reference", *FAST_CLI])
+    assert result.exit_code == 2 and "--engine chooses the torch TV-L1 engine; add --gpu or --device" in result.output
+    result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--engine", "fused", *FAST_CLI])
+    assert result.exit_code == 1 and "--engine fused on cpu: the fused TV-L1 engine cannot run" in result.output
+    assert not has_flow(store, "001-nm-01-090")
+    result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--engine", "reference",
+                                 "--readers", "1", *FAST_CLI])
+    assert result.exit_code == 0, result.output
+    assert "torch TV-L1 (reference engine) on cpu" in result.output
+    assert "pairs/s on cpu (torch, reference engine)" in result.output
 
 
 def test_gray_only_store_gets_flow_of_its_crops(tmp_path):
@@ -341,6 +375,40 @@ def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch):
         assert np.sign(flow[:, 0][_person_mask(seq_id, store)].mean()) == direction
 
 
+def test_device_error_stops_the_run_and_a_data_error_fails_only_its_batch(tmp_path, monkeypatch):
+    """A sticky CUDA error must not mark the dataset failed: the run stops, nothing is recorded
+    failed, and the rerun resumes. A ValueError (the frames) fails its batch's sequences only."""
+    import pipelines.flow_batches as fb
+
+    seqs = {"001-nm-01-090": 1, "001-nm-02-090": -1, "002-nm-01-090": 1}
+    store = make_store(tmp_path / "s", seqs=seqs)
+    real = fb.BatchedFlow._flow_and_crop
+    calls = []
+
+    def sticky(self, batch):
+        calls.append(len(batch))
+        if len(calls) >= 2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
+        return real(self, batch)
+
+    monkeypatch.setattr(fb.BatchedFlow, "_flow_and_crop", sticky)
+    result = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--batch-size",
+                                         str(T - 1), "--readers", "1", *FAST_CLI])
+    assert result.exit_code == 1
+    assert "compute-flow stopped: TV-L1 on cpu failed on a batch" in result.output
+    assert "illegal memory access" in result.output and "rerun resumes" in result.output
+    assert store.failures() == [] and len(calls) == 2  # stopped at the first device error
+    assert sum(has_flow(store, s) for s in seqs) == 1
+
+    def bad_frames(self, batch):
+        raise ValueError("frames of the wrong kind (simulated)")
+
+    monkeypatch.setattr(fb.BatchedFlow, "_flow_and_crop", bad_frames)
+    summary = _run(store.path, device="cpu", batch_size=T - 1, readers=1)
+    assert len(summary.failed) == 2 and {f["seq_id"] for f in store.failures()} == set(seqs) - {
+        s for s in seqs if has_flow(store, s)}
+
+
 def test_gpu_without_cuda_is_a_clear_error(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
@@ -372,6 +440,31 @@ def test_dask_cluster_and_device_processes(tmp_path):
         a = Store(tmp_path / "a").read(seq_id, "flow").astype(np.float32)
         b = store.read(seq_id, "flow").astype(np.float32)
         assert np.hypot(*(a - b).transpose(1, 0, 2, 3)).mean() < 0.15
+
+
+@pytest.mark.slow
+def test_joined_cluster_with_a_relative_store_path(tmp_path, monkeypatch):
+    """--scheduler: workers in another working directory get the store's absolute path, and a
+    path a worker cannot see is refused before any task runs (the message names it)."""
+    from distributed import Client
+
+    from pipelines.cluster import ClusterPathError, check_workers_see
+    from dask_helpers import dask_cluster_in
+
+    seqs = {"001-nm-01-090": 1, "002-nm-01-090": -1}
+    make_store(tmp_path / "client" / "store", seqs=seqs)
+    shutil.copytree(tmp_path / "client" / "store", tmp_path / "ref")
+    _run(tmp_path / "ref")
+    monkeypatch.chdir(tmp_path / "client")
+    with dask_cluster_in(tmp_path / "workers") as address:
+        with Client(address, timeout="30s") as client:  # /proc/self/cwd: each process's own directory
+            with pytest.raises(ClusterPathError, match=r"2 of 2 Dask workers cannot see the store /proc/self/cwd"):
+                check_workers_see(client, {"store": "/proc/self/cwd/store"})
+        result = CliRunner().invoke(_cli(), ["compute-flow", "store", "--scheduler", address, *FAST_CLI])
+    assert result.exit_code == 0, result.output
+    for seq_id in seqs:
+        np.testing.assert_array_equal(Store(tmp_path / "client" / "store").read(seq_id, "flow"),
+                                      Store(tmp_path / "ref").read(seq_id, "flow"))
 
 
 def test_resume_after_a_killed_run(tmp_path):

@@ -149,6 +149,28 @@ def test_failed_parity_fails_export_and_keeps_previous(tmp_path, real_clips, mon
     assert deploy.read_bundle(target).meta["sha256"] == good_sha
 
 
+def test_exported_program_is_placed_by_torch_export_and_failures_are_not_swallowed(bundles, real_clips,
+                                                                                    monkeypatch):
+    """The program moves with torch.export's pass (trace-time tensors too); if it cannot be
+    placed, loading fails with the bundle's path instead of running half on another device."""
+    import torch.export.passes
+
+    moved: list[str] = []
+    real_pass = torch.export.passes.move_to_device_pass
+    monkeypatch.setattr(torch.export.passes, "move_to_device_pass",
+                        lambda ep, device: (moved.append(str(device)), real_pass(ep, device))[1])
+    model = deploy.load_signature_model(bundles["exported-program"].root, device="cpu")
+    assert moved == ["cpu"] and model(real_clips[:2]).shape == (2, 32)
+
+    def refuses(ep, device):
+        raise RuntimeError(f"no room on {device}")
+
+    monkeypatch.setattr(torch.export.passes, "move_to_device_pass", refuses)
+    with pytest.raises(deploy.BundleError, match=r"model\.pt2: cannot place the exported program on cpu "
+                                                 r"\(RuntimeError: no room on cpu\)"):
+        deploy.load_signature_model(bundles["exported-program"].root, device="cpu")
+
+
 def test_tampered_model_file_is_refused(bundles, tmp_path):
     import shutil
 
@@ -178,6 +200,44 @@ def test_tensorrt_missing_gives_install_hint(tmp_path, real_clips):
         ex.export_bundle(_tiny_student(), tmp_path / "trt", "tensorrt", real_clips, "real",
                          model_name="c3d", clip=CLIP, log=lambda _: None)
     assert not (tmp_path / "trt").exists()
+
+
+def test_tensorrt_export_uses_the_documented_api_with_explicit_precision(tmp_path, monkeypatch):
+    """No GPU here: torch_tensorrt is replaced by a recorder of how it is called (one call each,
+    the documented keywords; nothing guessed by catching TypeError)."""
+    import types
+
+    calls: list[tuple[str, dict]] = []
+
+    class Input:
+        def __init__(self, **spec):
+            self.spec = spec
+
+    def compile_(module, **options):
+        calls.append(("compile", options))
+        return module
+
+    def save(module, path, **options):
+        calls.append(("save", options))
+        Path(path).write_bytes(b"engine")
+
+    monkeypatch.setitem(sys.modules, "torch_tensorrt",
+                        types.SimpleNamespace(Input=Input, compile=compile_, save=save, __version__="2.9"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    example = torch.zeros(2, 1, 25, 64, 64)
+    for dtype, batch in ((torch.float32, None), (torch.float16, 4)):
+        calls.clear()
+        tool = ex.export_tensorrt(ex.SignatureNet(_tiny_student(), dtype), example, tmp_path / "m.ep", batch)
+        (_, compiled), (_, saved) = calls
+        assert compiled["ir"] == "dynamo" and compiled["enabled_precisions"] == {dtype}
+        spec = compiled["arg_inputs"][0].spec
+        if batch is None:
+            assert spec["min_shape"][0] == 1 and spec["max_shape"][0] == ex.MAX_DYNAMIC_BATCH
+            assert repr(saved["dynamic_shapes"]) == repr(ex._batch_dim(None))  # Dim has no __eq__
+        else:
+            assert spec["shape"] == (2, 1, 25, 64, 64) and "dynamic_shapes" not in saved
+        assert saved["output_format"] == "exported_program" and saved["arg_inputs"][0] is example
+        assert tool.endswith(f", {str(dtype).removeprefix('torch.')})")
 
 
 @pytest.mark.gpu

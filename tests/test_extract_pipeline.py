@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from click.testing import CliRunner
 from gaittools.cli import main
 from gaittools.manifest import read_manifest
 from gaittools.store import Store, StoreError
+
+from dask_helpers import dask_cluster_in
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "casia-b-mini" / "videos"
@@ -206,44 +207,10 @@ def _count_written(store: Path) -> int:
 
 
 # ---------------------------------------------------------------------------- a real Dask cluster
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def dask_cluster(tmp_path):
-    """`dask scheduler` and two single-threaded `dask worker` processes on 127.0.0.1."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = [sys.executable, "-m", "dask"]
-    logs = [open(tmp_path / f"{n}.log", "w") for n in ("scheduler", "worker1", "worker2")]
-    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], cwd=tmp_path, env=_env(), stdout=logs[0], stderr=logs[0],
-                              start_new_session=True)]
-    try:
-        for log in logs[1:]:
-            procs.append(subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                           "--no-dashboard", "--host", "127.0.0.1"], cwd=tmp_path, env=_env(),
-                                          stdout=log, stderr=log, start_new_session=True))
-        from distributed import Client
-
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=90)
+    with dask_cluster_in(tmp_path / "workers") as address:
         yield address
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        for log in logs:
-            log.close()
 
 
 def test_distributed_run_matches_local_run(run_source, reference_store, dask_cluster, tmp_path):

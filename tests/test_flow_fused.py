@@ -62,6 +62,22 @@ out["u"] = (u_ref - u_fus).abs().max().item()
 out["p"] = (p_ref - p_fus).abs().max().item()
 out["still_ref"] = still_ref.tolist()
 out["still_fus"] = still_fus.tolist()
+# the same input twice: the same iterates and stops, bit for bit (no float atomics)
+u_again, p_again = u.clone(), p.clone()
+still_again = engine.iterate(u_again, p_again, data, threshold, 7, params)
+out["repeat_equal"] = bool(torch.equal(u_again, u_fus) and torch.equal(p_again, p_fus)
+                           and torch.equal(still_again, still_fus))
+# several pixel blocks per pair: the error is the blocks' sums added in order
+big = TVL1Params()
+hb, wb = 40, 60  # 2400 pixels: 3 blocks of fused.BLOCK
+ub = (torch.randn(2, 2, hb, wb, generator=gen) * 0.5).to(device)
+pb = (torch.randn(2, 2, 2, hb, wb, generator=gen) * 0.3).to(device)
+gx, gy = torch.randn(2, hb, wb, generator=gen) * 20, torch.randn(2, hb, wb, generator=gen) * 20
+db = torch.stack((gx, gy, torch.randn(2, hb, wb, generator=gen) * 10, gx * gx + gy * gy), 1).contiguous().to(device)
+ur, pr, uf, pf = ub.clone(), pb.clone(), ub.clone(), pb.clone()
+ReferenceEngine().iterate(ur, pr, db, 0.0, 3, big)
+engine.iterate(uf, pf, db, 0.0, 3, big)
+out["blocks_u"] = (ur - uf).abs().max().item()
 
 # every pair stops at once: the kernels must skip them and the periodic check end the loop
 u_ref, p_ref = u.clone(), p.clone()
@@ -100,9 +116,20 @@ def _check(result: dict) -> None:
     assert result["p"] < 1e-4
     assert result["still_ref"] == result["still_fus"]
     assert result["still_ref"] == [True, True, False], "the test must exercise early stopping"
+    assert result["repeat_equal"]
+    assert result["blocks_u"] < 1e-3
     assert result["stopped_u"] < 1e-4 and result["stopped_p"] < 1e-4
     assert not result["stopped_any"]
     assert result["tvl1"] < 1e-3
+
+
+def test_kernels_do_not_recompile_per_step():
+    """step and n_pairs change every launch; specialising on them recompiles (1, multiples of 16)."""
+    from gaittools.flow import fused
+
+    for kernel in (fused._primal_kernel, fused._dual_kernel):
+        flags = {param.name: param.do_not_specialize for param in kernel.params}
+        assert flags["step"] and flags["n_pairs"], kernel
 
 
 @pytest.mark.gpu

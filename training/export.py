@@ -137,10 +137,13 @@ def import_tensorrt() -> Any:
 
 
 def export_tensorrt(net: nn.Module, example: torch.Tensor, path: Path, batch: int | None) -> str:
-    """torch-tensorrt dynamo path; the dtype is explicit in the graph (``SignatureNet``)."""
+    """torch-tensorrt (>= 2.5) through its documented entry points: ``torch_tensorrt.compile``
+    with ``ir="dynamo"``, then ``torch_tensorrt.save`` as an ExportedProgram.
+
+    ``enabled_precisions`` is explicit: the graph's own dtype (``SignatureNet`` casts the
+    weights), so an fp16 export builds fp16 kernels and an fp32 one never drops to fp16."""
     trt = import_tensorrt()
-    shapes = _batch_dim(batch)
-    program = torch.export.export(net, (example,), dynamic_shapes=shapes)
+    dtype = getattr(net, "dtype", torch.float32)
     tail = tuple(example.shape[1:])
     if batch is None:
         opt = max(1, min(64, MAX_DYNAMIC_BATCH))
@@ -148,16 +151,10 @@ def export_tensorrt(net: nn.Module, example: torch.Tensor, path: Path, batch: in
                          dtype=torch.float32)
     else:
         spec = trt.Input(shape=tuple(example.shape), dtype=torch.float32)
-    try:
-        compiled = trt.dynamo.compile(program, arg_inputs=[spec], min_block_size=1)
-    except TypeError:  # torch-tensorrt < 2.5 names it `inputs`
-        compiled = trt.dynamo.compile(program, inputs=[spec], min_block_size=1)
-    try:
-        trt.save(compiled, str(path), output_format="exported_program", arg_inputs=[example],
-                 dynamic_shapes=shapes)
-    except TypeError:
-        trt.save(compiled, str(path), output_format="exported_program", inputs=[example])
-    return f"torch-tensorrt {getattr(trt, '__version__', '?')} (dynamo)"
+    compiled = trt.compile(net, ir="dynamo", arg_inputs=[spec], enabled_precisions={dtype}, min_block_size=1)
+    save_options: dict[str, Any] = {"dynamic_shapes": _batch_dim(batch)} if batch is None else {}
+    trt.save(compiled, str(path), output_format="exported_program", arg_inputs=[example], **save_options)
+    return f"torch-tensorrt {getattr(trt, '__version__', '?')} (dynamo, {str(dtype).removeprefix('torch.')})"
 
 
 #: format -> exporter(net, example, path, batch[, opset]) -> the tool's name, for bundle.json

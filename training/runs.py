@@ -106,7 +106,13 @@ class RunDir:
         return path
 
     def load_checkpoint(self, path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        """The checkpoint with its tensors on ``map_location``, except the RNG states: torch's
+        RNG setters need CPU ByteTensors, so a resume on CUDA must not move them."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        device = torch.device(map_location)
+        if device.type == "cpu":
+            return state
+        return {key: value if key == "rng" else _to_device(value, device) for key, value in state.items()}
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -179,6 +185,17 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Tensors anywhere inside dicts, lists and tuples moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

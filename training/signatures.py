@@ -34,14 +34,35 @@ FILE = "signatures.pt"
 
 
 def compute_signatures(master: nn.Module, clips: pd.DataFrame, settings: EmbedSettings,
-                       device: torch.device) -> torch.Tensor:
-    """(N, 2, d) normalised signatures of the clips and their mirrors; the master is frozen."""
+                       device: torch.device, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """(N, 2, d) normalised signatures of the clips and their mirrors; the master is frozen.
+
+    Under DDP (``world`` > 1, process group initialised) every rank embeds one contiguous
+    share of the clips and the shares are gathered in rank order, so all GPUs work instead of
+    rank 0 alone; every rank returns the whole table."""
     master.eval()
     for p in master.parameters():
         p.requires_grad_(False)
-    plain = embed_clips(master, clips, FLOW, settings, device, flip=False, progress="signatures")
-    mirrored = embed_clips(master, clips, FLOW, settings, device, flip=True, progress="signatures (mirrored)")
-    return torch.stack([plain, mirrored], dim=1)
+    share = clips.iloc[_shard(len(clips), rank, world)]
+    tag = f" [rank {rank}/{world}]" if world > 1 else ""
+    plain = embed_clips(master, share, FLOW, settings, device, flip=False, progress=f"signatures{tag}")
+    mirrored = embed_clips(master, share, FLOW, settings, device, flip=True,
+                           progress=f"signatures (mirrored){tag}")
+    mine = torch.stack([plain, mirrored], dim=1)
+    if world == 1:
+        return mine
+    import torch.distributed as dist
+
+    shares: list[Any] = [None] * world
+    dist.all_gather_object(shares, mine.cpu())
+    return torch.cat(shares)
+
+
+def _shard(n: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s contiguous share of n rows (sizes differ by at most one)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
 
 def save_signatures(run_path: str | os.PathLike[str], clips: pd.DataFrame, signatures: torch.Tensor,

@@ -84,11 +84,11 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
     guard = CollapseGuard(total_steps(cfg.train, len(clips), cfg.data.P * cfg.data.K), n_classes)
     result = train(run, model, lambda out_, raw, aug: losses(out_, labels=raw.label), clips, cfg, "master",
                    ctx, resume, terms=lambda: losses.terms, guard=guard)
+    signatures = compute_signatures(model, clips, settings_from(cfg), ctx.device, ctx.rank, ctx.world)
     if ctx.is_main:
         size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], FLOW)
         run.save_model(model, _model_info(cfg, "master", cfg.master, model, n_classes, size,
                                           {"clips_per_s": result.clips_per_s}))
-        signatures = compute_signatures(model, clips, settings_from(cfg), ctx.device)
         save_signatures(run.path, clips, signatures, {"clip_len": cfg.data.clip_len, "step": cfg.data.step,
                                                       "flow_scale": cfg.data.flow_scale,
                                                       "master_model": cfg.master.model})

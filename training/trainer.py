@@ -64,13 +64,18 @@ class DeviceContext:
 
 
 def setup_device(train_cfg: TrainConfig) -> DeviceContext:
-    """The device of this process; joins the process group when launched by torchrun."""
+    """The device of this process; joins the process group when launched by torchrun.
+
+    ``cuda`` without an index means this rank's GPU, ``cuda:LOCAL_RANK``: CUDA calls
+    (``set_device``, DDP's ``device_ids``) need an index."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if train_cfg.device == "auto":
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(train_cfg.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
@@ -82,6 +87,15 @@ def setup_device(train_cfg: TrainConfig) -> DeviceContext:
 def barrier(ctx: DeviceContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+def mean_over_ranks(value: float, ctx: DeviceContext) -> float:
+    """The mean of a per-rank number over all ranks (the number itself without DDP)."""
+    if not ctx.distributed:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(total)
+    return float(total.item()) / ctx.world
 
 
 # ---------------------------------------------------------------------------- building
@@ -212,7 +226,7 @@ def train(
             for warning in guard.check(row) if guard is not None else []:
                 _log(ctx, f"warning: {role}: {warning}")
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(row["loss"])
+                scheduler.step(mean_over_ranks(row["loss"], ctx))  # one decision, or lrs drift apart
             history.append(row)
             if ctx.is_main and run is not None:
                 run.append_metrics(row)

@@ -4,9 +4,16 @@ Why: the hot loop of TV-L1 is a dozen elementwise passes per iteration; in eager
 pass reads and writes whole planes. Here one iteration is two kernels, each touching every
 plane once:
 
-* ``_primal_kernel``: thresholding step, divergence of p and the new u (in place), and the
-  pair's squared update added atomically to ``err[step + 1, pair]``;
-* ``_dual_kernel``: forward gradient of the new u and Chambolle's dual step (p in place).
+* ``_primal_kernel``: thresholding step, divergence of p and the new u (in place), and each
+  block's sum of the pair's squared update in ``partial[pair, block]``;
+* ``_dual_kernel``: forward gradient of the new u and Chambolle's dual step (p in place); its
+  first block of each pair also sums ``partial[pair, :]`` into ``err[step + 1, pair]``.
+
+The stopping error is reduced in a fixed order (block sums, then the blocks in index order), not
+with a float ``atomic_add``, whose order changes from run to run: a pair near its threshold
+would otherwise stop at different iterations, and give different flow, on identical input.
+``step`` and ``n_pairs`` are not specialised on (``do_not_specialize``): Triton would compile a
+new kernel for step 1 and for every multiple of 16, and again as the running batch shrinks.
 
 Both read ``err[step, pair]`` first and do nothing (all loads and stores masked off) for a pair
 that has stopped: convergence costs no host sync and a stopped pair costs no memory traffic.
@@ -60,9 +67,9 @@ def check_frame_size(height: int, width: int) -> None:
                          f"(at most {65535 * MEDIAN_BLOCK} pixels); use engine='reference'")
 
 
-@triton.jit
-def _primal_kernel(u_ptr, p_ptr, data_ptr, err_ptr, step, n_pairs, height, width, threshold,
-                   l_t, theta, grad_eps, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["step", "n_pairs"])
+def _primal_kernel(u_ptr, p_ptr, data_ptr, err_ptr, part_ptr, step, n_pairs, n_blocks, height, width,
+                   threshold, l_t, theta, grad_eps, BLOCK: tl.constexpr):
     pair = tl.program_id(0)  # pairs on axis 0: its limit is 2**31 - 1, axis 1's is 65535
     pid = tl.program_id(1)
     area = height * width
@@ -103,12 +110,12 @@ def _primal_kernel(u_ptr, p_ptr, data_ptr, err_ptr, step, n_pairs, height, width
     change = tl.where(live, change, 0.0)
     tl.store(u_base + offs, new1, mask=live)
     tl.store(u_base + area + offs, new2, mask=live)
-    tl.atomic_add(err_ptr + (step + 1) * n_pairs + pair, tl.sum(change, axis=0))
+    tl.store(part_ptr + pair.to(tl.int64) * n_blocks + pid, tl.sum(change, axis=0))
 
 
-@triton.jit
-def _dual_kernel(u_ptr, p_ptr, err_ptr, step, n_pairs, height, width, threshold, taut,
-                 BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["step", "n_pairs"])
+def _dual_kernel(u_ptr, p_ptr, err_ptr, part_ptr, step, n_pairs, n_blocks, height, width, threshold, taut,
+                 BLOCK: tl.constexpr, BLOCKS: tl.constexpr):
     pair = tl.program_id(0)  # pairs on axis 0: its limit is 2**31 - 1, axis 1's is 65535
     pid = tl.program_id(1)
     area = height * width
@@ -140,6 +147,10 @@ def _dual_kernel(u_ptr, p_ptr, err_ptr, step, n_pairs, height, width, threshold,
     tl.store(p_base + area + offs, (p12 + taut * u1y) / norm1, mask=live)
     tl.store(p_base + 2 * area + offs, (p21 + taut * u2x) / norm2, mask=live)
     tl.store(p_base + 3 * area + offs, (p22 + taut * u2y) / norm2, mask=live)
+    if pid == 0:  # the pair's error, summed over blocks in index order (deterministic)
+        blocks = tl.arange(0, BLOCKS)
+        parts = tl.load(part_ptr + pair.to(tl.int64) * n_blocks + blocks, mask=blocks < n_blocks, other=0.0)
+        tl.store(err_ptr + (step + 1) * n_pairs + pair, tl.sum(parts, axis=0))
 
 
 @triton.jit
@@ -175,6 +186,8 @@ def _median_kernel(src_ptr, dst_ptr, height, width, KERNEL: tl.constexpr, SLOTS:
 class FusedEngine:
     """The inner loop as Triton kernels; same contract as ``tvl1_torch.ReferenceEngine``."""
 
+    name = "fused"
+
     def median(self, flow: torch.Tensor, kernel: int) -> torch.Tensor:
         if kernel <= 1:
             return flow
@@ -198,14 +211,17 @@ class FusedEngine:
         batch, _, height, width = u.shape
         err = torch.zeros(n_iter + 1, batch, dtype=torch.float32, device=u.device)
         err[0] = math.inf
-        grid = (batch, triton.cdiv(height * width, BLOCK))
+        n_blocks = triton.cdiv(height * width, BLOCK)
+        partial = torch.zeros(batch, n_blocks, dtype=torch.float32, device=u.device)
+        grid = (batch, n_blocks)
+        blocks = triton.next_power_of_2(n_blocks)
         l_t = params.lambda_ * params.theta
         taut = params.tau / params.theta
         for step in range(n_iter):
             if step and step % SYNC_EVERY == 0 and not bool((err[step] > threshold).any()):
                 break  # every pair stopped; later rows stay 0, so all report converged
-            _primal_kernel[grid](u, p, data, err, step, batch, height, width, threshold,
+            _primal_kernel[grid](u, p, data, err, partial, step, batch, n_blocks, height, width, threshold,
                                  l_t, params.theta, GRAD_EPS, BLOCK=BLOCK)
-            _dual_kernel[grid](u, p, err, step, batch, height, width, threshold, taut,
-                               BLOCK=BLOCK)
+            _dual_kernel[grid](u, p, err, partial, step, batch, n_blocks, height, width, threshold, taut,
+                               BLOCK=BLOCK, BLOCKS=blocks)
         return err[n_iter] > threshold

@@ -35,6 +35,9 @@ GRAD_EPS = float(np.finfo(np.float32).eps)
 class InnerEngine(Protocol):
     """What runs the hot loop: the median filter and a block of inner iterations."""
 
+    #: "reference" or "fused": what actually ran, for the store's attributes and reports.
+    name: str
+
     def median(self, flow: torch.Tensor, kernel: int) -> torch.Tensor:
         """k x k median of each plane of (B, 2, H, W), replicated border."""
 
@@ -100,6 +103,8 @@ def _forward_gradient(u: torch.Tensor) -> torch.Tensor:
 class ReferenceEngine:
     """The plain-torch definition of the hot loop; runs anywhere torch does."""
 
+    name = "reference"
+
     def median(self, flow: torch.Tensor, kernel: int) -> torch.Tensor:
         return median_filter(flow, kernel)
 
@@ -163,14 +168,15 @@ def _fused_unavailable(device: torch.device, params: TVL1Params) -> str | None:
     return fused.unavailable_reason(device, params)
 
 
-def tvl1(I0, I1, params: TVL1Params | None = None, *, engine: str = "auto") -> torch.Tensor:
+def tvl1(I0, I1, params: TVL1Params | None = None, *, engine: str | InnerEngine = "auto") -> torch.Tensor:
     """Dual TV-L1 flow from I0 to I1 for a batch of gray frame pairs.
 
     I0 and I1 are (B, H, W) (or (H, W)) tensors or arrays, uint8 or float on the 0-255 scale,
     on the CPU or a CUDA device. Returns float32 flow (B, 2, H, W) on the same device:
     channel 0 is dx, channel 1 is dy, so that I1(x + flow) ~ I0(x).
     ``engine``: "auto" (fused Triton kernels on CUDA, the reference elsewhere), "reference"
-    or "fused".
+    or "fused"; or an engine from ``pick_engine`` (a caller that must know, and report, which
+    engine ran picks it once: "auto" may fall back to the reference with a warning).
     """
     params = params or TVL1Params()
     frames0 = _as_batch(I0, "I0")
@@ -179,7 +185,7 @@ def tvl1(I0, I1, params: TVL1Params | None = None, *, engine: str = "auto") -> t
         raise ValueError(f"I0 and I1 differ in shape: {tuple(frames0.shape)} vs {tuple(frames1.shape)}")
     if frames0.device != frames1.device:
         raise ValueError(f"I0 is on {frames0.device} but I1 is on {frames1.device}")
-    runner = pick_engine(frames0.device, params, engine)
+    runner = pick_engine(frames0.device, params, engine) if isinstance(engine, str) else engine
     with torch.no_grad():
         return _solve(frames0, frames1, params, runner)
 

@@ -46,6 +46,7 @@ def extract_frames(source: str, store: str, dataset: str, crop_mode: str, crop_s
     from gaittools.extract import ExtractOptions
     from gaittools.sources import SourceError
     from gaittools.store import StoreError
+    from pipelines.cluster import ClusterPathError
     from pipelines.extract import run_extract
 
     options = ExtractOptions(working_height=working_height, crop_mode=crop_mode, crop_size=crop_size,
@@ -53,7 +54,7 @@ def extract_frames(source: str, store: str, dataset: str, crop_mode: str, crop_s
     try:
         summary = run_extract(source, store, dataset, options, scheduler=scheduler, workers=workers,
                               overwrite=overwrite)
-    except (SourceError, StoreError) as exc:
+    except (SourceError, StoreError, ClusterPathError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(0 if summary.ok else 1)
 

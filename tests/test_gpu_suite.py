@@ -1,0 +1,41 @@
+"""benchmarks/gpu_suite.py at toy size on the CPU, so the script a device call runs does not rot."""
+
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the fused engine is CUDA-only here
+
+
+def test_tiny_suite_runs_every_section_and_writes_both_reports(tmp_path):
+    from benchmarks.gpu_suite import SECTIONS, main
+
+    report = main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    sections = report["sections"]
+    assert list(sections) == list(SECTIONS)
+    for name, entry in sections.items():
+        assert entry["status"] == "ok", (name, entry.get("error"), entry.get("traceback"))
+    tvl1 = {r["engine"]: r for r in sections["tvl1"]["rows"]}
+    assert tvl1["reference"]["pairs_per_s"] > 0 and np.isfinite(tvl1["reference"]["epe_vs_opencv"])
+    # a short schedule, yet clearly OpenCV's motion: well below the error of no flow at all
+    assert tvl1["reference"]["epe_vs_opencv"] < 0.75 * tvl1["reference"]["epe_of_zero_flow"]
+    assert tvl1["fused"]["status"] == "skipped" and "CUDA" in tvl1["fused"]["note"]
+    assert tvl1["reference"]["opencv_cpu_pairs_per_s"] > 0
+    (flow,) = sections["compute_flow"]["rows"]
+    assert flow["engine"] == "reference" and flow["pairs"] == 2 * 3 and flow["casia_b_hours"] > 0
+    assert [r["model"] for r in sections["training"]["rows"]] == ["master3d (tiny widths)",
+                                                                   "student3d-small (tiny widths)"]
+    assert all(r["random_clips_per_s"] > 0 and r["resident_clips_per_s"] > 0 for r in sections["training"]["rows"])
+    (resume,) = sections["resume"]["rows"]
+    assert resume["same_losses"] and resume["same_weights"]
+    exports = {r["format"]: r for r in sections["export"]["rows"]}
+    assert exports["onnx"]["min_cosine"] >= 0.999 and exports["exported-program"]["min_cosine"] >= 0.999
+    assert exports["tensorrt"]["status"] == "skipped"
+    saved = json.loads((tmp_path / "out" / "gpu_suite-cpu-tiny.json").read_text())
+    assert saved["sections"].keys() == sections.keys()
+    text = (tmp_path / "out" / "gpu_suite-cpu-tiny.md").read_text()
+    assert "## tvl1: ok" in text and "| size | engine |" in text
