@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import DATA, need_data
 from gaittools.crop import crop_frames, crop_window, resize_crops, windows_for
 from gaittools.localise import fill_gaps, localise, smooth_boxes
 from gaittools.pickles import PickleError, UnsafePickle, load_array, load_silhouettes, loads_array
@@ -18,14 +19,7 @@ from gaittools.sources import SourceError, detect_dataset, discover
 from gaittools.video import VideoError, decode
 from gaittools.progress import Meter, Progress, eta
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "casia-b-mini" / "videos" / "001-nm-01-090.avi"
-
-
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not here: {path}")
-    return path
 
 
 # ---------------------------------------------------------------------------- pickles
@@ -70,7 +64,7 @@ def test_pickle_of_other_things_or_garbage_is_a_clear_error(tmp_path):
 
 
 def test_real_opengait_pickle_loads():
-    arr = load_silhouettes(_need(DATA / "casia-b-sil-090" / "001" / "nm-01" / "090" / "090.pkl"))
+    arr = load_silhouettes(need_data(DATA / "casia-b-sil-090" / "001" / "nm-01" / "090" / "090.pkl"))
     assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[1:] == (64, 64) and arr.max() > 200
 
 
@@ -205,7 +199,7 @@ def test_bad_videos_give_errors_naming_the_file(tmp_path):
         decode(text)
     with pytest.raises(VideoError, match=r"missing\.avi: no such file"):
         decode(tmp_path / "missing.avi")
-    clip = _need(CLIP)
+    clip = need_data(CLIP)
     cut = tmp_path / "cut.avi"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
     with pytest.raises(VideoError, match=r"cut\.avi: truncated or corrupt: decoded \d+ of the 106"):
@@ -213,7 +207,7 @@ def test_bad_videos_give_errors_naming_the_file(tmp_path):
 
 
 def test_video_and_frame_folder_decode_to_working_height(tmp_path):
-    full = decode(_need(CLIP), working_height=None)
+    full = decode(need_data(CLIP), working_height=None)
     assert full.frames.shape == (106, 240, 320) and full.fps == 25.0
     half = decode(CLIP, working_height=120)
     assert half.frames.shape == (106, 120, 160) and half.scale == 0.5
