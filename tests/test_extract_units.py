@@ -297,7 +297,7 @@ def test_cli_refuses_a_folder_without_sequences(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("nothing to see")
     result = CliRunner().invoke(main, ["extract-frames", str(tmp_path / "src"), str(tmp_path / "store")])
-    assert result.exit_code == 1 and "no generic sequences found" in result.output
+    assert result.exit_code == 2 and "no generic sequences found" in result.output  # a usage error
     assert not (tmp_path / "store").exists()
 
 
