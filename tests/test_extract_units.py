@@ -63,6 +63,25 @@ def test_pickle_of_other_things_or_garbage_is_a_clear_error(tmp_path):
         load_silhouettes(flat)
 
 
+def test_float_silhouettes_in_0_1_are_scaled_with_a_warning(tmp_path):
+    from gaittools.extract import extract_sequence
+
+    rng = np.random.default_rng(0)
+    binary = (rng.random((30, 64, 64)) > 0.7).astype(np.float32)  # what some exports store: x / 255
+    folder = tmp_path / "sil" / "001" / "nm-01" / "090"
+    folder.mkdir(parents=True)
+    (folder / "090.pkl").write_bytes(pickle.dumps(binary))
+    notes: list[str] = []
+    arr = load_silhouettes(folder / "090.pkl", notes)
+    assert arr.dtype == np.uint8 and set(np.unique(arr)) == {0, 255} and "scaled by 255" in notes[0]
+    seq = discover(tmp_path / "sil", "opengait-pkl").sequences[0]
+    extracted = extract_sequence(seq)
+    assert extracted.arrays["gray"].max() == 255 and any("scaled by 255" in w for w in extracted.warnings)
+    (folder / "090.pkl").write_bytes(pickle.dumps(binary * 300))  # floats beyond 255: refused, not wrapped
+    with pytest.raises(PickleError, match=r"expected uint8 silhouettes \(0-255\), got float32"):
+        load_silhouettes(folder / "090.pkl")
+
+
 def test_real_opengait_pickle_loads():
     arr = load_silhouettes(need_data(DATA / "casia-b-sil-090" / "001" / "nm-01" / "090" / "090.pkl"))
     assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[1:] == (64, 64) and arr.max() > 200
@@ -477,3 +496,15 @@ def test_candidates_with_zero_min_area_and_empty_frames():
     found = frame_candidates(pack_masks(masks), 40, LocaliseParams(min_area=0.0))
     assert [len(c) for c in found] == [0, 1, 0]
     np.testing.assert_array_equal(found[1], [[5, 2, 9, 18, 64]])
+
+
+def test_extract_benchmark_names_a_missing_store_dir(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "extract_speed.py"), "--source", str(tmp_path),
+                             "--store-dir", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--store-dir" in result.stderr and "no such folder" in result.stderr
+    assert "Traceback" not in result.stderr
