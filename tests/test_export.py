@@ -271,3 +271,12 @@ def test_master_export_takes_flow_and_identify_refuses_it(tmp_path):
     result = CliRunner().invoke(main, ["identify", str(tmp_path / "v.avi"), "--model", str(bundle.root),
                                        "--gallery", str(gallery)])
     assert result.exit_code != 0 and "flow-free" in result.output
+
+
+def test_onnx_export_is_quiet(tmp_path, capfd):
+    """No "torchvision is not installed" lines nor pytree FutureWarnings from torch's exporter."""
+    clips = np.random.default_rng(0).integers(0, 256, (2, 25, 64, 64), dtype=np.uint8)
+    ex.export_bundle(_tiny_student(), tmp_path / "b", "onnx", clips, "random", model_name="c3d", clip=CLIP,
+                     log=lambda line: None)
+    err = capfd.readouterr().err
+    assert "torchvision" not in err and "FutureWarning" not in err, err

@@ -508,3 +508,19 @@ def test_extract_benchmark_names_a_missing_store_dir(tmp_path):
                              "--store-dir", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--store-dir" in result.stderr and "no such folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_opencv_and_ffmpeg_stay_quiet_about_a_broken_video(tmp_path):
+    """Our error names the file; OpenCV's '[ WARN:...]' and FFmpeg's 'moov atom not found' lines
+    would only repeat it on the console."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(range(256)) * 8)
+    script = ("from gaittools.video import VideoError, decode\n"
+              f"try:\n    decode({str(bad)!r})\nexcept VideoError as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert "not a readable video" in result.stdout, result.stdout + result.stderr
+    assert "moov atom" not in result.stderr and "WARN" not in result.stderr, result.stderr

@@ -36,6 +36,8 @@ def test_train_copy_run_ends_far_above_chance(tmp_path):
     cfg_path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(main, ["run", str(cfg_path), "--skip-export"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert result.output.count("all_views_rank1") == 1  # the rank-1 table, printed once
+    assert "cross_view_rank1" not in result.output  # one view: no all-NaN cross-view column
     summary = pd.read_csv(tmp_path / "runs" / "summary.csv")
     assert set(summary["run"]) == {"master", "student-copy", "student-nocopy"}
     nm = summary[(summary.method == "sequence-mean") & (summary.probe_set == "NM")].set_index("run")
