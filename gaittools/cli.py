@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "build-split": "gaittools.commands.split:build_split",
     "enroll": "gaittools.commands.identify:enroll",
     "identify": "gaittools.commands.identify:identify",
+    "calibrate": "gaittools.commands.identify:calibrate",
 }
 
 
