@@ -148,6 +148,9 @@ def main() -> None:
     args = ap.parse_args()
     if not args.source.is_dir():
         raise SystemExit(f"{args.source}: no such folder (try gaittools synth OUT, then --source OUT/videos)")
+    if args.store_dir is not None and not args.store_dir.is_dir():
+        ap.error(f"--store-dir {args.store_dir}: no such folder (create it first, or leave it out "
+                 "for the system's temporary folder)")
     cv2.setNumThreads(1)
     found = discover(args.source, "auto")
     paths = [s.path for s in found.sequences]

@@ -14,6 +14,7 @@ import importlib.util
 import click
 
 from gaittools import __version__
+from gaittools.cli_errors import GuardedGroup
 
 #: Subcommand name -> "module:attribute" of its click command, in pipeline order.
 COMMANDS: dict[str, str] = {
@@ -26,11 +27,13 @@ COMMANDS: dict[str, str] = {
     "build-split": "gaittools.commands.split:build_split",
     "enroll": "gaittools.commands.identify:enroll",
     "identify": "gaittools.commands.identify:identify",
+    "calibrate": "gaittools.commands.identify:calibrate",
 }
 
 
-class LazyGroup(click.Group):
-    """A group that imports a subcommand's module only when that subcommand is used."""
+class LazyGroup(GuardedGroup):
+    """A group that imports a subcommand's module only when that subcommand is used; errors end
+    in one line with exit 2 (usage) or 1 (some items failed): ``gaittools.cli_errors``."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name, target in COMMANDS.items() if _module_exists(target)]

@@ -170,7 +170,8 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
 
 
 def _from_pickle(seq: SourceSequence, options: ExtractOptions) -> Extracted:
-    silhouettes = load_silhouettes(seq.path)
+    notes: list[str] = []
+    silhouettes = load_silhouettes(seq.path, notes)
     gray = resize_crops(silhouettes, options.crop_size)
     n_crops = int((gray.reshape(len(gray), -1).max(axis=1) > 0).sum())
     extract = {
@@ -179,10 +180,10 @@ def _from_pickle(seq: SourceSequence, options: ExtractOptions) -> Extracted:
         "short": n_crops < options.clip_length, "no_person": n_crops == 0,
         "content": "silhouette", "crop_mode": "opengait", "crop_size": options.crop_size,
         "source_crop_size": int(silhouettes.shape[1]), "working_height": None,
-        "clip_length": options.clip_length, "notes": [], "options": asdict(options),
+        "clip_length": options.clip_length, "notes": notes, "options": asdict(options),
     }
     return Extracted(seq.seq_id, {"gray": gray}, _attrs(seq, options.fps or OPENGAIT_FPS, extract),
-                     _warnings(extract))
+                     notes + _warnings(extract))
 
 
 def _attrs(seq: SourceSequence, fps: float, extract: dict[str, Any]) -> dict[str, Any]:

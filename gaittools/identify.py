@@ -17,10 +17,18 @@ Decisions (documented for users of ``gaittools enroll`` / ``identify``):
   weights every clip equally.
 - Distance: Euclidean distance between unit signatures, in [0, 2] (= sqrt(2 - 2 cos)); the
   same metric as the k-NN evaluation on L2-normalised signatures.
+- Margin: every answer reports ``margin``, the distance to the nearest entry of the
+  second-nearest identity minus the distance to the nearest one. A small margin (e.g. 0.01)
+  says the answer was nearly a coin toss between two people, whatever the distance.
 - Unknown: the nearest gallery entry farther than the threshold answers ``"unknown"``.
-  Default threshold ``DEFAULT_THRESHOLD`` = 0.8 (cosine similarity 0.68): a conservative value
-  that is NOT calibrated on real data; calibrate it on a labelled validation set for your model
-  and pass ``--threshold`` (or store it in the gallery at enrolment).
+  ``gaittools calibrate`` sets the threshold from labelled videos of VALIDATION identities
+  (people the model was not trained on): some enrolled in the gallery, some not. For each
+  candidate threshold it replays identify's rule on every video (an enrolled person must be
+  named, a person not enrolled must come out "unknown") and keeps the threshold with the
+  lowest balanced error (the mean of the two groups' error rates), the middle of the best
+  range on ties; it is stored in the gallery with those error rates (``meta["calibration"]``).
+  Without calibration the default ``DEFAULT_THRESHOLD`` = 0.8 (cosine similarity 0.68) is a
+  conservative guess, not a measured value; ``--threshold`` overrides both.
 - A video in which nobody is found answers status ``"no person"``; a video whose longest run
   of person frames is shorter than one clip answers ``"too short"`` (we do not loop or pad:
   less than one clip of walking is less than one gait cycle at 25 fps, and a made-up clip would
@@ -213,6 +221,7 @@ class Answer:
     identity: str | None = None  # the enrolled id, "unknown", or None when no signature
     distance: float | None = None  # to the nearest gallery entry
     nearest: str | None = None
+    margin: float | None = None  # second-nearest identity's distance - distance (None: one identity)
     threshold: float | None = None
     clips: int = 0
     frames: int = 0
@@ -223,14 +232,20 @@ class Answer:
         return asdict(self)
 
 
-def match(signature: np.ndarray, gallery: Gallery, threshold: float) -> tuple[str, float, str]:
-    """(answer, distance, nearest id): nearest enrolled video by Euclidean distance on unit vectors."""
+def ranked_identities(signature: np.ndarray, gallery: Gallery) -> list[tuple[float, str]]:
+    """(distance, id) of every enrolled identity's nearest entry, nearest first."""
     if not gallery.ids:
         raise GalleryError("the gallery is empty: enrol someone first")
     distances = np.linalg.norm(gallery.signatures - signature[None], axis=1)
-    best = int(np.argmin(distances))
-    nearest = gallery.ids[best]
-    distance = float(distances[best])
+    best: dict[str, float] = {}
+    for identity, distance in zip(gallery.ids, distances.tolist()):
+        best[identity] = min(distance, best.get(identity, np.inf))
+    return sorted((d, i) for i, d in best.items())
+
+
+def match(signature: np.ndarray, gallery: Gallery, threshold: float) -> tuple[str, float, str]:
+    """(answer, distance, nearest id): nearest enrolled video by Euclidean distance on unit vectors."""
+    distance, nearest = ranked_identities(signature, gallery)[0]
     return (nearest if distance <= threshold else STATUS_UNKNOWN), distance, nearest
 
 
@@ -239,10 +254,52 @@ def answer_for(video: str, seq: SequenceSignature, gallery: Gallery, threshold: 
                     person_frames=seq.person_frames, message=seq.message)
     if seq.status != STATUS_OK or seq.signature is None:
         return answer
-    identity, distance, nearest = match(seq.signature, gallery, threshold)
-    answer.identity, answer.distance, answer.nearest = identity, distance, nearest
-    answer.status = STATUS_UNKNOWN if identity == STATUS_UNKNOWN else STATUS_IDENTIFIED
+    ranked = ranked_identities(seq.signature, gallery)
+    (distance, nearest) = ranked[0]
+    answer.distance, answer.nearest = distance, nearest
+    answer.margin = ranked[1][0] - distance if len(ranked) > 1 else None
+    answer.identity = nearest if distance <= threshold else STATUS_UNKNOWN
+    answer.status = STATUS_UNKNOWN if answer.identity == STATUS_UNKNOWN else STATUS_IDENTIFIED
     return answer
+
+
+@dataclass
+class Calibration:
+    """A threshold chosen on labelled validation videos, with the error rates it gives there."""
+
+    threshold: float
+    enrolled_videos: int
+    unknown_videos: int
+    enrolled_error: float  # share of enrolled people not named correctly
+    unknown_error: float  # share of people not enrolled who were named anyway
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibrate_threshold(gallery: Gallery, labelled: list[tuple[str, np.ndarray]]) -> Calibration:
+    """The unknown threshold with the lowest balanced error on ``labelled`` (id, signature)
+    videos of validation identities; see the module docstring."""
+    enrolled = set(gallery.ids)
+    ranked = [(identity, ranked_identities(sig, gallery)[0]) for identity, sig in labelled]
+    known = [(identity, d, nearest) for identity, (d, nearest) in ranked if identity in enrolled]
+    strangers = [d for identity, (d, _) in ranked if identity not in enrolled]
+    if not known or not strangers:
+        raise GalleryError(f"calibration needs videos of enrolled people and of people not enrolled; "
+                           f"got {len(known)} and {len(strangers)}")
+    values = np.unique([d for _, d, _ in known] + strangers)
+    candidates = np.concatenate([[values[0] / 2], (values[1:] + values[:-1]) / 2, [values[-1] + 0.05]])
+
+    def errors(t: float) -> tuple[float, float]:
+        missed = sum(1 for identity, d, nearest in known if d > t or nearest != identity) / len(known)
+        accepted = sum(1 for d in strangers if d <= t) / len(strangers)
+        return missed, accepted
+
+    balanced = np.array([sum(errors(t)) / 2 for t in candidates])
+    best = np.flatnonzero(balanced == balanced.min())
+    threshold = float(candidates[best[len(best) // 2]])
+    missed, accepted = errors(threshold)
+    return Calibration(threshold, len(known), len(strangers), missed, accepted)
 
 
 def resolve_threshold(threshold: float | None, gallery: Gallery, model: SignatureModel) -> float:

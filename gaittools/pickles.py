@@ -75,16 +75,29 @@ def load_array(path: str | os.PathLike[str]) -> np.ndarray:
     return loads_array(path.read_bytes(), str(path))
 
 
-def load_silhouettes(path: str | os.PathLike[str]) -> np.ndarray:
-    """An OpenGait pickle: uint8 (T, h, w) silhouettes with at least one frame."""
+def load_silhouettes(path: str | os.PathLike[str], notes: list[str] | None = None) -> np.ndarray:
+    """An OpenGait pickle: uint8 (T, h, w) silhouettes with at least one frame.
+
+    Other dtypes are converted when their meaning is clear, and the conversion is said in
+    ``notes`` (extract-frames lists it as the sequence's warning): bool -> 0/255; floats in
+    [0, 1] (some OpenGait exports store silhouettes as x / 255) -> x * 255, rounded, because
+    cast as they are they would be 0/1, nearly black crops; any number in [0, 255] -> uint8.
+    """
     arr = load_array(path)
     if arr.ndim != 3:
         raise PickleError(f"{path}: expected silhouettes (T, h, w), got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise PickleError(f"{path}: no frames (shape {arr.shape})")
-    if arr.dtype != np.uint8:
-        if arr.dtype == bool or (np.issubdtype(arr.dtype, np.number) and arr.min() >= 0 and arr.max() <= 255):
-            arr = arr.astype(np.uint8) * (255 if arr.dtype == bool else 1)
-        else:
-            raise PickleError(f"{path}: expected uint8 silhouettes, got {arr.dtype}")
-    return np.ascontiguousarray(arr)
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if not np.issubdtype(arr.dtype, np.number) or arr.min() < 0 or arr.max() > 255:
+        raise PickleError(f"{path}: expected uint8 silhouettes (0-255), got {arr.dtype} "
+                          f"in [{arr.min()}, {arr.max()}]" if np.issubdtype(arr.dtype, np.number)
+                          else f"{path}: expected uint8 silhouettes, got {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
+        if notes is not None:
+            notes.append(f"{arr.dtype} silhouettes in [0, 1] scaled by 255 to uint8 0-255")
+        return np.rint(arr * 255.0).astype(np.uint8)
+    return np.rint(arr).astype(np.uint8)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from conftest import DATA
 
-MIDDLEBURY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "middlebury"
+MIDDLEBURY = DATA / "middlebury"
 
 
 def texture(x: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -16,19 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA, need_data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "casia-b-sil-090"
+SIL = DATA / "casia-b-sil-090"
 TRAIN, TEST = ("001", "002", "003"), ("075", "076")
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
-    if not (DATA / "001" / "nm-01" / "090" / "090.pkl").is_file():
-        pytest.skip(f"real CASIA-B silhouettes not found at {DATA} (see shared/data/README.md)")
+    need_data(SIL / "001" / "nm-01" / "090" / "090.pkl")
     from benchmarks.casia_b_sil_090 import main
 
     out = tmp_path_factory.mktemp("capstone")
-    paths = main(["--source", str(DATA), "--out", str(out), "--subjects", "001-003,075-076", "--quick",
+    paths = main(["--source", str(SIL), "--out", str(out), "--subjects", "001-003,075-076", "--quick",
                   "--device", "cpu", "--gaitset-steps", "1"])
     return out, paths
 

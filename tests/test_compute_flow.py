@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import REPO, need_data
 
 from gaittools.flow_crop import crop_flow, crop_flow_torch, crop_weights
 from gaittools.manifest import read_manifest
 from gaittools.store import Store
 from pipelines.compute_flow import FlowRun, compute_flow, has_flow
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 
 # Small frames and a short TV-L1 schedule keep the suite fast on two shared cores; the checks
 # below (location, sign, size, backend agreement) hold with it as with OpenCV's defaults.
@@ -35,15 +34,7 @@ H, W, T, S = 48, 64, 5, 24
 PERSON_W, PERSON_H, SPEED = 10, 26, 2  # pixels; SPEED pixels per frame
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The torch CPU path with one intra-op thread: on two cores shared with other jobs, torch's
-    spinning thread pool is many times slower than one thread (measured: 11.6 s vs 0.65 s)."""
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int], lo: int, hi: int) -> np.ndarray:
@@ -155,7 +146,7 @@ def test_crop_flow_rescales_a_known_translation_and_zeroes_missing_windows():
     np.testing.assert_allclose(out[2, 0], 3.0 * S / 12, rtol=1e-5)  # upsampled window
     np.testing.assert_allclose(out[2, 1], -1.5 * S / 6, rtol=1e-5)
     assert not out[1].any()
-    torch = pytest.importorskip("torch")
+    import torch
     out_t, mask_t = crop_flow_torch(torch.from_numpy(flow), windows, S)
     np.testing.assert_allclose(out_t.numpy(), out, atol=1e-5)
     assert mask_t.tolist() == mask.tolist()
@@ -175,7 +166,7 @@ def test_crop_flow_takes_the_window_region():
 
 def test_crop_flow_matches_how_gray_is_cropped():
     """Same windows, same resampling as extract-frames' crops (gaittools.crop), so flow[t] ~ gray[t]."""
-    crop = pytest.importorskip("gaittools.crop")
+    from gaittools import crop
     rng = np.random.default_rng(3)
     field = rng.normal(size=(2, 2, H, W)).astype(np.float32)
     windows = np.array([[5, 3, 41, 39], [-6, 10, 30, 46]], np.float32)  # whole pixels; one partly outside
@@ -410,7 +401,7 @@ def test_device_error_stops_the_run_and_a_data_error_fails_only_its_batch(tmp_pa
 
 
 def test_gpu_without_cuda_is_a_clear_error(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here; the error path is for machines without it")
     make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})
@@ -512,10 +503,8 @@ def test_casia_b_mini_flow_follows_the_walker(tmp_path):
     The flow is measured on the whole frame and cropped, so over the person it carries the
     walk's translation: its mean dx must have the sign of the box's motion across the frame.
     """
-    videos = DATA / "casia-b-mini" / "videos"
-    if not (videos / "001-nm-01-090.avi").is_file():
-        pytest.skip(f"real data absent: {videos}")
-    extract = pytest.importorskip("pipelines.extract", reason="extract-frames (pipelines.extract) not built yet")
+    videos = need_data("casia-b-mini", "videos")
+    from pipelines import extract
     from gaittools.extract import ExtractOptions
 
     source = tmp_path / "videos"
@@ -569,10 +558,8 @@ def test_casia_b_mini_flow_follows_the_walker(tmp_path):
 
 def test_real_silhouette_pickles_get_flow_of_their_crops(tmp_path):
     """OpenGait-style CASIA-B silhouettes (gray only): flow lives on and around the silhouette."""
-    pkl = DATA / "casia-b-sil-090" / "001" / "nm-01" / "090" / "090.pkl"
-    if not pkl.is_file():
-        pytest.skip(f"real data absent: {pkl}")
-    extract = pytest.importorskip("pipelines.extract", reason="extract-frames (pipelines.extract) not built yet")
+    pkl = need_data("casia-b-sil-090", "001", "nm-01", "090", "090.pkl")
+    from pipelines import extract
     source = tmp_path / "sil" / "001" / "nm-01" / "090"
     source.mkdir(parents=True)
     (source / "090.pkl").symlink_to(pkl)

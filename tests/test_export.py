@@ -18,13 +18,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import DATA, REPO, need_data
 from gaittools import deploy
 from gaittools.store import Store
 from training import export as ex
 from training.models.c3d import C3DNet
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 SIL = DATA / "casia-b-sil-090"
 TINY = (4, 8, 8, 16, 16, 16)
 CLIP = {"length": 25, "step": 5, "crop_size": 64, "crop_mode": "person", "working_height": 240}
@@ -40,9 +39,7 @@ class _NumpyOnly(pickle.Unpickler):
 
 
 def _silhouettes(subject: str, walk: str) -> np.ndarray:
-    path = SIL / subject / walk / "090" / "090.pkl"
-    if not path.is_file():
-        pytest.skip(f"real CASIA-B silhouettes absent ({path})")
+    path = need_data(SIL / subject / walk / "090" / "090.pkl")
     return np.asarray(_NumpyOnly(io.BytesIO(path.read_bytes())).load(), dtype=np.uint8)
 
 
@@ -105,7 +102,7 @@ def test_fresh_process_reloads_without_training(bundles, real_clips, tmp_path):
         f"    np.save({str(tmp_path)!r} + '/' + fmt + '.npy', m(clips))\n"
         "assert not any(n == 'training' or n.startswith('training.') for n in sys.modules), 'imported training'\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     want = ex.eager_signatures(_tiny_student(), real_clips[:4], "cpu")
     for fmt in ("onnx", "exported-program"):
@@ -334,3 +331,12 @@ def test_master_export_takes_flow_and_identify_refuses_it(tmp_path):
     result = CliRunner().invoke(main, ["identify", str(tmp_path / "v.avi"), "--model", str(bundle.root),
                                        "--gallery", str(gallery)])
     assert result.exit_code != 0 and "flow-free" in result.output
+
+
+def test_onnx_export_is_quiet(tmp_path, capfd):
+    """No "torchvision is not installed" lines nor pytree FutureWarnings from torch's exporter."""
+    clips = np.random.default_rng(0).integers(0, 256, (2, 25, 64, 64), dtype=np.uint8)
+    ex.export_bundle(_tiny_student(), tmp_path / "b", "onnx", clips, "random", model_name="c3d", clip=CLIP,
+                     log=lambda line: None)
+    err = capfd.readouterr().err
+    assert "torchvision" not in err and "FutureWarning" not in err, err

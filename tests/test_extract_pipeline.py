@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import DATA, REPO, need_data
 from gaittools.cli import main
 from gaittools.manifest import read_manifest
 from gaittools.store import Store, StoreError
 
 from dask_helpers import dask_cluster_in
 
-REPO = Path(__file__).resolve().parents[1]
-VIDEOS = REPO.parent / "shared" / "data" / "casia-b-mini" / "videos"
+VIDEOS = DATA / "casia-b-mini" / "videos"
 #: Eight sequence names for the resume/distributed runs (some reuse a clip under another name).
 RUN_LINKS = {
     "001-nm-01-090": "001-nm-01-090", "001-nm-02-090": "001-nm-02-090", "001-bg-01-090": "001-bg-01-090",
@@ -42,8 +42,7 @@ def _env() -> dict[str, str]:
 
 
 def _link_tree(root: Path, links: dict[str, str]) -> Path:
-    if not VIDEOS.is_dir():
-        pytest.skip(f"real data not here: {VIDEOS}")
+    need_data(VIDEOS)
     root.mkdir(parents=True)
     for name, clip in links.items():
         (root / f"{name}.avi").symlink_to(VIDEOS / f"{clip}.avi")

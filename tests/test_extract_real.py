@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from conftest import DATA, REPO, need_data
 from gaittools.cli import main
 from gaittools.crop import crop_window
 from gaittools.extract import ExtractOptions, extract_sequence, load_background, localise_and_crop
@@ -24,23 +25,15 @@ from gaittools.manifest import read_manifest
 from gaittools.sources import SourceSequence, discover
 from gaittools.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 VIDEOS = DATA / "casia-b-mini" / "videos"
 SILHOUETTES = DATA / "casia-b-sil-090"
 ARTIFACTS = REPO / "test-artifacts"
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not here: {path}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def casia_mini():
     """Every CASIA-B mini walking clip extracted in person mode, plus localisations with masks."""
-    found = discover(_need(VIDEOS))
+    found = discover(need_data(VIDEOS))
     background = load_background(found.backgrounds["001-bkgrd-090"])
     out = {}
     for seq in found.sequences:
@@ -83,7 +76,7 @@ def test_person_crop_centre_of_mass_is_centred(casia_mini):
 
 
 def test_empty_scene_clip_yields_nobody():
-    clip = _need(VIDEOS / "001-bkgrd-090.avi")
+    clip = need_data(VIDEOS / "001-bkgrd-090.avi")
     seq = SourceSequence(parse_generic("001-bkgrd-090"), clip, "video")
     result = extract_sequence(seq)
     ex = result.attrs["extract"]
@@ -145,7 +138,7 @@ def test_hog_fallback_when_the_camera_pans(casia_mini):
 # ---------------------------------------------------------------------------- synthetic ground truth
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    synth = pytest.importorskip("gaittools.synth")
+    from gaittools import synth
     out = tmp_path_factory.mktemp("synth")
     synth.generate_dataset(out, layout="casia-b", subjects=2, walks=["nm-01", "cl-01"],
                            views=("000", "090", "180"), frames=30, seed=3, workers=0)
@@ -171,7 +164,7 @@ def test_synthetic_boxes_match_ground_truth(synthetic):
 @pytest.fixture(scope="module")
 def pickle_store(tmp_path_factory):
     """Subjects 001 and 005 (short sequences) linked into a tree, plus one hostile pickle."""
-    _need(SILHOUETTES / "005")
+    need_data(SILHOUETTES / "005")
     root = tmp_path_factory.mktemp("pkl")
     src = root / "src"
     for subject in ("001", "005"):

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import DATA, need_data
 from gaittools.crop import crop_frames, crop_window, resize_crops, windows_for
 from gaittools.localise import fill_gaps, localise, smooth_boxes
 from gaittools.pickles import PickleError, UnsafePickle, load_array, load_silhouettes, loads_array
@@ -18,14 +19,7 @@ from gaittools.sources import SourceError, detect_dataset, discover
 from gaittools.video import VideoError, decode
 from gaittools.progress import Meter, Progress, eta
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "casia-b-mini" / "videos" / "001-nm-01-090.avi"
-
-
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not here: {path}")
-    return path
 
 
 # ---------------------------------------------------------------------------- pickles
@@ -69,8 +63,27 @@ def test_pickle_of_other_things_or_garbage_is_a_clear_error(tmp_path):
         load_silhouettes(flat)
 
 
+def test_float_silhouettes_in_0_1_are_scaled_with_a_warning(tmp_path):
+    from gaittools.extract import extract_sequence
+
+    rng = np.random.default_rng(0)
+    binary = (rng.random((30, 64, 64)) > 0.7).astype(np.float32)  # what some exports store: x / 255
+    folder = tmp_path / "sil" / "001" / "nm-01" / "090"
+    folder.mkdir(parents=True)
+    (folder / "090.pkl").write_bytes(pickle.dumps(binary))
+    notes: list[str] = []
+    arr = load_silhouettes(folder / "090.pkl", notes)
+    assert arr.dtype == np.uint8 and set(np.unique(arr)) == {0, 255} and "scaled by 255" in notes[0]
+    seq = discover(tmp_path / "sil", "opengait-pkl").sequences[0]
+    extracted = extract_sequence(seq)
+    assert extracted.arrays["gray"].max() == 255 and any("scaled by 255" in w for w in extracted.warnings)
+    (folder / "090.pkl").write_bytes(pickle.dumps(binary * 300))  # floats beyond 255: refused, not wrapped
+    with pytest.raises(PickleError, match=r"expected uint8 silhouettes \(0-255\), got float32"):
+        load_silhouettes(folder / "090.pkl")
+
+
 def test_real_opengait_pickle_loads():
-    arr = load_silhouettes(_need(DATA / "casia-b-sil-090" / "001" / "nm-01" / "090" / "090.pkl"))
+    arr = load_silhouettes(need_data(DATA / "casia-b-sil-090" / "001" / "nm-01" / "090" / "090.pkl"))
     assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[1:] == (64, 64) and arr.max() > 200
 
 
@@ -205,7 +218,7 @@ def test_bad_videos_give_errors_naming_the_file(tmp_path):
         decode(text)
     with pytest.raises(VideoError, match=r"missing\.avi: no such file"):
         decode(tmp_path / "missing.avi")
-    clip = _need(CLIP)
+    clip = need_data(CLIP)
     cut = tmp_path / "cut.avi"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
     with pytest.raises(VideoError, match=r"cut\.avi: truncated or corrupt: decoded \d+ of the 106"):
@@ -213,7 +226,7 @@ def test_bad_videos_give_errors_naming_the_file(tmp_path):
 
 
 def test_video_and_frame_folder_decode_to_working_height(tmp_path):
-    full = decode(_need(CLIP), working_height=None)
+    full = decode(need_data(CLIP), working_height=None)
     assert full.frames.shape == (106, 240, 320) and full.fps == 25.0
     half = decode(CLIP, working_height=120)
     assert half.frames.shape == (106, 120, 160) and half.scale == 0.5
@@ -303,7 +316,7 @@ def test_cli_refuses_a_folder_without_sequences(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("nothing to see")
     result = CliRunner().invoke(main, ["extract-frames", str(tmp_path / "src"), str(tmp_path / "store")])
-    assert result.exit_code == 1 and "no generic sequences found" in result.output
+    assert result.exit_code == 2 and "no generic sequences found" in result.output  # a usage error
     assert not (tmp_path / "store").exists()
 
 
@@ -483,3 +496,31 @@ def test_candidates_with_zero_min_area_and_empty_frames():
     found = frame_candidates(pack_masks(masks), 40, LocaliseParams(min_area=0.0))
     assert [len(c) for c in found] == [0, 1, 0]
     np.testing.assert_array_equal(found[1], [[5, 2, 9, 18, 64]])
+
+
+def test_extract_benchmark_names_a_missing_store_dir(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "extract_speed.py"), "--source", str(tmp_path),
+                             "--store-dir", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--store-dir" in result.stderr and "no such folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_opencv_and_ffmpeg_stay_quiet_about_a_broken_video(tmp_path):
+    """Our error names the file; OpenCV's '[ WARN:...]' and FFmpeg's 'moov atom not found' lines
+    would only repeat it on the console."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(range(256)) * 8)
+    script = ("from gaittools.video import VideoError, decode\n"
+              f"try:\n    decode({str(bad)!r})\nexcept VideoError as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert "not a readable video" in result.stdout, result.stdout + result.stderr
+    assert "moov atom" not in result.stderr and "WARN" not in result.stderr, result.stderr

@@ -25,10 +25,9 @@ def test_flo_roundtrip_is_exact(tmp_path):
     assert np.frombuffer(raw, "<f4", 2, 12).tolist() == [flow[0, 0, 0], flow[1, 0, 0]]  # u, v interleaved
 
 
+@pytest.mark.real_data("middlebury/RubberWhale/flow10.flo")
 def test_reads_real_middlebury_ground_truth():
     path = MIDDLEBURY / "RubberWhale" / "flow10.flo"
-    if not path.exists():
-        pytest.skip(f"Middlebury data absent: {path}")
     truth = read_flo(path)
     assert truth.shape == (2, 388, 584)
     known = known_mask(truth)

@@ -10,33 +10,22 @@ from gaittools.flow import TVL1Params, opencv_tvl1, read_flo, tvl1
 from gaittools.flow.flo import endpoint_error
 from gaittools.flow.imageops import centred_gradient, median_filter, median_filter_torch, remap_cubic
 from gaittools.flow.pyramid import level_sizes, resize_linear
+from conftest import need_data, torch_threads
 from flow_helpers import MIDDLEBURY, epe, moved_pair, rotation, translation
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two shared cores: a second intra-op thread only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=[("RubberWhale", 0.17), ("Dimetrodon", 0.19)],
                 ids=["RubberWhale", "Dimetrodon"])
 def middlebury(request):
     name, bound = request.param
-    folder = MIDDLEBURY / name
-    if not (folder / "flow10.flo").exists():
-        pytest.skip(f"Middlebury data absent: {folder}")
+    folder = need_data(MIDDLEBURY / name / "flow10.flo").parent
     frame0 = cv2.imread(str(folder / "frame10.png"), cv2.IMREAD_GRAYSCALE)
     frame1 = cv2.imread(str(folder / "frame11.png"), cv2.IMREAD_GRAYSCALE)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         ours = tvl1(frame0, frame1)[0].numpy()
-    finally:
-        torch.set_num_threads(before)
     reference = opencv_tvl1(frame0, frame1)[0]
     return name, bound, ours, reference, read_flo(folder / "flow10.flo")
 

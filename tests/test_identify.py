@@ -23,6 +23,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import DATA, REPO
 from gaittools import deploy
 from gaittools.cli import main
 from gaittools.clips import clip_starts
@@ -39,8 +40,7 @@ from gaittools.identify import (
 
 from video_helpers import read_video
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL_VIDEOS = ROOT.parent / "shared" / "data" / "casia-b-mini" / "videos"
+REAL_VIDEOS = DATA / "casia-b-mini" / "videos"
 SUBJECTS = ("001", "002", "003", "004")  # the student is fitted on these
 WALKS = ("nm-01", "nm-02", "nm-03")
 CLIP = {"length": 25, "step": 5, "crop_size": 64, "crop_mode": "person", "working_height": 120}
@@ -231,10 +231,9 @@ def test_nobody_short_and_broken_videos_get_clear_answers(world, gallery):
     assert code == 1
 
 
+@pytest.mark.real_data("casia-b-mini/videos/001-bkgrd-090.avi", "casia-b-mini/videos/002-nm-01-090.avi")
 def test_real_casia_b_empty_hall_is_no_person(world, gallery):
     empty, walker = REAL_VIDEOS / "001-bkgrd-090.avi", REAL_VIDEOS / "002-nm-01-090.avi"
-    if not empty.is_file() or not walker.is_file():
-        pytest.skip(f"real CASIA-B clips absent ({REAL_VIDEOS})")
     code, answers = _identify(world, gallery, [empty, walker])
     assert code == 0
     assert answers[0]["status"] == "no person"
@@ -283,7 +282,7 @@ def test_identify_in_a_fresh_process_computes_no_flow_and_imports_no_training(wo
         "assert not bad, bad\n"
         "print('CLEAN')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     answer = json.loads(result.stdout.splitlines()[0])
     assert answer["identity"] == "003" and result.stdout.strip().endswith("CLEAN")

@@ -36,6 +36,8 @@ def test_train_copy_run_ends_far_above_chance(tmp_path):
     cfg_path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(main, ["run", str(cfg_path), "--skip-export"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert result.output.count("all_views_rank1") == 1  # the rank-1 table, printed once
+    assert "cross_view_rank1" not in result.output  # one view: no all-NaN cross-view column
     summary = pd.read_csv(tmp_path / "runs" / "summary.csv")
     assert set(summary["run"]) == {"master", "student-copy", "student-nocopy"}
     nm = summary[(summary.method == "sequence-mean") & (summary.probe_set == "NM")].set_index("run")
@@ -52,7 +54,8 @@ def test_train_copy_run_ends_far_above_chance(tmp_path):
     again = CliRunner().invoke(main, ["run", str(cfg_path), "--skip-export", "--resume"], catch_exceptions=False)
     assert again.exit_code == 0 and "finished earlier, skipped" in again.output
     refused = CliRunner().invoke(main, ["master", "--config", str(cfg_path), "--out", str(tmp_path / "runs" / "master")])
-    assert refused.exit_code != 0 and "--resume" in str(refused.exception)
+    assert refused.exit_code == 2 and "--resume" in refused.output and "Traceback" not in refused.output
+    assert (tmp_path / "runs" / "master" / "model.pt").is_file()  # a refused start never removes a real run
 
 
 def test_cli_lists_commands_and_rejects_unknown_config_keys(tmp_path):
@@ -67,3 +70,63 @@ def test_cli_lists_commands_and_rejects_unknown_config_keys(tmp_path):
     assert not (tmp_path / "r").exists()
     shown = runner.invoke(main, ["show-config", "--set", "train.steps=3"])
     assert shown.exit_code == 0 and yaml.safe_load(shown.output)["train"]["steps"] == 3
+
+
+# ---------------------------------------------------------------------------- errors a user can cause
+def _invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def _one_line(result) -> str:
+    """The error output: exactly one line, no traceback."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_missing_store_is_one_line_and_leaves_no_run(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"store": str(tmp_path / "nowhere"), "split": str(tmp_path)}}))
+    out = tmp_path / "runs" / "m"
+    for attempt in range(2):  # the second try meets the same clear error, not "already holds a run"
+        result = _invoke("master", "--config", str(cfg), "--out", str(out))
+        line = _one_line(result)
+        assert result.exit_code == 2 and "data.store" in line and "nowhere" in line and "c.yaml" in line
+        assert not out.exists()
+    result = _invoke("master", "--config", str(cfg), "--out", str(out), "--set", "data.storee=x")
+    assert result.exit_code == 2 and _one_line(result).startswith("Error: --set data.storee: unknown key")
+
+
+def test_a_failed_start_removes_the_run_it_created(tmp_path):
+    store = write_toy_store(tmp_path / "store", subjects=4, walks={"nm": 2}, frames=30, size=52)
+    write_toy_split(store, tmp_path / "split", train_subjects=2, probes={"NM": (("nm", 2),)})
+    cfg = tmp_path / "c.yaml"  # clips longer than any sequence: no training clip, found after the run began
+    cfg.write_text(yaml.safe_dump({"data": {"store": str(tmp_path / "store"), "split": str(tmp_path / "split"),
+                                            "clip_len": 40, "workers": 0}}))
+    result = _invoke("master", "--config", str(cfg), "--out", str(tmp_path / "m"))
+    assert result.exit_code == 2 and "no training clips" in _one_line(result)
+    assert not (tmp_path / "m").exists()
+
+
+def test_resume_with_another_config_names_the_runs_config(tmp_path):
+    from training.config import config_from_dict
+    from training.runs import RunDir
+
+    RunDir.create(tmp_path / "r", config_from_dict({"optim": {"lr": 0.1}}), {"role": "master"}, resume=False)
+    with pytest.raises(Exception, match=r"differs from the run's own .*config\.yaml in optim\.lr; resume with "
+                                        r"that config, or start a new run in another --out"):
+        RunDir.create(tmp_path / "r", config_from_dict({"optim": {"lr": 0.2}}), {"role": "master"}, resume=True)
+
+
+def test_empty_master_dir_and_version(tmp_path):
+    store = write_toy_store(tmp_path / "store", subjects=4, walks={"nm": 2}, frames=30, size=52)
+    write_toy_split(store, tmp_path / "split", train_subjects=2, probes={"NM": (("nm", 2),)})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"store": str(tmp_path / "store"), "split": str(tmp_path / "split")}}))
+    (tmp_path / "empty").mkdir()
+    result = _invoke("student", "--config", str(cfg), "--master", str(tmp_path / "empty"), "--out", str(tmp_path / "s"))
+    assert result.exit_code == 2 and "not a finished master run" in _one_line(result)
+    assert not (tmp_path / "s").exists()
+    version = _invoke("--version")
+    assert version.exit_code == 0 and version.output.startswith("train-copy, version ")

@@ -4,23 +4,36 @@ Every training command takes ``--config`` (YAML, validated) and ``--set KEY=VALU
 (``--set train.steps=200``), writes a run directory and continues one with ``--resume``.
 Run under ``torchrun --nproc-per-node N -m training.cli ...`` for DDP: nothing else changes.
 ``export`` comes from ``training.export`` and is listed only when that module is installed.
+
+Errors are one line (``gaittools.cli_errors``): exit 2 for a usage error (bad arguments, a
+bad config, missing inputs). The training commands check their inputs (store, split, master
+run) before they create the run directory, and a start that fails anyway (before the first
+checkpoint) removes the directory it created, so the next try starts clean.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from gaittools import __version__
+from gaittools.cli_errors import GuardedGroup, InputError
 from training.config import Config, ConfigError, load_config
+from training.runs import RunError
 
 #: Commands that live in other modules, loaded only when used: name -> "module:attr".
 LAZY_COMMANDS: dict[str, str] = {"export": "training.export:export"}
 
 
-class TrainCopyGroup(click.Group):
+class TrainCopyGroup(GuardedGroup):
+    extra_errors = (RunError, ConfigError)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         lazy = [n for n, target in LAZY_COMMANDS.items() if _module_exists(target)]
         return [*super().list_commands(ctx), *lazy]
@@ -47,7 +60,41 @@ def _config(path: str, overrides: tuple[str, ...]) -> Config:
     try:
         return load_config(path, overrides)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
+
+
+def _check_inputs(cfg: Config, config_path: str) -> None:
+    """The store and split a training command reads, checked before any run directory exists."""
+    from gaittools.store import Store
+    from training.clips import read_split
+
+    for key, value, make in (("data.store", cfg.data.store, "gaittools extract-frames"),
+                             ("data.split", cfg.data.split, "gaittools build-split")):
+        if not value:
+            raise InputError(f"{config_path}: {key} is not set (--set {key}=PATH)")
+        if not Path(value).exists():
+            raise InputError(f"{config_path}: {key} {value} does not exist (make it with `{make}`, "
+                             f"or point the config at it: --set {key}=PATH)")
+    Store(cfg.data.store)  # StoreError: not a store, other format
+    read_split(cfg.data.split)  # ValueError naming the file: not a split table
+
+
+def _has_progress(out: Path) -> bool:
+    """Whether a run directory holds training worth keeping (a checkpoint or a model)."""
+    return any(out.rglob("step_*.pt")) or any(out.rglob("model.pt"))
+
+
+@contextmanager
+def _clean_failed_start(out: str | Path) -> Iterator[None]:
+    """Remove ``out`` again if this command created it and fails before saving any training."""
+    out = Path(out)
+    fresh = not out.exists() or not any(out.iterdir())
+    try:
+        yield
+    except BaseException:
+        if fresh and out.is_dir() and not _has_progress(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 config_option = click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -58,6 +105,7 @@ resume_option = click.option("--resume", is_flag=True, help="Continue the run in
 
 
 @click.group(cls=TrainCopyGroup)
+@click.version_option(__version__, prog_name="train-copy")
 def main() -> None:
     """GaitCopy training: flow master -> gray students that copy its signatures -> evaluation."""
 
@@ -71,7 +119,10 @@ def master(config_path: str, overrides: tuple[str, ...], out: str, resume: bool)
     """Train the flow master, freeze it and store its signatures of every training clip."""
     from training.tasks import train_master
 
-    train_master(_config(config_path, overrides), out, resume)
+    cfg = _config(config_path, overrides)
+    _check_inputs(cfg, config_path)
+    with _clean_failed_start(out):
+        train_master(cfg, out, resume)
 
 
 @main.command()
@@ -87,7 +138,20 @@ def student(config_path: str, overrides: tuple[str, ...], master_run: str, out: 
     """Train a gray student to copy the master (or, with --no-copy, the baseline)."""
     from training.tasks import train_student
 
-    train_student(_config(config_path, overrides), out, master_run, no_copy, resume)
+    cfg = _config(config_path, overrides)
+    _check_inputs(cfg, config_path)
+    _check_master(master_run)
+    with _clean_failed_start(out):
+        train_student(cfg, out, master_run, no_copy, resume)
+
+
+def _check_master(master_run: str) -> None:
+    from training.runs import RunDir
+
+    run = RunDir(master_run)
+    if not (run.path / "clips.parquet").is_file() or not (run.path / "model.pt").is_file():
+        raise InputError(f"{run.path}: not a finished master run (no clips.parquet / model.pt); "
+                         "train one with `train-copy master` and pass its directory to --master")
 
 
 @main.command()
@@ -121,7 +185,9 @@ def run_all(config_path: str, overrides: tuple[str, ...], out: str | None, resum
     out = out or cfg.run.out
     if not out:
         raise click.UsageError(f"{config_path}: give --out or run.out")
-    run_everything(cfg, Path(out), resume, export=not skip_export and _module_exists(LAZY_COMMANDS["export"]))
+    _check_inputs(cfg, config_path)
+    with _clean_failed_start(out):
+        run_everything(cfg, Path(out), resume, export=not skip_export and _module_exists(LAZY_COMMANDS["export"]))
 
 
 @main.command("make-toy")

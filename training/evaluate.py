@@ -90,8 +90,8 @@ class Evaluation:
         table = self.per_view.pivot_table(index=["method", "probe_set"], columns="probe_view",
                                           values="cross_view_rank1", dropna=False)
         table = table[view_order(table.columns)]
-        parts = [f"Rank-1 (%), clip-knn k={self.k}", self.summary.to_string(index=False,
-                                                                         float_format="%.2f")]
+        parts = [f"Rank-1 (%), clip-knn k={self.k}", self.summary.dropna(axis=1, how="all").to_string(
+            index=False, float_format="%.2f")]  # no all-NaN cross-view column in a same-view run
         if table.notna().any().any():
             table["mean"] = table.mean(axis=1)
             parts += ["", "Cross-view rank-1 (%) per probe view (identical view excluded)",

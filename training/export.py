@@ -34,11 +34,15 @@ failed check exits non-zero, deletes the model file and leaves the description, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import logging
 import os
 import shutil
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -100,6 +104,31 @@ def _batch_dim(batch: int | None) -> dict[str, dict[int, Any]] | None:
     if batch is not None:
         return None
     return {"clips": {0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)}}
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence what torch's exporters say about things that do not concern us: "torchvision is
+    not installed. Skipping torchvision::nms" (4 lines: we export no torchvision op) and pytree's
+    FutureWarning about ``LeafSpec`` (torch's own deprecation, raised inside torch.export)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    no_torchvision = _DropMessages("torchvision is not installed")  # a filter: torch resets levels
+    registration.addFilter(no_torchvision)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        registration.removeFilter(no_torchvision)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, batch: int | None, opset: int = 18) -> str:
@@ -256,7 +285,8 @@ def _export_into(stage: Path, model: nn.Module, fmt: str, model_name: str, role:
     started = time.perf_counter()
     try:
         extra = {"opset": opset} if fmt == "onnx" else {}
-        exporter = EXPORTERS[fmt](net, example, model_file, batch, **extra)
+        with _quiet_exporter():
+            exporter = EXPORTERS[fmt](net, example, model_file, batch, **extra)
     except ExportError:
         raise
     except Exception as exc:  # noqa: BLE001 - one clear message for any exporter failure

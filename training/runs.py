@@ -56,8 +56,9 @@ class RunDir:
             old = load_config(run.config_path)
             differ = _config_differences(old.to_dict(), cfg.to_dict())
             if differ:
-                raise RunError(f"{run.path}: --resume with a config that differs from "
-                               f"{run.config_path} in {', '.join(differ)}")
+                raise RunError(f"{run.path}: --resume with a config that differs from the run's own "
+                               f"{run.config_path} in {', '.join(differ)}; resume with that config, "
+                               "or start a new run in another --out")
             return run
         if run.path.exists() and any(run.path.iterdir()):
             raise RunError(f"{run.path}: exists, is not empty and is not a run")

@@ -156,8 +156,9 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
 
 
 def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | None = None,
-                 device: str | None = None, workers: int | None = None) -> Any:
-    """Evaluate a finished run on a split's gallery and probe sequences; writes ``RUN/eval``."""
+                 device: str | None = None, workers: int | None = None, echo: bool = True) -> Any:
+    """Evaluate a finished run on a split's gallery and probe sequences; writes ``RUN/eval``
+    (and prints the tables, unless ``echo`` is False: ``run_everything`` prints one summary)."""
     from training.evaluate import evaluate
 
     run = RunDir(run_path)
@@ -186,9 +187,10 @@ def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | 
     result.write_csv(out)
     from training.plots import save_evaluation_plots
 
-    for path in save_evaluation_plots(result, out):
+    for path in save_evaluation_plots(result, out, run.path.name):
         print(f"wrote {path}", flush=True)
-    print(result.to_text(), flush=True)
+    if echo:
+        print(result.to_text(), flush=True)
     return result
 
 
@@ -224,12 +226,13 @@ def run_everything(cfg: Config, out: Path, resume: bool = False, export: bool = 
     tables = []
     for name, _ in STAGES:
         print(f"\n== {name} ==", flush=True)
-        result = evaluate_run(out / name, cfg.data.split)
+        result = evaluate_run(out / name, cfg.data.split, echo=False)
         tables.append(result.summary.assign(run=name))
     summary = pd.concat(tables, ignore_index=True)
     summary = summary[["run", *[c for c in summary.columns if c != "run"]]]
     summary.to_csv(out / "summary.csv", index=False, float_format="%.2f")
-    print("\n" + summary.to_string(index=False, float_format="%.1f"), flush=True)
+    shown = summary.dropna(axis=1, how="all")  # a same-view run has no cross-view numbers
+    print("\n" + shown.to_string(index=False, float_format="%.1f"), flush=True)
     if export:
         _export(out / "student-copy", cfg)
     return summary

@@ -1,4 +1,4 @@
-"""``gaittools enroll`` and ``gaittools identify``: flow-free recognition with an exported student.
+"""``gaittools enroll``, ``identify`` and ``calibrate``: flow-free recognition with an exported student.
 
 Both take ``--model BUNDLE`` (a directory written by ``train-copy export``; see
 ``gaittools.deploy``) and run on CPU (ONNX Runtime or torch.export) or GPU (TensorRT, torch,
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -27,9 +26,11 @@ from gaittools.identify import (
     Gallery,
     GalleryError,
     answer_for,
+    calibrate_threshold,
     resolve_threshold,
     signature_of_video,
 )
+from gaittools.progress import Meter
 
 DEVICE_HELP = "cpu, cuda[:N], or auto (CUDA when the backend and a GPU are there)."
 
@@ -64,11 +65,9 @@ def _split_ids(ids: tuple[str, ...]) -> list[str]:
     return [part.strip() for item in ids for part in item.split(",") if part.strip()]
 
 
-def _progress(i: int, n: int, t0: float, video: Path) -> None:
-    done = i + 1
-    rate = done / max(time.perf_counter() - t0, 1e-9)
-    eta = (n - done) / rate if rate > 0 else 0.0
-    click.echo(f"[{done}/{n}] {video.name}  {rate:.2f} videos/s, ETA {eta:.0f}s", err=True)
+def _progress(meter: Meter, done: int, video: Path) -> None:
+    meter.update(done)
+    click.echo(f"[{done}/{int(meter.total)}] {video.name}  {meter.rate:.2f} videos/s, ETA {meter.eta()}", err=True)
 
 
 @click.command("enroll")
@@ -101,7 +100,7 @@ def enroll(videos: tuple[Path, ...], model_path: Path, ids: tuple[str, ...], out
     gallery = _gallery_to_extend(out, model, append, overwrite, threshold)
     bg = _background(background, model.bundle.working_height)
     failures = 0
-    t0 = time.perf_counter()
+    meter = Meter(len(videos))
     for i, (video, identity) in enumerate(zip(videos, identities)):
         try:
             seq = signature_of_video(video, model, bg)
@@ -115,7 +114,7 @@ def enroll(videos: tuple[Path, ...], model_path: Path, ids: tuple[str, ...], out
             continue
         gallery.add(identity, seq.signature, str(video))
         click.echo(f"{video}: enrolled as {identity} ({seq.clips} clips, {seq.person_frames} person frames)")
-        _progress(i, len(videos), t0, video)
+        _progress(meter, i + 1, video)
     if gallery.ids:
         path = gallery.save(out)
         click.echo(f"gallery {path}: {len(gallery.ids)} entries, {len(set(gallery.ids))} identities")
@@ -164,7 +163,7 @@ def identify(videos: tuple[Path, ...], model_path: Path, gallery_path: Path, thr
     limit = resolve_threshold(threshold, gallery, model)
     bg = _background(background, model.bundle.working_height)
     errors = 0
-    t0 = time.perf_counter()
+    meter = Meter(len(videos))
     for i, video in enumerate(videos):
         try:
             answer = answer_for(str(video), signature_of_video(video, model, bg), gallery, limit)
@@ -173,7 +172,7 @@ def identify(videos: tuple[Path, ...], model_path: Path, gallery_path: Path, thr
             errors += 1
         _print_answer(answer, as_json)
         if not as_json:
-            _progress(i, len(videos), t0, video)
+            _progress(meter, i + 1, video)
     if errors:
         sys.exit(1)
 
@@ -183,7 +182,50 @@ def _print_answer(answer: Answer, as_json: bool) -> None:
         click.echo(json.dumps(answer.to_dict()))
         return
     if answer.distance is not None:
+        margin = f", margin {answer.margin:.3f} to the next identity" if answer.margin is not None else ""
         click.echo(f"{answer.video}: {answer.identity}  (nearest {answer.nearest} at distance "
-                   f"{answer.distance:.3f}, threshold {answer.threshold:.3f}, {answer.clips} clips)")
+                   f"{answer.distance:.3f}{margin}, threshold {answer.threshold:.3f}, {answer.clips} clips)")
     else:
         click.echo(f"{answer.video}: {answer.status}: {answer.message}")
+
+
+@click.command("calibrate")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--ids", "ids", multiple=True, required=True,
+              help="True identity of each video, in order; ids not in the gallery must come out 'unknown'.")
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="The bundle the gallery was enrolled with.")
+@click.option("--gallery", "gallery_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--background", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Empty-scene video or image for background subtraction.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+def calibrate(videos: tuple[Path, ...], ids: tuple[str, ...], model_path: Path, gallery_path: Path,
+              background: Path | None, device: str, batch_size: int) -> None:
+    """Set the gallery's unknown threshold from labelled videos of validation identities.
+
+    Give walks NOT enrolled of enrolled people and walks of people not in the gallery; the
+    threshold with the lowest balanced error is stored in the gallery (see gaittools.identify).
+    """
+    identities = _split_ids(ids)
+    if len(identities) != len(videos):
+        raise click.UsageError(f"{len(videos)} videos but {len(identities)} ids: give one id per video")
+    model = _load_model(model_path, device, batch_size)
+    gallery = Gallery.load(gallery_path)
+    gallery.check_model(model, gallery_path)
+    bg = _background(background, model.bundle.working_height)
+    labelled = []
+    meter = Meter(len(videos))
+    for i, (video, identity) in enumerate(zip(videos, identities)):
+        seq = signature_of_video(video, model, bg)
+        if seq.status != STATUS_OK or seq.signature is None:
+            raise click.ClickException(f"{video}: {seq.status} ({seq.message}); calibrate on usable videos only")
+        labelled.append((identity, seq.signature))
+        _progress(meter, i + 1, video)
+    result = calibrate_threshold(gallery, labelled)
+    gallery.meta["threshold"] = result.threshold
+    gallery.meta["calibration"] = result.to_dict()
+    gallery.save(gallery_path)
+    click.echo(f"{gallery_path}: unknown threshold {result.threshold:.3f} (on {result.enrolled_videos} videos of "
+               f"enrolled people: {100 * result.enrolled_error:.0f}% not named; on {result.unknown_videos} of "
+               f"people not enrolled: {100 * result.unknown_error:.0f}% named anyway)")

@@ -181,7 +181,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
     existing = [name for name in OWNED if (out / name).exists()]
     if existing and not overwrite:
         raise SynthError(f"{out} already holds {', '.join(n + '/' for n in existing)}; "
-                         "pass overwrite=True (--overwrite) to replace the synthetic dataset")
+                         "rerun with --overwrite to replace the synthetic dataset")
     for name in existing:
         shutil.rmtree(out / name)
     out.mkdir(parents=True, exist_ok=True)
