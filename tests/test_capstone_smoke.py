@@ -111,7 +111,7 @@ def test_rerun_resumes_and_keeps_finished_runs(chain, capsys):
 
     out, paths = chain
     before = pd.read_csv(paths["csv"])
-    again = main(["--source", str(DATA), "--out", str(out), "--subjects", "001-003,075-076", "--quick",
+    again = main(["--source", str(SIL), "--out", str(out), "--subjects", "001-003,075-076", "--quick",
                   "--device", "cpu", "--gaitset-steps", "1"])
     printed = capsys.readouterr().out
     assert "master: finished earlier, kept" in printed

@@ -9,30 +9,27 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import need_data
 from gaittools.pickles import load_silhouettes
 from training.losses import LossSet, copy_loss, mean_target_loss
 from training.models.c3d import C3DNet
 from training.monitor import CollapseGuard, embedding_cosine, gradient_shares
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "casia-b-sil-090"
 SMALL = (48, 96, 128, 128, 256, 512)  # student3d-small's widths
 CLIP = 25
 
 
 def real_clips(n: int, first_subject: int = 10) -> torch.Tensor:
     """(n, 1, 25, 64, 64) gray clips (x/255 - 0.5) of n different subjects' nm-01 walks."""
-    if not DATA.is_dir():
-        pytest.skip(f"real CASIA-B silhouettes not found at {DATA} (see shared/data/README.md)")
+    silhouettes = need_data("casia-b-sil-090")
     clips = []
     for subject in range(first_subject, first_subject + 3 * n):
-        path = DATA / f"{subject:03d}" / "nm-01" / "090" / "090.pkl"
+        path = silhouettes / f"{subject:03d}" / "nm-01" / "090" / "090.pkl"
         if not path.is_file():
             continue
         frames = load_silhouettes(path)
@@ -40,7 +37,7 @@ def real_clips(n: int, first_subject: int = 10) -> torch.Tensor:
             clips.append(frames[10:10 + CLIP])
         if len(clips) == n:
             break
-    assert len(clips) == n, f"{DATA}: fewer than {n} nm-01 walks of >= {CLIP + 10} frames"
+    assert len(clips) == n, f"{silhouettes}: fewer than {n} nm-01 walks of >= {CLIP + 10} frames"
     x = torch.from_numpy(np.stack(clips)).float() / 255.0 - 0.5
     return x[:, None]
 
