@@ -222,3 +222,29 @@ def test_unpickler_still_refuses_everything_but_arrays(tmp_path):
     path.write_bytes(pickle.dumps(np.array([pickle.PickleError("x")], object)))
     with pytest.raises(UnsafePickle, match="refused"):
         load_array(path)
+
+
+# ---------------------------------------------------------------------------- training
+def test_training_reads_sil_for_gray_models_when_configured(tmp_path):
+    from training.clips import build_clip_index, read_split
+    from training.config import ConfigError, config_from_dict
+    from training.data import ResidentClips, ZarrClips
+    from training.toydata import write_toy_split, write_toy_store
+
+    store = write_toy_store(tmp_path / "store", subjects=2, walks={"nm": 1}, frames=28, size=32)
+    split = write_toy_split(store, tmp_path / "split", train_subjects=2)
+    clips = build_clip_index(store, read_split(split), clip_len=25, step=3)
+    first = clips.seq_id.iloc[0]
+    with pytest.raises(KeyError, match="re-run extract-frames"):
+        ZarrClips(str(store.path), clips, "gray", 25, gray_array="sil").sequence(first)
+    for seq_id in store.seq_ids():  # silhouettes: the inverted gray crops, to tell them apart
+        store.add_arrays(seq_id, {"sil": 255 - store.read(seq_id, "gray")}, {})
+    rec = clips.iloc[0]
+    want = 255 - store.read(rec.seq_id, "gray")[rec.start:rec.start + 25]
+    np.testing.assert_array_equal(ZarrClips(str(store.path), clips, "gray", 25, gray_array="sil")[0][0], want)
+    resident = ResidentClips(str(store.path), clips, "gray", 25, "cpu", gray_array="sil")
+    np.testing.assert_array_equal(resident.batch([0]).x[0].numpy(), want)
+    np.testing.assert_array_equal(ZarrClips(str(store.path), clips, "gray", 25)[0][0], 255 - want)
+    assert config_from_dict({"data": {"gray_array": "sil"}}).data.gray_array == "sil"
+    with pytest.raises(ConfigError, match="data.gray_array must be gray or sil"):
+        config_from_dict({"data": {"gray_array": "flow"}})
