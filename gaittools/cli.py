@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "show-flow": "gaittools.commands.flow:show_flow",
     "compute-flow": "pipelines.commands.compute_flow:compute_flow",
     "build-split": "gaittools.commands.split:build_split",
+    "export-opengait": "gaittools.commands.opengait:export_opengait",
     "enroll": "gaittools.commands.identify:enroll",
     "identify": "gaittools.commands.identify:identify",
     "calibrate": "gaittools.commands.identify:calibrate",

@@ -9,6 +9,9 @@ Arrays (the contract in the team brief and gaittools.manifest):
     boxes   float32 (T, 4)      walker's box, frame pixels, NaN where nobody
     windows float32 (T, 4)      crop window that produced gray[t], NaN where no crop
     gray    uint8 (T, S, S)     crops; all-zero where nobody
+    sil     uint8 (T, S, S)     the walker's silhouette, 0/255, OpenGait's normalisation
+                                (gaittools.silhouette); all-zero where nobody. Added without a
+                                store-format bump: stores made before it lack it
 
 Decisions recorded here:
 - Sequences shorter than a training clip (``clip_length``, 25 frames with a person) are kept
@@ -34,7 +37,9 @@ import numpy as np
 
 from gaittools.crop import CROP_MODES, DEFAULT_SIZE, crop_frames, resize_crops, windows_for
 from gaittools.localise import LocaliseParams, localise, median_background
+from gaittools.opengait import square_silhouettes
 from gaittools.pickles import load_silhouettes
+from gaittools.silhouette import sequence_silhouettes
 from gaittools.sources import SourceSequence
 from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError, decode
 
@@ -150,6 +155,7 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
     params = LocaliseParams(method=options.method, hog=options.hog)
     boxes, windows, gray, info = localise_and_crop(frames, background, options.crop_mode,
                                                    options.crop_size, params)
+    sil, sil_notes = sequence_silhouettes(frames, boxes, background, info["localisation"], options.crop_size)
     n_crops = int(np.isfinite(windows[:, 0]).sum())
     extract = {
         "n_frames": decoded.n_frames, "n_crops": n_crops, "height": int(frames.shape[1]),
@@ -161,10 +167,10 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
         "scale": round(decoded.scale, 6), "localisation": info["localisation"],
         "background": str(seq.background) if background is not None else None,
         "foreground_fraction": round(info["foreground_fraction"], 4),
-        "clip_length": options.clip_length, "notes": notes + info["notes"],
+        "clip_length": options.clip_length, "notes": notes + info["notes"] + sil_notes,
         "options": asdict(options),
     }
-    arrays = {"frames": frames, "boxes": boxes, "windows": windows, "gray": gray}
+    arrays = {"frames": frames, "boxes": boxes, "windows": windows, "gray": gray, "sil": sil}
     levels = {"frames": None} if options.frames_codec == "none" else {}
     return Extracted(seq.seq_id, arrays, _attrs(seq, decoded.fps, extract), _warnings(extract), levels)
 
@@ -172,14 +178,15 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
 def _from_pickle(seq: SourceSequence, options: ExtractOptions) -> Extracted:
     notes: list[str] = []
     silhouettes = load_silhouettes(seq.path, notes)
-    gray = resize_crops(silhouettes, options.crop_size)
+    gray = resize_crops(square_silhouettes(silhouettes), options.crop_size)
     n_crops = int((gray.reshape(len(gray), -1).max(axis=1) > 0).sum())
     extract = {
         "n_frames": int(len(gray)), "n_crops": n_crops, "height": None, "width": None,
         "coverage": round(n_crops / len(gray), 4), "n_tracks": None,
         "short": n_crops < options.clip_length, "no_person": n_crops == 0,
         "content": "silhouette", "crop_mode": "opengait", "crop_size": options.crop_size,
-        "source_crop_size": int(silhouettes.shape[1]), "working_height": None,
+        "source_crop_size": int(silhouettes.shape[1]), "source_width": int(silhouettes.shape[2]),
+        "working_height": None,
         "clip_length": options.clip_length, "notes": notes, "options": asdict(options),
     }
     return Extracted(seq.seq_id, {"gray": gray}, _attrs(seq, options.fps or OPENGAIT_FPS, extract),

@@ -7,6 +7,7 @@ Layout::
         frames  uint8  (T, H, W)          gray frames at the working resolution
         boxes   float32 (T, 4)            x0, y0, x1, y1 in frame pixels, NaN where nobody
         gray    uint8  (T, S, S)          person-centred crops
+        sil     uint8  (T, S, S)          silhouettes 0/255 (extract-frames; absent in older stores)
         flow    float16 (T-1, 2, S, S)    TV-L1 flow t -> t+1 in crop pixels (compute-flow)
     STORE/failures/<seq_id>.json          why a sequence failed (removed once it succeeds)
     STORE/manifest.parquet                one row per sequence (gaittools.manifest)
@@ -44,7 +45,7 @@ FAILURES = "failures"
 #: Frames per chunk along time for each array; whole frames per chunk spatially. Readers take
 #: whole sequences (compute-flow, training), and every chunk is a file: creating a file costs
 #: 0.1-1 ms on network and sandboxed file systems, so most sequences get one chunk per array.
-TIME_CHUNKS: dict[str, int] = {"frames": 128, "boxes": 4096, "gray": 128, "flow": 32}
+TIME_CHUNKS: dict[str, int] = {"frames": 128, "boxes": 4096, "gray": 128, "sil": 128, "flow": 32}
 #: zstd level per array (default 3); ``None`` stores an array uncompressed. Frames are the bulk
 #: of a store and can be decoded again from the source: level 1 compresses them 3-4x faster
 #: than level 3 for ~12% more bytes (CASIA-B), and extract-frames can store them raw
@@ -277,10 +278,15 @@ def _read_group_attrs(path: Path) -> dict[str, Any]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename: readers see old or new, never half."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -189,7 +189,7 @@ def test_killed_run_resumes_to_the_same_store(run_source, reference_store, tmp_p
     assert 2 <= len(killed_at) < 8, f"run not interrupted mid-way ({len(killed_at)} written)"
     for seq_id in killed_at:  # whatever is under sequences/ is complete
         s = Store(store)
-        assert s.arrays_of(seq_id) == ["boxes", "frames", "gray", "windows"]
+        assert s.arrays_of(seq_id) == ["boxes", "frames", "gray", "sil", "windows"]
         assert s.read(seq_id, "frames").shape[0] == s.attrs_of(seq_id)["extract"]["n_frames"]
 
     result = CliRunner().invoke(main, ["extract-frames", str(run_source), str(store), "--workers", "0"])

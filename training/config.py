@@ -7,7 +7,7 @@ type or out-of-range value is a ``ConfigError`` naming the file and the dotted k
 Format (every key optional; defaults shown by ``train-copy config-template``)::
 
     data:   {store, split, train_roles: [train], clip_len: 25, step: 5, input_size, P, K, workers, gpu_resident,
-             flow_scale, shift_px, zoom, flip, cache_sequences}
+             flow_scale, shift_px, zoom, flip, cache_sequences, gray_array: gray|sil}
     master: {model: master3d, embedding_dim, options: {...}}         # build_model kwargs
     student: {model: student3d-small, embedding_dim, options: {...}}
     optim:  {name: adam|sgd, lr, weight_decay, momentum, schedule: none|step|cosine|plateau,
@@ -66,6 +66,9 @@ class DataConfig:
     flip: bool = True
     #: Whole sequences each DataLoader worker keeps decoded (LRU).
     cache_sequences: int = 64
+    #: The store array gray-modality models read: gray crops, or sil (the silhouettes
+    #: extract-frames stores; OpenGait's input, for the field's silhouette baselines).
+    gray_array: str = "gray"
 
 
 @dataclass
@@ -176,6 +179,7 @@ class Config:
             (self.data.workers >= 0, "data.workers must be >= 0"),
             (0 <= self.data.zoom < 0.5, "data.zoom must be in [0, 0.5)"),
             (self.data.flow_scale > 0, "data.flow_scale must be > 0"),
+            (self.data.gray_array in ("gray", "sil"), "data.gray_array must be gray or sil"),
             (self.loss.copy in COPY_LOSSES, f"loss.copy must be one of {COPY_LOSSES}"),
             (all(k in COPY_LOSSES and k != self.loss.copy for k in self.loss.copy_extra),
              f"loss.copy_extra: keys must be copy losses of {COPY_LOSSES} other than loss.copy"),

@@ -38,6 +38,23 @@ from gaittools.net_input import fit_to_input, normalise_gray
 from gaittools.store import Store
 
 GRAY, FLOW = "gray", "flow"
+#: Store arrays a gray-modality model can read (``data.gray_array``): gray crops, or the
+#: silhouettes extract-frames stores as ``sil`` (the field's silhouette baseline).
+GRAY_ARRAYS = ("gray", "sil")
+
+
+def stored_array(modality: str, gray_array: str = GRAY) -> str:
+    """The store array that feeds a model of ``modality``: ``flow``, or ``gray_array``."""
+    return FLOW if modality == FLOW else gray_array
+
+
+def _missing(array: str) -> str:
+    """What to run for an array a sequence lacks."""
+    if array == FLOW:
+        return "run compute-flow"
+    if array == "sil":
+        return "re-run extract-frames with --overwrite: stores made before silhouettes were stored lack sil"
+    return "run extract-frames"
 #: Shift limits in the method are given for 60-px inputs.
 REFERENCE_SIZE = 60
 
@@ -105,11 +122,11 @@ class SequentialBatches(Sampler[list[int]]):
 
 # ---------------------------------------------------------------------------- sources
 def crop_size(store_path: str, seq_id: str, modality: str) -> int:
-    """The side S of a sequence's stored crops (gray and flow share it)."""
+    """The side S of a sequence's stored crops (gray, sil and flow share it); ``modality``
+    may name the array itself (``stored_array``)."""
     group = Store(store_path).group(seq_id)
     if modality not in group:
-        raise KeyError(f"{store_path}: sequence {seq_id} has no {modality} "
-                       f"(run {'compute-flow' if modality == FLOW else 'extract-frames'})")
+        raise KeyError(f"{store_path}: sequence {seq_id} has no {modality} ({_missing(modality)})")
     return int(group[modality].shape[-1])
 
 
@@ -136,9 +153,12 @@ class ZarrClips(Dataset):
     """Clips read from the store; each worker process keeps its own LRU of decoded sequences."""
 
     def __init__(self, store_path: str, clips: pd.DataFrame, modality: str, clip_len: int,
-                 cache_sequences: int = 64):
+                 cache_sequences: int = 64, gray_array: str = GRAY):
         if modality not in (GRAY, FLOW):
             raise ValueError(f"modality must be gray or flow, not {modality!r}")
+        if gray_array not in GRAY_ARRAYS:
+            raise ValueError(f"gray_array must be one of {GRAY_ARRAYS}, not {gray_array!r}")
+        self.array = stored_array(modality, gray_array)
         self.store_path = str(store_path)
         self.seq_ids = clips["seq_id"].to_numpy()
         self.starts = clips["start"].to_numpy()
@@ -161,10 +181,10 @@ class ZarrClips(Dataset):
         if self._store is None:  # opened in the worker, not pickled from the parent
             self._store = Store(self.store_path)
         try:
-            arr = self._store.read(seq_id, self.modality)
+            arr = self._store.read(seq_id, self.array)
         except KeyError as exc:
-            raise KeyError(f"{self.store_path}: sequence {seq_id} has no {self.modality} "
-                           f"(run {'compute-flow' if self.modality == FLOW else 'extract-frames'})") from exc
+            raise KeyError(f"{self.store_path}: sequence {seq_id} has no {self.array} "
+                           f"({_missing(self.array)})") from exc
         self._cache[seq_id] = arr
         while len(self._cache) > self.cache_sequences:
             self._cache.popitem(last=False)
@@ -215,8 +235,9 @@ class ResidentClips:
     """All sequences of a clip table in one device tensor; batches cut by index arithmetic."""
 
     def __init__(self, store_path: str, clips: pd.DataFrame, modality: str, clip_len: int,
-                 device: torch.device | str):
+                 device: torch.device | str, gray_array: str = GRAY):
         store = Store(store_path)
+        modality = stored_array(modality, gray_array)
         seq_ids = list(dict.fromkeys(clips["seq_id"]))
         arrays, offsets, total = [], {}, 0
         for seq_id in seq_ids:

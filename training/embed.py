@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gaittools.progress import Meter
-from training.data import AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader
+from training.data import (AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader,
+                           stored_array)
 from training.trainer import is_3d
 
 
@@ -33,6 +34,7 @@ class EmbedSettings:
     workers: int = 0
     amp: bool = True
     channels_last: bool = True
+    gray_array: str = "gray"  # data.gray_array: the store array gray models read
 
 
 @torch.no_grad()
@@ -42,9 +44,9 @@ def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: 
     """(N, d) float32 CPU embeddings of the table's clips, in its row order."""
     if clips.empty:
         return torch.zeros(0, getattr(model, "embedding_dim", 0))
-    size = crop_size(settings.store, clips["seq_id"].iloc[0], modality)
+    size = crop_size(settings.store, clips["seq_id"].iloc[0], stored_array(modality, settings.gray_array))
     input_size = settings.input_size or size
-    dataset = ZarrClips(settings.store, clips, modality, settings.clip_len)
+    dataset = ZarrClips(settings.store, clips, modality, settings.clip_len, gray_array=settings.gray_array)
     sampler = SequentialBatches(len(clips), settings.batch_size)
     loader = make_loader(dataset, sampler, settings.workers, pin_memory=device.type == "cuda", persistent=False)
     channels_last = settings.channels_last and is_3d(model)
@@ -74,4 +76,4 @@ def settings_from(cfg: Any, workers: int | None = None) -> EmbedSettings:
     """Embedding settings of a run's config (``training.config.Config``)."""
     return EmbedSettings(cfg.data.store, cfg.data.clip_len, cfg.data.input_size, cfg.data.flow_scale,
                          cfg.eval.batch_size, cfg.data.workers if workers is None else workers, cfg.train.amp,
-                         cfg.train.channels_last)
+                         cfg.train.channels_last, gray_array=cfg.data.gray_array)

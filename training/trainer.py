@@ -32,7 +32,7 @@ from torch import nn
 from gaittools.progress import eta
 from training.config import Config, OptimConfig, TrainConfig
 from training.data import (AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
-                           augment, crop_size, iterate_batches, make_loader)
+                           augment, crop_size, iterate_batches, make_loader, stored_array)
 from training.model_build import model_modality
 from training.monitor import CollapseGuard, embedding_cosine, gradient_shares
 from training.runs import RunDir, seed_everything, set_rng_state
@@ -156,7 +156,7 @@ def train(
     modality = model_modality(model)
     if clips.empty:
         raise ValueError(f"{dcfg.store}: no training clips (are the sequences long enough for a clip?)")
-    store_size = crop_size(dcfg.store, clips["seq_id"].iloc[0], modality)
+    store_size = crop_size(dcfg.store, clips["seq_id"].iloc[0], stored_array(modality, dcfg.gray_array))
     input_size = dcfg.input_size or store_size
     n_steps = total_steps(tcfg, len(clips), dcfg.P * dcfg.K)
     seed_everything(tcfg.seed)
@@ -184,11 +184,12 @@ def train(
     sampler = PKBatchSampler(clips["label"].to_numpy(), dcfg.P, dcfg.K, tcfg.seed, start, n_steps,
                              ctx.rank, ctx.world)
     if dcfg.gpu_resident:
-        source: Any = ResidentClips(dcfg.store, clips, modality, dcfg.clip_len, ctx.device)
+        source: Any = ResidentClips(dcfg.store, clips, modality, dcfg.clip_len, ctx.device, dcfg.gray_array)
         _log(ctx, f"{modality} of {clips['seq_id'].nunique()} sequences resident on {ctx.device} "
                   f"({source.nbytes / 2**20:.0f} MiB)")
     else:
-        source = make_loader(ZarrClips(dcfg.store, clips, modality, dcfg.clip_len, dcfg.cache_sequences),
+        source = make_loader(ZarrClips(dcfg.store, clips, modality, dcfg.clip_len, dcfg.cache_sequences,
+                                       dcfg.gray_array),
                              sampler, dcfg.workers, pin_memory=ctx.cuda)
     writer = run.tensorboard() if run is not None and ctx.is_main else None
     history: list[dict[str, Any]] = []
