@@ -31,6 +31,12 @@ class InputError(click.ClickException):
     exit_code = USAGE_ERROR
 
 
+class RunStopped(click.ClickException):
+    """A run that started and had to stop (a device failed): not the user's input, exit 1."""
+
+    exit_code = ITEMS_FAILED
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The library's error types: each carries a message written for the user."""
     from gaittools.store import StoreError
@@ -55,7 +61,7 @@ class GuardedGroup(click.Group):
         except (click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except click.ClickException as exc:
-            if exc.exit_code == 1:  # a command's refusal of its input is a usage error
+            if exc.exit_code == 1 and not isinstance(exc, RunStopped):  # a refusal of input: usage error
                 exc.exit_code = USAGE_ERROR
             raise
         except (*user_error_types(), *self.extra_errors) as exc:

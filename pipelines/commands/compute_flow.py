@@ -65,6 +65,7 @@ def compute_flow(
     """
     from gaittools.store import StoreError
     from pipelines.cluster import ClusterPathError
+    from gaittools.cli_errors import RunStopped
     from pipelines.compute_flow import (DeviceFailure, DeviceUnavailable, FlowRun, compute_flow as run_compute_flow,
                                         parse_params)
 
@@ -81,6 +82,8 @@ def compute_flow(
                   engine=engine, readers=readers, overwrite=overwrite, limit=limit, shard=_shard(shard), params=params)
     try:
         report = run_compute_flow(store, run)
-    except (DeviceUnavailable, DeviceFailure, StoreError, ClusterPathError) as exc:
+    except DeviceFailure as exc:
+        raise RunStopped(str(exc)) from exc
+    except (DeviceUnavailable, StoreError, ClusterPathError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(0 if report.ok else 1)
