@@ -76,6 +76,9 @@ def test_student_copies_and_resume_repeats_the_next_step_exactly(toy):
     # the same run killed after step 3: only the step-3 checkpoint and 3 metric rows remain
     killed = root / "student-b"
     train_student(cfg, killed, master)
+    # two runs with the same seed and thread count agree bit for bit
+    assert all(torch.equal(v, _params(killed)[k]) for k, v in _params(full.path).items())
+    assert RunDir(killed).info()["torch_threads"] == torch.get_num_threads()
     ckdir = killed / "checkpoints"
     (ckdir / "step_00000004.pt").unlink()
     (ckdir / "last.txt").write_text("step_00000003.pt")

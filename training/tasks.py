@@ -66,7 +66,9 @@ def _model_info(cfg: Config, role: str, model_cfg: Any, model: nn.Module, n_clas
         "embedding_dim": int(model.embedding_dim), "n_classes": n_classes, "modality": model_modality(model),
         "clip_len": cfg.data.clip_len, "step": cfg.data.step, "crop_size": size,
         "input_size": cfg.data.input_size or size, "flow_scale": cfg.data.flow_scale,
-        "normalisation": "gray: x/255 - 0.5; flow: x * flow_scale", **extra,
+        "normalisation": "gray: x/255 - 0.5; flow: x * flow_scale",
+        # CPU results are bit-reproducible for a seed only at the same thread count
+        "torch_threads": torch.get_num_threads(), **extra,
     }
 
 
@@ -92,7 +94,7 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
         save_signatures(run.path, clips, signatures, {"clip_len": cfg.data.clip_len, "step": cfg.data.step,
                                                       "flow_scale": cfg.data.flow_scale,
                                                       "master_model": cfg.master.model})
-        run.update_info(finished=True, steps=result.steps)
+        run.update_info(finished=True, steps=result.steps, torch_threads=torch.get_num_threads())
     barrier(ctx)
     return run
 
@@ -150,7 +152,7 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
         size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], GRAY)
         run.save_model(model, _model_info(cfg, "student", cfg.student, model, n_classes, size,
                                           {"copy": not no_copy, "clips_per_s": result.clips_per_s}))
-        run.update_info(finished=True, steps=result.steps)
+        run.update_info(finished=True, steps=result.steps, torch_threads=torch.get_num_threads())
     barrier(ctx)
     return run
 
