@@ -7,10 +7,14 @@
 # (view 090), GaitCopy's own crop (frame resized to height 64, a 64-wide window on the walker)
 # and TV-L1 with fewer warps and scales than OpenCV's defaults. On a GPU machine add --gpu to
 # compute-flow and drop the --tvl1 overrides.
+# Results depend on the torch thread count (CPU kernels split work by thread): it is fixed here
+# (GAITTOOLS_THREADS, default 2) and recorded, so a rerun on the same machine prints the same numbers.
 set -euo pipefail
 out=${1:?usage: bash demo.sh OUT}
 mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
+export OMP_NUM_THREADS=${GAITTOOLS_THREADS:-2}
+start=$(date +%s)
 
 gaittools synth "$out/raw" --subjects 12 --views 090 --frames 36 --size 160x120 \
     --preview "$out/synth-preview.png"
@@ -28,5 +32,6 @@ ids=(007 008 009 010 011 012)
 gaittools enroll $(for s in "${ids[@]}"; do echo "$out/raw/videos/$s-nm-01-090.avi"; done) \
     --ids "$(IFS=,; echo "${ids[*]}")" --model "$bundle" --out "$out/gallery.npz" --overwrite
 gaittools identify $(for s in "${ids[@]}"; do echo "$out/raw/videos/$s-cl-01-090.avi"; done) \
-    --model "$bundle" --gallery "$out/gallery.npz"
-echo "demo finished: results in $out/runs/summary.csv"
+    --model "$bundle" --gallery "$out/gallery.npz" --json > "$out/identify.json"
+python3 "$here/benchmarks/demo_results.py" "$out" --seconds $(( $(date +%s) - start ))
+echo "demo finished: results in $out/results.md"

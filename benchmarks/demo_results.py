@@ -1,0 +1,93 @@
+"""The demo's results file: what `demo.sh` printed, with the machine that printed it.
+
+Why a file: the README's demo table must be what a run wrote, not numbers typed by hand, and
+a reader must be able to tell which machine and thread count produced them (CPU results are
+bit-reproducible for a seed only at the same thread count).
+
+    python benchmarks/demo_results.py OUT [--seconds N] [--publish benchmarks/results/demo.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+RUNS = {"master": "flow master", "student-copy": "copy student", "student-copy-s0": "copy student",
+        "student-nocopy": "no-copy student"}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def rank1_table(summary_csv: Path) -> str:
+    """Same-view rank-1 per run and condition, both decision rules, with n_probes."""
+    summary = pd.read_csv(summary_csv)
+    lines = ["| run | rule | " + " | ".join(sorted(summary["probe_set"].unique())) + " | n_probes |",
+             "|---|---|" + "---|" * (summary["probe_set"].nunique() + 1)]
+    for (run, method), rows in summary.groupby(["run", "method"], sort=False):
+        rows = rows.set_index("probe_set").sort_index()
+        cells = " | ".join(f"{v:.1f}" for v in rows["same_view_rank1"])
+        lines.append(f"| {RUNS.get(run, run)} | {method} | {cells} | {int(rows['n_probes'].iloc[0])} |")
+    return "\n".join(lines)
+
+
+def identify_lines(path: Path) -> tuple[str, int, int]:
+    answers = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    right = 0
+    lines = ["| video | answer | distance | margin |", "|---|---|---|---|"]
+    for a in answers:
+        truth = Path(a["video"]).name[:3]
+        right += a.get("identity") == truth
+        distance = "" if a.get("distance") is None else f"{a['distance']:.3f}"
+        margin = "" if a.get("margin") is None else f"{a['margin']:.3f}"
+        lines.append(f"| {Path(a['video']).name} | {a.get('identity') or a['status']} | {distance} | {margin} |")
+    return "\n".join(lines), right, len(answers)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, help="The folder demo.sh wrote.")
+    p.add_argument("--seconds", type=int, default=None, help="The demo's wall time.")
+    p.add_argument("--publish", type=Path, default=None, help="Also copy the file here.")
+    args = p.parse_args(argv)
+    summary = args.out / "runs" / "summary.csv"
+    identify = args.out / "identify.json"
+    for path in (summary, identify):
+        if not path.is_file():
+            sys.exit(f"error: {path}: missing; run `bash demo.sh {args.out}` to the end first")
+    import torch
+
+    table, right, total = identify_lines(identify)
+    threads = int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
+    facts = [f"- machine: {cpu_name()}, {os.cpu_count()} cores; torch threads {threads}; Python "
+             f"{platform.python_version()}, torch {torch.__version__}",
+             f"- wall time: {args.seconds} s" if args.seconds is not None else "- wall time: not measured"]
+    text = "\n".join(["# demo.sh results", "", *facts, "",
+                      "Same-view rank-1 (%) on the synthetic test subjects 007-012:", "", rank1_table(summary), "",
+                      f"identify (flow-free, copy student; gallery nm-01, probes cl-01): {right} of {total} right",
+                      "", table, ""])
+    result = args.out / "results.md"
+    result.write_text(text)
+    print(text)
+    if args.publish:
+        args.publish.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result, args.publish)
+    return result
+
+
+if __name__ == "__main__":
+    main()
