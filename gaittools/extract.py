@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from gaittools.crop import CROP_MODES, DEFAULT_SIZE, crop_frames, resize_crops, windows_for
-from gaittools.localise import LocaliseParams, localise, median_background
+from gaittools.foreground import median_background
+from gaittools.localise import LocaliseParams, localise
 from gaittools.pickles import load_silhouettes
 from gaittools.sources import SourceSequence
 from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError, decode
