@@ -64,6 +64,33 @@ def median_background(frames: np.ndarray, samples: int = 60) -> np.ndarray:
     return wires[mid]
 
 
+def refined_background(small: np.ndarray, samples: int = 31, threshold: int = 14) -> np.ndarray:
+    """The sequence median, recomputed without each sample's foreground.
+
+    The plain median fails where people cover a pixel in nearly half the frames or more
+    (several walkers in a row, slow walkers, someone standing): their clothes become
+    "background" and their bodies fall apart into pieces. A second pass takes, per pixel, the
+    median (the upper one of an even count) of only those samples the first pass called
+    background (grown by a few pixels, so body edges count as body); pixels foreground in
+    every sample keep the first median.
+    """
+    idx = np.unique(np.linspace(0, len(small) - 1, min(samples, len(small))).round().astype(int))
+    first = median_background(small, samples)
+    picked = small[idx]
+    diff = cv2.absdiff(picked.reshape(-1, picked.shape[2]), np.tile(first, (len(idx), 1)))
+    body = (diff > threshold).reshape(picked.shape).view(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    body = np.stack([cv2.dilate(b, kernel) for b in body]).astype(bool)
+    if not body.any():
+        return first
+    # body samples sort after every background value (a uint16 key above 255), so the k-th
+    # background value of a pixel is the k-th of its sorted keys: one sort, no NaN medians
+    keys = np.sort(np.where(body, np.uint16(256), picked.astype(np.uint16)), axis=0)
+    n = (~body).sum(axis=0)
+    second = np.take_along_axis(keys, (np.maximum(n, 1) // 2)[None], axis=0)[0]
+    return np.where(n > 0, second, first).astype(np.uint8)
+
+
 @lru_cache(maxsize=None)
 def _median_network(n: int) -> tuple[tuple[int, int], ...]:
     """Comparators (low, high) of Batcher's odd-even merge sort for ``n`` wires, pruned to
@@ -102,7 +129,7 @@ def foreground(small: np.ndarray, background: np.ndarray | None, method: str = "
             raise ValueError(f"background {background.shape} does not match the frames")
         found = "background image"
     else:
-        bg = median_background(small, median_samples)
+        bg = refined_background(small, median_samples, threshold)
         found = "sequence median"
     return _threshold_packed(small, bg, threshold), found
 

@@ -154,7 +154,7 @@ def localise(frames: np.ndarray, background: np.ndarray | None = None,
     masks = clean_packed(masks, w)
     per_frame = frame_blobs(masks, w, p.min_area, p.min_height)
     tracks = [_person(k, tr, T, p, scale, lambda b: mass_centres(masks, w, b, scale))
-              for k, tr in enumerate(_long_enough(track_boxes(per_frame, p.tracker), p))]
+              for k, tr in enumerate(_long_enough(track_boxes(per_frame, p.tracker, small.shape[1:]), p))]
     loc = _result(tracks, T, scale, method, fraction, notes)
     if keep_masks:
         loc.masks = unpack_masks(masks, w)
@@ -205,7 +205,7 @@ def _localise_hog(frames: np.ndarray, p: LocaliseParams, notes: list[str],
     T = len(frames)
     per_frame = hog_detections(frames)
     tracks = [_person(k, tr, T, p, 1.0, lambda b: (b[:, 0] + b[:, 2]) / 2)
-              for k, tr in enumerate(_long_enough(track_boxes(per_frame, p.tracker), p))]
+              for k, tr in enumerate(_long_enough(track_boxes(per_frame, p.tracker, frames.shape[1:]), p))]
     for tr in tracks:  # a panning camera follows a walker: image motion does not tell walking
         tr.walking = len(tr.frames) >= min(p.clip_length, T)
     if tracks:

@@ -37,9 +37,10 @@ def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
     kernel = np.ones(window)
     for start, stop in zip(edges[::2], edges[1::2]):
         run = boxes[start:stop].astype(np.float64)
-        counts = np.convolve(np.ones(len(run)), kernel, mode="same")
+        half, n = (window - 1) // 2, len(run)  # "same" alignment, also for runs < window
+        counts = np.convolve(np.ones(n), kernel)[half:half + n]
         for k in range(4):
-            out[start:stop, k] = np.convolve(run[:, k], kernel, mode="same") / counts
+            out[start:stop, k] = np.convolve(run[:, k], kernel)[half:half + n] / counts
     return out
 
 def rolling_median(values: np.ndarray, reach: int = REACH) -> np.ndarray:

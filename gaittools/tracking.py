@@ -54,7 +54,7 @@ class TrackerParams:
     gate_growth: float = 0.08  # the gate widens this much per frame unseen
     cover: float = 0.5  # fraction of a predicted box inside a blob for the blob to hold it
     merge_growth: float = 1.2  # a blob holding 2+ tracks is a merge when this much larger
-    established: int = 5  # observed frames after which a track's size is known: it can take
+    established: int = 3  # observed frames after which a track's size is known: it can take
     # part in a merge, and a blob of a very different height does not match it
 
 
@@ -121,9 +121,15 @@ class Track:
         return self
 
 
-def track_boxes(per_frame: list[np.ndarray], params: TrackerParams | None = None) -> list[Track]:
-    """Tracks through per-frame boxes (N, >=4); the confirmed ones, in order of birth."""
+def track_boxes(per_frame: list[np.ndarray], params: TrackerParams | None = None,
+                frame_size: tuple[int, int] | None = None) -> list[Track]:
+    """Tracks through per-frame boxes (N, >=4); the confirmed ones, in order of birth.
+
+    ``frame_size`` (h, w) of the boxes' frames: a box cut by the frame's edge is a partial
+    body; its position is then taken from its inner side and the track's known width.
+    """
     p = params or TrackerParams()
+    h, w = frame_size or (np.inf, np.inf)
     active: list[Track] = []
     done: list[Track] = []
     next_id = 0
@@ -134,12 +140,13 @@ def track_boxes(per_frame: list[np.ndarray], params: TrackerParams | None = None
         free_dets = list(range(len(dets)))
         if len(active) and len(dets):
             cover = _inside(preds, dets)  # (tracks, dets): share of each prediction in each blob
-            _repair_merges(t, active, preds, dets, cover, p, free_tracks, free_dets)
+            dets = _repair_merges(t, active, preds, dets, cover, p, free_tracks, free_dets)
             dets = _join_splits(active, preds, dets, p, free_tracks, free_dets)
-        matches = _assign(active, preds, dets, free_tracks, free_dets, p)
+        cut = (dets[:, 0] <= 0.5) | (dets[:, 1] <= 0.5) | (dets[:, 2] >= w - 0.5) | (dets[:, 3] >= h - 0.5)
+        matches = _assign(active, preds, dets, cut, free_tracks, free_dets, p)
         for i, j in matches:
             tr = active[i]
-            tr.kalman.update(dets[j])
+            tr.kalman.update(_uncut(dets[j], tr, w) if cut[j] and _established(tr, p) else dets[j])
             tr.add(t, dets[j], True)
             tr.hits, tr.misses = tr.hits + 1, 0
             tr.confirmed |= tr.hits >= p.min_hits
@@ -163,7 +170,66 @@ def track_boxes(per_frame: list[np.ndarray], params: TrackerParams | None = None
                 next_id += 1
         active = still
     tracks = [tr.trimmed() for tr in done + active if tr.confirmed]
-    return sorted(tracks, key=lambda tr: tr.frames[0])
+    return stitch(sorted(tracks, key=lambda tr: tr.frames[0]), p)
+
+
+def stitch(tracks: list[Track], p: TrackerParams) -> list[Track]:
+    """Join a track that ended with one that began up to ``2 * max_age`` frames later where
+    the first one's motion, carried on, says the second one starts (a walker who came out
+    from behind a pillar as a sliver first, and was born again before the old track could
+    take it). Offline: the whole sequence is known. Cheapest joins first."""
+    tracks = list(tracks)
+    while True:
+        best = None
+        for a in tracks:
+            for b in tracks:
+                gap = b.frames[0] - a.frames[-1]
+                if b is a or not 0 < gap <= 2 * p.max_age:
+                    continue
+                cost = _stitch_cost(a, b, gap, p)
+                if cost is not None and (best is None or cost < best[0]):
+                    best = (cost, a, b)
+        if best is None:
+            return tracks
+        _, a, b = best
+        a.frames += b.frames
+        a.boxes += b.boxes
+        a.observed += b.observed
+        a.merges += b.merges
+        a.splits += b.splits
+        tracks.remove(b)
+
+
+def _stitch_cost(a: Track, b: Track, gap: int, p: TrackerParams) -> float | None:
+    """Centre distance (in box heights) between ``b``'s first box and ``a``'s last observed
+    motion carried on over the gap; None when too far or of another size."""
+    seen = [k for k, o in enumerate(a.observed) if o][-10:]
+    if len(seen) < 2:
+        return None
+    t = np.array([a.frames[k] for k in seen], np.float64)
+    centres = np.array([[(a.boxes[k][0] + a.boxes[k][2]) / 2, (a.boxes[k][1] + a.boxes[k][3]) / 2]
+                        for k in seen])
+    velocity = np.polyfit(t - t[-1], centres, 1)[0]
+    start = b.boxes[0]
+    guess = centres[-1] + velocity * (b.frames[0] - t[-1])
+    height = float(np.median([a.boxes[k][3] - a.boxes[k][1] for k in seen]))
+    later = float(np.median([bx[3] - bx[1] for bx in b.boxes[:10]]))
+    if not 0.67 <= later / height <= 1.5:
+        return None
+    dist = float(np.hypot(*(guess - [(start[0] + start[2]) / 2, (start[1] + start[3]) / 2]))) / height
+    return dist if dist <= p.gate * (1 + p.gate_growth * gap) else None
+
+
+def _uncut(box: np.ndarray, tr: Track, w: float) -> np.ndarray:
+    """A box cut by the left or right frame edge, extended to the track's width from its
+    inner side (the edge's side says nothing about where the body's centre is)."""
+    box = box.copy()
+    width = max(tr.kalman.x[2], box[2] - box[0])
+    if box[0] <= 0.5 and box[2] < w - 0.5:
+        box[0] = box[2] - width
+    elif box[2] >= w - 0.5 and box[0] > 0.5:
+        box[2] = box[0] + width
+    return box
 
 
 def _inside(preds: np.ndarray, dets: np.ndarray) -> np.ndarray:
@@ -185,19 +251,57 @@ def _area(box: np.ndarray) -> float:
 
 def _repair_merges(t: int, active: list[Track], preds: np.ndarray, dets: np.ndarray,
                    cover: np.ndarray, p: TrackerParams, free_tracks: list[int],
-                   free_dets: list[int]) -> None:
-    """Blobs holding two or more confirmed tracks: each of those keeps its prediction."""
+                   free_dets: list[int]) -> np.ndarray:
+    """Blobs holding two or more established tracks (people whose pixels touch); returns the
+    blobs, some narrowed.
+
+    Holders whose predicted height matches the blob's are in front (the blob's height is
+    theirs); the others are behind (farther away, smaller, partly hidden) and keep their
+    predicted boxes. A single front holder owns the blob: it is matched as usual, to the blob
+    narrowed to its predicted width on the side away from the others when the blob is much
+    wider. Several front holders (people side by side at one depth) each get a repaired box:
+    predicted width, the blob's rows, and the blob's left (right) edge for the leftmost
+    (rightmost) one, since a merged blob's outer edges belong to its outer people; the box
+    updates the holder's filter, so velocities stay grounded through a long contact.
+    """
+    dets = dets.copy()
     for j in range(len(dets)):
         holders = [i for i in free_tracks
                    if _established(active[i], p) and cover[i, j] >= p.cover]
-        if len(holders) < 2 or _area(dets[j]) < p.merge_growth * max(_area(preds[i]) for i in holders):
+        if len(holders) < 2:
             continue
+        det = dets[j]
+        det_h = det[3] - det[1]
+        front = [i for i in holders if abs((preds[i, 3] - preds[i, 1]) / det_h - 1) <= 0.2]
+        centre = lambda i: (preds[i, 0] + preds[i, 2]) / 2  # noqa: E731
+        if len(front) == 1:
+            owner = front[0]
+            holders.remove(owner)
+            width = preds[owner, 2] - preds[owner, 0]
+            if det[2] - det[0] > p.merge_growth * width:
+                if np.mean([centre(i) for i in holders]) < centre(owner):
+                    det[0] = det[2] - width
+                else:
+                    det[2] = det[0] + width
+        elif not front and _area(det) < p.merge_growth * max(_area(preds[i]) for i in holders):
+            continue
+        else:
+            free_dets.remove(j)
+        by_x = sorted(holders, key=centre)
         for i in holders:
-            tr = active[i]
-            tr.add(t, preds[i], False)
+            tr, box = active[i], preds[i].copy()
+            if i in front:
+                width = box[2] - box[0]
+                if i == by_x[0]:
+                    box[[0, 2]] = det[0], det[0] + width
+                elif i == by_x[-1]:
+                    box[[0, 2]] = det[2] - width, det[2]
+                box[[1, 3]] = det[1], det[3]
+                tr.kalman.update(box)
+            tr.add(t, box, False)
             tr.merges += 1
             free_tracks.remove(i)
-        free_dets.remove(j)
+    return dets
 
 
 def _join_splits(active: list[Track], preds: np.ndarray, dets: np.ndarray, p: TrackerParams,
@@ -205,15 +309,14 @@ def _join_splits(active: list[Track], preds: np.ndarray, dets: np.ndarray, p: Tr
     """Blobs mostly inside one confirmed track's prediction (and no other's) joined into one."""
     if len(free_dets) < 2:
         return dets
-    inside = _inside(dets[free_dets, :4], preds)  # (free dets, tracks): share of each blob
+    candidates = list(free_dets)
+    inside = _inside(dets[candidates, :4], preds) >= 0.6  # (free dets, tracks): mostly inside
+    alone = inside.sum(axis=1) == 1
     dets = dets.copy()
-    for i in list(free_tracks):
+    for i in free_tracks:
         if not active[i].confirmed:
             continue
-        holds = inside[:, i] >= 0.6
-        others = (np.delete(inside, i, axis=1) >= 0.6).any(axis=1) if inside.shape[1] > 1 else \
-            np.zeros(len(holds), bool)
-        parts = [free_dets[k] for k in np.flatnonzero(holds & ~others)]
+        parts = [candidates[k] for k in np.flatnonzero(inside[:, i] & alone)]
         if len(parts) < 2:
             continue
         joined = dets[parts]
@@ -226,9 +329,11 @@ def _join_splits(active: list[Track], preds: np.ndarray, dets: np.ndarray, p: Tr
     return dets
 
 
-def _assign(active: list[Track], preds: np.ndarray, dets: np.ndarray, free_tracks: list[int],
-            free_dets: list[int], p: TrackerParams) -> list[tuple[int, int]]:
-    """Hungarian matching of free tracks to free blobs, within the gates."""
+def _assign(active: list[Track], preds: np.ndarray, dets: np.ndarray, cut: np.ndarray,
+            free_tracks: list[int], free_dets: list[int], p: TrackerParams) -> list[tuple[int, int]]:
+    """Hungarian matching of free tracks to free blobs, within the gates: the centre within
+    ``gate`` box heights (wider while unseen), and for an established track a blob of about
+    its height (a blob cut by the frame's edge may be a part of the body, or grow fast)."""
     if not free_tracks or not free_dets:
         return []
     P, D = preds[free_tracks], dets[free_dets, :4]
@@ -241,7 +346,8 @@ def _assign(active: list[Track], preds: np.ndarray, dets: np.ndarray, free_track
     misses = np.array([active[i].misses for i in free_tracks])[:, None]
     gate = p.gate * (1 + p.gate_growth * misses)
     young = np.array([not _established(active[i], p) for i in free_tracks])[:, None]
-    ok = ((dist <= gate) | (iou >= 0.3)) & (young | ((ratio >= 0.25) & (ratio <= 2.5)))
+    edge = cut[free_dets][None, :]  # a body entering or leaving: any height
+    ok = ((dist <= gate) | (iou >= 0.3)) & (young | edge | ((ratio >= 0.6) & (ratio <= 1.6)))
     tentative = np.array([not active[i].confirmed for i in free_tracks])[:, None]
     cost = np.where(ok, (1 - iou) + dist + 0.5 * tentative, _INF)
     rows, cols = linear_sum_assignment(cost)

@@ -84,12 +84,15 @@ def test_person_window_spans_box_height_and_centres_on_mass():
     assert np.isnan(w[1]).all()
 
 
-def test_partial_body_keeps_the_nearby_whole_body_height():
+def test_person_scale_is_the_tracks_median_height():
     boxes = np.array([[300, 150, 320, 200]] + [[250 - 4 * t, 40, 290 - 4 * t, 200] for t in range(1, 10)],
                      np.float32)  # frame 0: only a foot at the right edge
     w = windows_for(boxes, np.full(10, np.nan, np.float32), (240, 320), "person")
     np.testing.assert_array_equal(w[0], [230, 40, 390, 200])  # 160 tall, feet at 200
     assert (w[1:, 3] - w[1:, 1] == 160).all()
+    boxes[5, 1] = -100  # a merge stretches one box upwards: the scale stays
+    w = windows_for(boxes, np.full(10, np.nan, np.float32), (240, 320), "person")
+    assert (w[:, 3] - w[:, 1] == 160).all()
 
 
 def test_frame_window_is_frame_high_and_centred_on_walker():
@@ -449,7 +452,7 @@ def test_moving_camera_stops_early_with_the_full_answer():
 
 
 def test_blockwise_threshold_is_the_plain_definition():
-    from gaittools.foreground import foreground, median_background
+    from gaittools.foreground import foreground, refined_background
     from gaittools.packed_masks import unpack_masks
 
     rng = np.random.default_rng(7)
@@ -459,7 +462,7 @@ def test_blockwise_threshold_is_the_plain_definition():
         bg = rng.integers(0, 256, (h, w), dtype=np.uint8)
         for background in (bg, None):
             packed, _ = foreground(small, background)
-            ref_bg = bg if background is not None else median_background(small, 31)
+            ref_bg = bg if background is not None else refined_background(small, 31, 14)
             diff = np.abs(small.astype(int) - ref_bg)
             level = np.median(diff[:, ::4, ::4].reshape(T, -1), axis=1).astype(np.int16)
             expected = diff > np.minimum(14 + 2 * level, 255)[:, None, None]
