@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "build-split": "gaittools.commands.split:build_split",
     "enroll": "gaittools.commands.identify:enroll",
     "identify": "gaittools.commands.identify:identify",
+    "preview": "gaittools.commands.preview:preview",
 }
 
 

@@ -135,3 +135,24 @@ def test_walking_needs_consistent_travel_not_waving_or_jumping():
     short = lateral.copy()
     short[12:] = np.nan  # 12 frames of a walk: judged on what there is
     assert walking(short, 25)[0]
+
+
+def test_preview_writes_a_montage_per_sequence(scenes, tmp_path):
+    import cv2
+
+    from gaittools.preview import ROW_HEIGHT
+    from gaittools.store import Store
+
+    out, found = scenes
+    store = Store.create(tmp_path / "store", "generic")
+    for r in found["crossing"][1]:
+        store.write_sequence(r.seq_id, r.arrays, r.attrs)
+    runner = CliRunner()
+    result = runner.invoke(main, ["preview", str(store.path), "--out", str(tmp_path / "png"), "--columns", "4"])
+    assert result.exit_code == 0, result.output
+    for r in found["crossing"][1]:
+        img = cv2.imread(str(tmp_path / "png" / f"{r.seq_id}.png"))
+        assert img.shape[0] == 2 * ROW_HEIGHT  # frames with boxes, crops (no flow yet)
+        assert (np.abs(img[..., 1].astype(int) - img[..., 2]) > 100).any()  # the green boxes
+    bad = runner.invoke(main, ["preview", str(store.path), "nobody", "--out", str(tmp_path / "png")])
+    assert bad.exit_code != 0 and "no sequence nobody" in bad.output
