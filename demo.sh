@@ -20,6 +20,7 @@ gaittools synth "$out/raw" --subjects 12 --views 090 --frames 36 --size 160x120 
     --preview "$out/synth-preview.png"
 gaittools extract-frames "$out/raw" "$out/store" --dataset casia-b --crop-mode frame --height 64
 gaittools compute-flow "$out/store" --tvl1 warps=2 --tvl1 nscales=3
+gaittools preview "$out/store" --out "$out/previews" --columns 6  # check the store by eye
 gaittools build-split casia-b "$out/store" --protocol synth --views 090 --val-fraction 0 \
     --out "$out/split"
 train-copy run "$here/training/configs/synth-demo.yaml" --out "$out/runs" \

@@ -14,7 +14,11 @@ Dask worker), over the same files:
 
 Each is timed ``--repeat`` times in alternation and the best time is kept, so a busy machine
 hurts all alike. The path is also broken down (decode+gray, localise+crop, the store write
-with either frames codec) to show where the time goes. ``--workers N`` adds a full
+with either frames codec) to show where the time goes, and the multi-person tracker alone
+(blobs -> tracks, frames per CPU-second). Extraction must stay at least 10x cheaper per
+frame than compute-flow: OpenCV's DualTVL1 on working-height frame pairs is timed at its
+default settings and at the cheap ``--quick`` settings of benchmarks/casia_b_sil_090.py,
+and the ratios printed. ``--workers N`` adds a full
 ``run_extract`` on a LocalCluster of N processes, reported per core. The goal: the extract
 path at least half the frames/s of bare decoding. CPU seconds are the per-core measure; wall
 seconds include waiting on the file system (see ``--store-dir``; ``GAITTOOLS_FSYNC=1`` adds
@@ -139,6 +143,47 @@ def breakdown(found, store_path: Path, repeat: int) -> dict[str, tuple[float, fl
     return {k: (v[0], v[1]) for k, v in best.items()}
 
 
+def tracker_seconds(found, repeat: int) -> tuple[int, float]:
+    """Frames and best CPU seconds of the tracker alone (``track_boxes`` on every sequence's
+    blobs, computed once beforehand)."""
+    from gaittools.blobs import frame_blobs
+    from gaittools.foreground import clean_packed, foreground, shrink
+    from gaittools.localise import LocaliseParams
+    from gaittools.tracking import track_boxes
+    from gaittools.video import decode
+
+    p = LocaliseParams()
+    per_sequence = []
+    for seq in found.sequences:
+        small = shrink(decode(seq.path).frames, p.analysis_height)
+        masks = clean_packed(foreground(small, None)[0], small.shape[2])
+        per_sequence.append((frame_blobs(masks, small.shape[2], p.min_area, p.min_height), small.shape[1:]))
+    best = float("inf")
+    for _ in range(repeat):
+        with Clock() as clock:
+            for blobs, size in per_sequence:
+                track_boxes(blobs, p.tracker, size)
+        best = min(best, clock.cpu)
+    return sum(len(b) for b, _ in per_sequence), best
+
+
+def flow_seconds_per_pair(found, pairs: int, cheap: bool) -> float:
+    """CPU seconds of OpenCV's DualTVL1 per working-height frame pair (what compute-flow
+    runs on the CPU), at OpenCV's defaults or at the cheap --quick settings."""
+    from gaittools.flow.opencv_backend import opencv_pair
+    from gaittools.flow.params import TVL1Params
+    from gaittools.video import decode
+
+    params = TVL1Params(nscales=2, warps=1, outer_iterations=2, inner_iterations=5,
+                        median_filtering=1) if cheap else TVL1Params()
+    frames = decode(found.sequences[0].path).frames
+    ts = np.linspace(0, len(frames) - 2, pairs).round().astype(int)
+    with Clock() as clock:
+        for t in ts:
+            opencv_pair(frames[t], frames[t + 1], params)
+    return clock.cpu / len(ts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="a CASIA-B-named video folder")
@@ -187,6 +232,16 @@ def main() -> None:
         print(f"  {'zstd of the frames alone':<32}{'':>8}{'':>10}{'':>7}{zstd_only:>8.3f}"
               f"{frames['bare decode'] / zstd_only:>14.0f}   -> with zstd frames the cpu ratio "
               f"cannot exceed {floor:.2f}")
+        tracked, tracker_cpu = tracker_seconds(found, args.repeat)
+        print(f"  {'of which the tracker alone':<32}{'':>8}{'':>10}{'':>7}{tracker_cpu:>8.3f}"
+              f"{tracked / max(tracker_cpu, 1e-9):>14.0f}")
+        per_frame = cpu["extract path, frames zstd"] / frames["extract path, frames zstd"]
+        for cheap, pairs in ((False, 3), (True, 10)):
+            flow = flow_seconds_per_pair(found, pairs, cheap)
+            label = "cheap --quick" if cheap else "OpenCV default"
+            print(f"compute-flow (DualTVL1 {label}) {flow:.3f} cpu s/pair: extraction is "
+                  f"{flow / per_frame:.0f}x cheaper per frame"
+                  + ("" if cheap else f" (goal >= 10x: {'met' if flow / per_frame >= 10 else 'NOT met'})"))
         if args.workers:
             dask_store = scratch / "dask-store"
             start = time.perf_counter()

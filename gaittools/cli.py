@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "enroll": "gaittools.commands.identify:enroll",
     "identify": "gaittools.commands.identify:identify",
     "calibrate": "gaittools.commands.identify:calibrate",
+    "preview": "gaittools.commands.preview:preview",
 }
 
 

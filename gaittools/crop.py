@@ -2,12 +2,13 @@
 
 Two modes, both giving a square window in frame pixels:
 
-- ``person`` (OpenGait's 64x64 pretreatment, on gray frames): the window's height is the box
-  height, so the body spans the crop's height; it is centred horizontally on the body's
-  horizontal centre of mass (of the foreground), not on the box, because swinging arms and
-  legs move the box's centre but not the body's. A partial body (a box much shorter than the
-  tallest box of the nearby frames: the walker entering or leaving the frame) keeps the
-  whole-body height, anchored at the box's bottom, so the crop's scale does not jump.
+- ``person`` (OpenGait's 64x64 pretreatment, on gray frames): the window's height is the
+  track's body height - the median box height over the clip around the frame (``REACH``
+  frames either side), so the body spans the crop's height at a steady scale: one box
+  stretched by a merge or a floor reflection, or shortened by a partial body entering the
+  frame, does not change it. The window stands on the box's bottom (the feet). It is centred
+  horizontally on the body's horizontal centre of mass (of the foreground), not on the box,
+  because swinging arms and legs move the box's centre but not the body's.
 - ``frame`` (GaitCopy's): the whole frame is resized to height S and a window S wide is cut,
   centred on the walker; no vertical alignment, so the body's size and height in the crop
   follow its distance to the camera. In frame pixels the window is H x H (H the frame height).
@@ -23,20 +24,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from gaittools.series import REACH, rolling_median
+
 CROP_MODES = ("person", "frame")
 DEFAULT_SIZE = 64
 
 
-#: Person mode: a box shorter than this fraction of the tallest box within ``PARTIAL_REACH``
-#: frames is a partial body (entering, leaving, occluded); its window keeps that taller height,
-#: anchored at the box's bottom, so a foot entering the frame is not blown up to a whole crop.
-PARTIAL_RATIO = 0.8
-PARTIAL_REACH = 12
-
-
 def windows_for(boxes: np.ndarray, centres: np.ndarray, frame_shape: tuple[int, int],
                 mode: str = "person") -> np.ndarray:
-    """Square crop windows (T, 4) float32 in frame pixels, NaN where there is no box."""
+    """Square crop windows (T, 4) float32 in frame pixels, NaN where there is no box.
+
+    ``boxes`` (T, 4) are one person's boxes over consecutive frames (one track), ``centres``
+    (T,) their horizontal centres of mass (NaN: the box centre). This and ``crop_frames``
+    are the one way a person is cropped: gray frames, and silhouettes (masks) with the same
+    windows, so both come out aligned at the same scale.
+    """
     if mode not in CROP_MODES:
         raise ValueError(f"unknown crop mode {mode!r}; one of {CROP_MODES}")
     H = frame_shape[0]
@@ -44,8 +46,7 @@ def windows_for(boxes: np.ndarray, centres: np.ndarray, frame_shape: tuple[int, 
     cx = np.where(np.isfinite(centres), centres, (boxes[:, 0] + boxes[:, 2]) / 2)
     if mode == "person":
         y1 = np.round(boxes[:, 3])
-        height = y1 - np.round(boxes[:, 1])
-        side = np.maximum(_whole_body_heights(height), 1)
+        side = np.maximum(np.round(rolling_median(boxes[:, 3] - boxes[:, 1], REACH)), 1)
         y0 = y1 - side
     else:
         y0 = np.zeros(len(boxes))
@@ -54,14 +55,6 @@ def windows_for(boxes: np.ndarray, centres: np.ndarray, frame_shape: tuple[int, 
     windows = np.stack([x0, y0, x0 + side, y0 + side], axis=1)
     windows[~np.isfinite(boxes[:, 0])] = np.nan
     return windows.astype(np.float32)
-
-
-def _whole_body_heights(height: np.ndarray) -> np.ndarray:
-    """Box heights, with partial bodies raised to the nearby whole-body height."""
-    finite = np.where(np.isfinite(height), height, -np.inf)
-    padded = np.pad(finite, PARTIAL_REACH, constant_values=-np.inf)
-    nearby = np.lib.stride_tricks.sliding_window_view(padded, 2 * PARTIAL_REACH + 1).max(axis=1)
-    return np.where(height < PARTIAL_RATIO * nearby, nearby, height)
 
 
 def crop_window(frame: np.ndarray, window: np.ndarray, size: int = DEFAULT_SIZE,

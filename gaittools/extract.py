@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from gaittools.crop import CROP_MODES, DEFAULT_SIZE, crop_frames, resize_crops, windows_for
-from gaittools.localise import LocaliseParams, localise, median_background
+from gaittools.foreground import median_background
+from gaittools.localise import LocaliseParams, PersonTrack, localise
 from gaittools.opengait import square_silhouettes
 from gaittools.pickles import load_silhouettes
 from gaittools.silhouette import sequence_silhouettes
@@ -53,6 +54,15 @@ BACKGROUND_FRAMES = 50
 #: Compressing costs about as much CPU as decoding the video did: ``none`` is for stores
 #: where extraction time matters more than disk (see benchmarks/extract_speed.py).
 FRAMES_CODECS = ("zstd", "none")
+#: Which tracked people become sequences: ``walkers`` every walking track, as
+#: ``<seq_id>.t<k>``; ``longest`` the longest walking track under the plain id (datasets with
+#: one walker per video, so protocol parsing and counts do not change); ``all`` every track,
+#: walking or not, as ``<seq_id>.t<k>``; ``auto``: longest for CASIA-B and TUM-GAID, else walkers.
+TRACK_MODES = ("auto", "walkers", "longest", "all")
+ONE_WALKER_DATASETS = ("casia-b", "tum-gaid")
+#: Per-sequence quality below which extract-frames prints a warning line.
+MIN_BOX_FRACTION = 0.8
+MAX_SCALE_CV = 0.1
 
 
 @dataclass(frozen=True)
@@ -67,10 +77,13 @@ class ExtractOptions:
     clip_length: int = CLIP_LENGTH
     hog: bool = True  # HOG people detector where the background model fails
     frames_codec: str = "zstd"
+    tracks: str = "auto"  # walkers | longest | all | auto (see TRACK_MODES)
 
     def __post_init__(self) -> None:
         if self.frames_codec not in FRAMES_CODECS:
             raise ValueError(f"unknown frames codec {self.frames_codec!r}; one of {FRAMES_CODECS}")
+        if self.tracks not in TRACK_MODES:
+            raise ValueError(f"unknown track selection {self.tracks!r}; one of {TRACK_MODES}")
         if self.crop_mode not in CROP_MODES:
             raise ValueError(f"unknown crop mode {self.crop_mode!r}; one of {CROP_MODES}")
         if self.crop_size < 8 or self.working_height < 16:
@@ -118,7 +131,15 @@ def load_background(path: str | Path, working_height: int = DEFAULT_WORKING_HEIG
 
 def extract_sequence(seq: SourceSequence, options: ExtractOptions | None = None,
                      background: np.ndarray | BaseException | None = None) -> Extracted:
-    """Decode, localise, crop one sequence. Raises VideoError/PickleError for bad input.
+    """The first sequence ``extract_sequences`` makes of a source (the only one with
+    ``tracks="longest"``, the CASIA-B and TUM-GAID default)."""
+    return extract_sequences(seq, options, background)[0]
+
+
+def extract_sequences(seq: SourceSequence, options: ExtractOptions | None = None,
+                      background: np.ndarray | BaseException | None = None) -> list[Extracted]:
+    """Decode, localise, crop one source: one sequence per selected track (``tracks``), or
+    one without a person. Raises VideoError/PickleError for bad input.
 
     ``background``: the empty-scene image if the caller loaded it (once per clip), else it is
     loaded from ``seq.background``; a broken empty-scene clip (or the exception the caller
@@ -127,7 +148,7 @@ def extract_sequence(seq: SourceSequence, options: ExtractOptions | None = None,
     options = options or ExtractOptions()
     start = time.perf_counter()
     if seq.kind == "pickle":
-        result = _from_pickle(seq, options)
+        results = [_from_pickle(seq, options)]
     else:
         notes = []
         if isinstance(background, BaseException):  # the pipeline already failed to load it
@@ -138,13 +159,17 @@ def extract_sequence(seq: SourceSequence, options: ExtractOptions | None = None,
                 background = load_background(seq.background, options.working_height)
             except VideoError as exc:
                 notes.append(f"empty-scene clip unusable ({exc}): sequence median")
-        result = _from_frames(seq, options, background)
-        result.attrs["extract"]["notes"][:0] = notes
-    result.attrs["extract"]["seconds"] = round(time.perf_counter() - start, 4)
-    return result
+        results = _from_frames(seq, options, background)
+        for result in results:
+            result.attrs["extract"]["notes"][:0] = notes
+    seconds = round(time.perf_counter() - start, 4)
+    for result in results:
+        result.attrs["extract"]["seconds"] = seconds
+    return results
 
 
-def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.ndarray | None) -> Extracted:
+def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.ndarray | None
+                 ) -> list[Extracted]:
     decoded = decode(seq.path, options.working_height, options.fps)
     frames = decoded.frames
     notes: list[str] = []
@@ -153,26 +178,63 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
                      f"{frames.shape[:0:-1]}: not used")
         background = None
     params = LocaliseParams(method=options.method, hog=options.hog)
-    boxes, windows, gray, info = localise_and_crop(frames, background, options.crop_mode,
-                                                   options.crop_size, params)
-    sil, sil_notes = sequence_silhouettes(frames, boxes, background, info["localisation"], options.crop_size)
-    n_crops = int(np.isfinite(windows[:, 0]).sum())
-    extract = {
-        "n_frames": decoded.n_frames, "n_crops": n_crops, "height": int(frames.shape[1]),
-        "width": int(frames.shape[2]), "coverage": round(info["coverage"], 4),
-        "n_tracks": info["n_tracks"], "short": n_crops < options.clip_length,
-        "no_person": n_crops == 0, "content": "gray",
-        "crop_mode": options.crop_mode, "crop_size": options.crop_size,
+    loc = localise(frames, background, params)
+    mode = track_mode(options.tracks, seq.name.dataset)
+    chosen: list[tuple[str, PersonTrack | None]]
+    if mode == "longest":
+        best = [tr for tr in loc.walkers if tr.boxes is loc.boxes]
+        chosen = [(seq.seq_id, best[0] if best else None)]
+    else:
+        picked = loc.walkers if mode == "walkers" else loc.tracks
+        chosen = [(f"{seq.seq_id}.t{tr.id}", tr) for tr in picked] or [(seq.seq_id, None)]
+    shared = {
+        "n_frames": decoded.n_frames, "height": int(frames.shape[1]), "width": int(frames.shape[2]),
+        "n_tracks": loc.n_tracks, "n_walkers": len(loc.walkers), "tracks_mode": mode,
+        "crop_mode": options.crop_mode, "crop_size": options.crop_size, "content": "gray",
         "working_height": options.working_height, "source_size": list(decoded.source_size),
-        "scale": round(decoded.scale, 6), "localisation": info["localisation"],
+        "scale": round(decoded.scale, 6), "localisation": loc.method,
         "background": str(seq.background) if background is not None else None,
-        "foreground_fraction": round(info["foreground_fraction"], 4),
-        "clip_length": options.clip_length, "notes": notes + info["notes"] + sil_notes,
-        "options": asdict(options),
+        "foreground_fraction": round(loc.foreground_fraction, 4),
+        "clip_length": options.clip_length, "notes": notes + loc.notes, "options": asdict(options),
     }
-    arrays = {"frames": frames, "boxes": boxes, "windows": windows, "gray": gray, "sil": sil}
     levels = {"frames": None} if options.frames_codec == "none" else {}
-    return Extracted(seq.seq_id, arrays, _attrs(seq, decoded.fps, extract), _warnings(extract), levels)
+    out = []
+    for seq_id, tr in chosen:
+        boxes = tr.boxes if tr is not None else np.full((len(frames), 4), np.nan, np.float32)
+        centres = tr.centres if tr is not None else np.full(len(frames), np.nan, np.float32)
+        windows = windows_for(boxes, centres, frames.shape[1:], options.crop_mode)
+        gray = crop_frames(frames, windows, options.crop_size)
+        sil, sil_notes = sequence_silhouettes(frames, boxes, background, loc.method, options.crop_size)
+        n_crops = int(np.isfinite(windows[:, 0]).sum())
+        extract = dict(shared, n_crops=n_crops, coverage=round(n_crops / max(len(frames), 1), 4),
+                       short=n_crops < options.clip_length, no_person=n_crops == 0,
+                       track=track_quality(tr, windows) if tr is not None else None)
+        extract["notes"] = extract["notes"] + sil_notes
+        attrs = _attrs(seq, decoded.fps, extract)
+        attrs["name"]["seq_id"] = seq_id
+        arrays = {"frames": frames, "boxes": boxes, "windows": windows, "gray": gray, "sil": sil}
+        out.append(Extracted(seq_id, arrays, attrs, _warnings(extract), levels))
+    return out
+
+
+def track_mode(tracks: str, dataset: str) -> str:
+    """The track selection for a dataset: ``auto`` is longest for one-walker datasets."""
+    if tracks != "auto":
+        return tracks
+    return "longest" if dataset in ONE_WALKER_DATASETS else "walkers"
+
+
+def track_quality(tr: PersonTrack, windows: np.ndarray) -> dict[str, Any]:
+    """What the manifest records of a track: its id, frame range (stop exclusive), walking
+    speed (px/frame), median box height (px), fraction of its span with a box, repairs, and
+    the scale variation: the coefficient of variation of box height / crop height."""
+    ok = np.isfinite(windows[:, 0]) & np.isfinite(tr.boxes[:, 0])
+    ratio = (tr.boxes[ok, 3] - tr.boxes[ok, 1]) / (windows[ok, 3] - windows[ok, 1])
+    return {"id": tr.id, "frame_start": tr.first, "frame_stop": tr.last + 1, "walking": tr.walking,
+            "speed_px": round(tr.speed, 3), "box_height": round(tr.median_height, 2),
+            "box_fraction": round(tr.box_fraction, 4), "repaired_merges": tr.merges,
+            "repaired_splits": tr.splits, "repaired_outliers": tr.outliers,
+            "scale_cv": round(float(ratio.std() / ratio.mean()), 4) if len(ratio) > 1 else 0.0}
 
 
 def _from_pickle(seq: SourceSequence, options: ExtractOptions) -> Extracted:
@@ -203,6 +265,14 @@ def _warnings(extract: dict[str, Any]) -> list[str]:
         out.append(f"no person found in any of its {extract['n_frames']} frames")
     elif extract["short"]:
         out.append(f"short: {extract['n_crops']} crops < clip length {extract['clip_length']}")
-    if (extract.get("n_tracks") or 0) > 1:
-        out.append(f"{extract['n_tracks']} tracks seen; kept the longest")
+    track = extract.get("track")
+    if track is None and (extract.get("n_tracks") or 0) > 1:
+        out.append(f"{extract['n_tracks']} tracks seen, {extract.get('n_walkers', 0)} walking")
+    elif track is not None and extract.get("tracks_mode") == "longest" and extract["n_tracks"] > 1:
+        out.append(f"{extract['n_tracks']} tracks seen, {extract['n_walkers']} walking; kept the "
+                   f"longest walker (track {track['id']})")
+    if track is not None and (track["box_fraction"] < MIN_BOX_FRACTION or track["scale_cv"] > MAX_SCALE_CV):
+        out.append(f"track {track['id']} quality: boxes in {track['box_fraction']:.0%} of its frames "
+                   f"{track['frame_start']}-{track['frame_stop'] - 1}, scale variation "
+                   f"{track['scale_cv']:.1%}, {track['repaired_merges']} merges repaired")
     return out

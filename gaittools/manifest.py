@@ -9,8 +9,10 @@ Sequence attributes written by the stages (the contract between stages)::
     name:    {dataset, seq_id, subject, condition, seq_num, view}   (gaittools.layouts)
     source:  the file or folder it came from
     fps:     frames per second of the source
-    extract: {n_frames, n_crops, height, width, coverage, n_tracks, short, crop_mode,
-              crop_size, working_height, seconds, ...}
+    extract: {n_frames, n_crops, height, width, coverage, n_tracks, n_walkers, short,
+              crop_mode, crop_size, working_height, seconds, track: {id, frame_start,
+              frame_stop, speed_px, box_height, box_fraction, repaired_merges,
+              repaired_splits, repaired_outliers, scale_cv} (None: no person), ...}
     flow:    {backend, mean_magnitude, seconds, params, ...}            (compute-flow)
 """
 
@@ -42,6 +44,16 @@ COLUMNS: dict[str, str] = {
     "width": "Int64",
     "coverage": "float64",
     "n_tracks": "Int64",
+    "n_walkers": "Int64",
+    "track_id": "Int64",
+    "frame_start": "Int64",
+    "frame_stop": "Int64",
+    "speed_px": "float64",
+    "box_height": "float64",
+    "box_fraction": "float64",
+    "repaired_merges": "Int64",
+    "repaired_splits": "Int64",
+    "scale_cv": "float64",
     "short": "boolean",
     "status_extract": "string",
     "status_flow": "string",
@@ -69,6 +81,7 @@ def row_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
         width=extract.get("width"),
         coverage=extract.get("coverage"),
         n_tracks=extract.get("n_tracks"),
+        n_walkers=extract.get("n_walkers"),
         short=extract.get("short"),
         status_extract=DONE,
         status_flow=DONE if flow else MISSING,
@@ -77,6 +90,10 @@ def row_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
         seconds_flow=(flow or {}).get("seconds"),
         flow_mean_magnitude=(flow or {}).get("mean_magnitude"),
     )
+    track = extract.get("track") or {}
+    row.update(track_id=track.get("id"), **{k: track.get(k) for k in (
+        "frame_start", "frame_stop", "speed_px", "box_height", "box_fraction", "repaired_merges",
+        "repaired_splits", "scale_cv")})
     return row
 
 

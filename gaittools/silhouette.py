@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 
 from gaittools.crop import DEFAULT_SIZE, crop_window
-from gaittools.localise import LocaliseParams, median_background
+from gaittools.foreground import median_background
+from gaittools.localise import LocaliseParams
 
 #: Fraction of the box's width (each side) and height (top and bottom) added around the tracked
 #: box: boxes are smoothed over frames, so a swinging foot or arm reaches outside them.

@@ -19,6 +19,7 @@ that subject and view (Dask moves the 77 kB image, not the clip).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import traceback
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gaittools.extract import ExtractOptions, extract_sequence, load_background
+from gaittools.extract import ExtractOptions, extract_sequences, load_background
 from gaittools.manifest import refresh_manifest
 from gaittools.sources import Discovery, SourceError, SourceSequence, discover
 from gaittools.store import Store, StoreError
@@ -89,7 +90,7 @@ def run_extract(
 
 
 #: Options that change the arrays; a store must not mix sequences made with different ones.
-SHAPING_OPTIONS = ("working_height", "crop_mode", "crop_size", "method", "hog")
+SHAPING_OPTIONS = ("working_height", "crop_mode", "crop_size", "method", "hog", "tracks")
 
 
 def check_same_options(store: Store, options: ExtractOptions) -> None:
@@ -107,7 +108,7 @@ def check_same_options(store: Store, options: ExtractOptions) -> None:
 def _plan(found: Discovery, store: Store, overwrite: bool) -> list[SourceSequence]:
     if overwrite:
         return list(found.sequences)
-    done = set(store.seq_ids())
+    done = {re.sub(r"\.t\d+$", "", seq_id) for seq_id in store.seq_ids()}  # <seq_id>.t<k>: tracks
     return [s for s in found.sequences if s.seq_id not in done]
 
 
@@ -118,10 +119,13 @@ def extract_task(store_path: str, seq: SourceSequence, options: ExtractOptions, 
     limit_native_threads()
     store = Store(store_path)
     try:
-        result = extract_sequence(seq, options, background)
-        store.write_sequence(seq.seq_id, result.arrays, result.attrs, overwrite=overwrite,
-                             zstd_levels=result.zstd_levels)
-        return TaskResult(seq.seq_id, str(seq.path), True, result.n_frames, None, tuple(result.warnings))
+        results = extract_sequences(seq, options, background)
+        for result in results:  # one per selected track (walkers: <seq_id>.t<k>)
+            store.write_sequence(result.seq_id, result.arrays, result.attrs, overwrite=overwrite,
+                                 zstd_levels=result.zstd_levels)
+        warnings = tuple(f"{r.seq_id}: {w}" if r.seq_id != seq.seq_id else w
+                         for r in results for w in r.warnings)
+        return TaskResult(seq.seq_id, str(seq.path), True, results[0].n_frames, None, warnings)
     except Exception as exc:  # one bad input must not stop the dataset
         error = _describe(exc)
         store.record_failure(seq.seq_id, STAGE, str(seq.path), error, name=seq.name.as_dict())

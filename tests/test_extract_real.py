@@ -20,7 +20,8 @@ from gaittools.cli import main
 from gaittools.crop import crop_window
 from gaittools.extract import ExtractOptions, extract_sequence, load_background, localise_and_crop
 from gaittools.layouts import parse_generic
-from gaittools.localise import box_iou, localise
+from gaittools.blobs import box_iou
+from gaittools.localise import localise
 from gaittools.manifest import read_manifest
 from gaittools.sources import SourceSequence, discover
 from gaittools.store import Store

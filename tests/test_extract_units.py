@@ -13,7 +13,8 @@ import pytest
 
 from conftest import DATA, need_data
 from gaittools.crop import crop_frames, crop_window, resize_crops, windows_for
-from gaittools.localise import fill_gaps, localise, smooth_boxes
+from gaittools.localise import localise
+from gaittools.series import fill_gaps, smooth_boxes
 from gaittools.pickles import PickleError, UnsafePickle, load_array, load_silhouettes, loads_array
 from gaittools.sources import SourceError, detect_dataset, discover
 from gaittools.video import VideoError, decode
@@ -96,12 +97,15 @@ def test_person_window_spans_box_height_and_centres_on_mass():
     assert np.isnan(w[1]).all()
 
 
-def test_partial_body_keeps_the_nearby_whole_body_height():
+def test_person_scale_is_the_tracks_median_height():
     boxes = np.array([[300, 150, 320, 200]] + [[250 - 4 * t, 40, 290 - 4 * t, 200] for t in range(1, 10)],
                      np.float32)  # frame 0: only a foot at the right edge
     w = windows_for(boxes, np.full(10, np.nan, np.float32), (240, 320), "person")
     np.testing.assert_array_equal(w[0], [230, 40, 390, 200])  # 160 tall, feet at 200
     assert (w[1:, 3] - w[1:, 1] == 160).all()
+    boxes[5, 1] = -100  # a merge stretches one box upwards: the scale stays
+    w = windows_for(boxes, np.full(10, np.nan, np.float32), (240, 320), "person")
+    assert (w[:, 3] - w[:, 1] == 160).all()
 
 
 def test_frame_window_is_frame_high_and_centred_on_walker():
@@ -323,7 +327,7 @@ def test_cli_refuses_a_folder_without_sequences(tmp_path):
 # ---------------------------------------------------------------------------- fast paths = plain definitions
 def _noisy_masks(T=6, h=48, w=150, seed=0):
     """Bodies (ellipses), a detached head, speckle; corners kept empty (no 3-pixel corner
-    remnants after cleaning: see frame_candidates)."""
+    remnants after cleaning)."""
     rng = np.random.default_rng(seed)
     masks = rng.random((T, h, w)) < 0.04
     for t in range(T):
@@ -345,28 +349,9 @@ def _reference_clean(masks):
     return np.stack(out).astype(bool)
 
 
-def _reference_candidates(mask, p):
-    """Connected components, column-overlap merge, size filters (the definition)."""
-    h, w = mask.shape
-    if mask.sum() < p.min_area * h * w:
-        return np.zeros((0, 5), np.float32)
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-    s = stats[1:][stats[1:, cv2.CC_STAT_AREA] >= max(4, 0.1 * p.min_area * h * w)]
-    merged = []
-    for x, y, bw, bh, area in sorted(s.tolist()):
-        if merged and x <= merged[-1][2] + max(2.0, 0.02 * w):
-            m = merged[-1]
-            merged[-1] = [min(m[0], x), min(m[1], y), max(m[2], x + bw), max(m[3], y + bh), m[4] + area]
-        else:
-            merged.append([x, y, x + bw, y + bh, area])
-    boxes = np.array(merged, np.float32).reshape(-1, 5)
-    big = (boxes[:, 4] >= p.min_area * h * w) & (boxes[:, 3] - boxes[:, 1] >= p.min_height * h)
-    return boxes[big]
-
-
 @pytest.mark.parametrize("shape", [(4, 120, 160), (3, 37, 64), (3, 20, 65), (2, 9, 200), (2, 5, 3)])
 def test_packed_morphology_is_opencvs_ellipse_open_and_close(shape):
-    from gaittools.localise import CLOSE_KERNEL, OPEN_KERNEL, clean_masks
+    from gaittools.foreground import CLOSE_KERNEL, OPEN_KERNEL, clean_masks
     from gaittools.packed_masks import pack_masks, unpack_masks
 
     for kernel, size in ((OPEN_KERNEL, (3, 3)), (CLOSE_KERNEL, (5, 9))):
@@ -381,25 +366,35 @@ def test_packed_morphology_is_opencvs_ellipse_open_and_close(shape):
         np.testing.assert_array_equal(clean_masks(masks), _reference_clean(masks))
 
 
-def test_column_run_candidates_are_the_merged_connected_components():
-    from gaittools.localise import LocaliseParams, clean_masks, frame_candidates
+def test_blobs_keep_people_at_two_depths_apart_and_join_the_parts_of_one_body():
+    from gaittools.blobs import frame_blobs
     from gaittools.packed_masks import pack_masks
 
-    p = LocaliseParams()
-    for seed, w in ((0, 150), (1, 64), (2, 190)):
-        masks = clean_masks(_noisy_masks(w=w, seed=seed))
-        masks[2] = False  # an empty frame
-        masks[3] = False
-        masks[3, 10:14, 10:14] = True  # below the minimum area
-        found = frame_candidates(pack_masks(masks), w, p)
-        assert len(found) == len(masks)
-        for t, m in enumerate(masks):
-            np.testing.assert_array_equal(found[t], _reference_candidates(m, p))
-        assert any(len(c) for c in found)
+    masks = np.zeros((3, 100, 160), np.uint8)
+    # frame 0: a near body (rows 20-95) and a far one (rows 30-75) sharing columns 60-70,
+    # not touching: column runs made them one box
+    cv2.ellipse(masks[0], (55, 58), (12, 37), 0, 0, 360, 1, -1)
+    cv2.ellipse(masks[0], (78, 52), (8, 22), 0, 0, 360, 1, -1)
+    # frame 1: one body fallen apart: head above the trunk, a foot below, an arm piece beside
+    cv2.ellipse(masks[1], (80, 55), (10, 30), 0, 0, 360, 1, -1)
+    cv2.circle(masks[1], (80, 16), 6, 1, -1)
+    cv2.rectangle(masks[1], (74, 88), (84, 94), 1, -1)
+    cv2.rectangle(masks[1], (93, 50), (95, 58), 1, -1)
+    # frame 2: three bodies in a row, a body width apart
+    for x in (30, 70, 110):
+        cv2.ellipse(masks[2], (x, 55), (10, 35), 0, 0, 360, 1, -1)
+    found = frame_blobs(pack_masks(masks.astype(bool)), 160, 0.002, 0.1)
+    assert [len(f) for f in found] == [2, 1, 3]
+    near, far = sorted(found[0], key=lambda b: -(b[3] - b[1]))
+    np.testing.assert_array_equal(near[:4], [43, 21, 68, 96])
+    np.testing.assert_array_equal(far[:4], [70, 30, 87, 75])
+    np.testing.assert_array_equal(found[1][0, :4], [70, 10, 96, 95])
+    assert found[1][0, 4] == masks[1].sum()
+    np.testing.assert_array_equal(found[2][:, 0], [20, 60, 100])
 
 
 def test_mass_centres_on_packed_masks_match_the_plain_sums():
-    from gaittools.localise import _mass_centres
+    from gaittools.blobs import mass_centres
     from gaittools.packed_masks import pack_masks
 
     masks = _noisy_masks(T=8, h=40, w=130, seed=5)
@@ -417,11 +412,11 @@ def test_mass_centres_on_packed_masks_match_the_plain_sums():
         cols = masks[t, r0:r1, c0:c1].sum(axis=0, dtype=np.int64)
         total = cols.sum()
         expected[t] = ((cols @ np.arange(c0, c1)) / total + 0.5) * scale if total else (x0 + x1) / 2 * scale
-    np.testing.assert_array_equal(_mass_centres(pack_masks(masks), 130, boxes, scale), expected)
+    np.testing.assert_array_equal(mass_centres(pack_masks(masks), 130, boxes, scale), expected)
 
 
 def test_shrink_medians_and_crops_equal_their_plain_definitions():
-    from gaittools.localise import _row_medians, median_background, shrink
+    from gaittools.foreground import _row_medians, median_background, shrink
 
     rng = np.random.default_rng(3)
     noise = rng.integers(0, 256, (7, 240, 320), dtype=np.uint8)
@@ -449,7 +444,7 @@ def test_shrink_medians_and_crops_equal_their_plain_definitions():
 
 
 def test_moving_camera_stops_early_with_the_full_answer():
-    from gaittools import localise as loc
+    from gaittools import foreground as loc
 
     frames, _, scene = _walker_frames(T=30)
     panned = np.stack([np.roll(scene, 2 * t, axis=1) for t in range(30)])
@@ -470,7 +465,7 @@ def test_moving_camera_stops_early_with_the_full_answer():
 
 
 def test_blockwise_threshold_is_the_plain_definition():
-    from gaittools.localise import LocaliseParams, _foreground, median_background
+    from gaittools.foreground import foreground, refined_background
     from gaittools.packed_masks import unpack_masks
 
     rng = np.random.default_rng(7)
@@ -479,21 +474,21 @@ def test_blockwise_threshold_is_the_plain_definition():
         small[:, : h // 2] //= 8  # some frames' median difference differs from others'
         bg = rng.integers(0, 256, (h, w), dtype=np.uint8)
         for background in (bg, None):
-            packed, _ = _foreground(small, background, LocaliseParams(analysis_height=h))
-            ref_bg = bg if background is not None else median_background(small, 31)
+            packed, _ = foreground(small, background)
+            ref_bg = bg if background is not None else refined_background(small, 31, 14)
             diff = np.abs(small.astype(int) - ref_bg)
             level = np.median(diff[:, ::4, ::4].reshape(T, -1), axis=1).astype(np.int16)
             expected = diff > np.minimum(14 + 2 * level, 255)[:, None, None]
             np.testing.assert_array_equal(unpack_masks(packed, w), expected)
 
 
-def test_candidates_with_zero_min_area_and_empty_frames():
-    from gaittools.localise import LocaliseParams, frame_candidates
+def test_blobs_with_zero_min_area_and_empty_frames():
+    from gaittools.blobs import frame_blobs
     from gaittools.packed_masks import pack_masks
 
     masks = np.zeros((3, 20, 40), bool)
     masks[1, 2:18, 5:9] = True
-    found = frame_candidates(pack_masks(masks), 40, LocaliseParams(min_area=0.0))
+    found = frame_blobs(pack_masks(masks), 40, 0.0, 0.1)
     assert [len(c) for c in found] == [0, 1, 0]
     np.testing.assert_array_equal(found[1], [[5, 2, 9, 18, 64]])
 

@@ -70,11 +70,28 @@ class _Progress:
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset already in OUT.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a PNG montage: rows conditions, columns views.")
+@click.option("--scenes", default=None,
+              help="Instead of a dataset, multi-person scenes with ground-truth tracks: "
+                   "crossing,waver,pillar,row or 'all' (OUT/<scene>.avi, OUT/ground_truth/<scene>.npz; "
+                   "80 frames unless --frames is given).")
 def synth(out: Path, layout: str, subjects: int, walks: str | None, views: str, frames: int,
           size: str, fps: float, seed: int, workers: int | None, overwrite: bool,
-          preview: Path | None) -> None:
+          preview: Path | None, scenes: str | None) -> None:
     """Generate a synthetic gait dataset in OUT, in the real dataset's layout, with ground
     truth in OUT/ground_truth (boxes, subjects' gait parameters, sequences)."""
+    if scenes is not None:
+        from gaittools.synth.crowd import SCENES, write_scenes
+
+        names = list(SCENES) if scenes.strip().lower() == "all" else [s for s in scenes.replace(" ", "").split(",") if s]
+        unknown = [n for n in names if n not in SCENES]
+        if unknown or not names:
+            raise click.BadParameter(f"{', '.join(unknown) or scenes!r}: scenes are {', '.join(SCENES)} or all",
+                                     param_hint="--scenes")
+        ctx = click.get_current_context()
+        n = frames if ctx.get_parameter_source("frames") is not click.core.ParameterSource.DEFAULT else 80
+        written = write_scenes(out, names, n, _size(size), fps, seed)
+        click.echo(f"wrote {len(written)} scenes to {out}")
+        return
     from gaittools.synth import SynthError, generate_dataset, make_preview
 
     try:

@@ -81,7 +81,8 @@ def _fill(canvas: np.ndarray, c0, c1, q0: int, q1: int, quad, long: bool, caps: 
 def paint_person(background: np.ndarray, camera: Camera, capsules: list[Capsule],
                  reference: np.ndarray, tint: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Clean frames (T, H, W, 3) and masks (T, H, W) of the capsules over the background.
+    """Clean frames (T, H, W, 3) and masks (T, H, W) of the capsules over the background
+    (one image (H, W, 3), or one per frame (T, H, W, 3) to paint over earlier people).
 
     ``reference`` (T, 3) is the body centre; parts deeper than it are shaded darker.
     ``tint`` (3,) is the camera's white balance, applied to the capsule colours.
@@ -110,11 +111,11 @@ def paint_person(background: np.ndarray, camera: Camera, capsules: list[Capsule]
     big = (np.minimum(ra, rb) >= 2.5).tolist()   # highlights only where they show
     caps = [(c.cap_a, c.cap_b) for c in capsules]
     order = np.argsort(-mid, axis=0, kind="stable").T.tolist()              # (T, N)
-    h, w = background.shape[:2]
+    h, w = background.shape[-3:-1]
     frames = np.empty((n_frames, h, w, 3), np.uint8)
     masks = np.zeros((n_frames, h, w), np.uint8)
     for t in range(n_frames):
-        img, mask = background.copy(), masks[t]
+        img, mask = (background[t] if background.ndim == 4 else background).copy(), masks[t]
         for i in order[t]:
             if not visible[i][t]:
                 continue

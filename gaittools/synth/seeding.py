@@ -18,6 +18,7 @@ CAMERA_NOISE = 3
 SCENE = 4
 SESSION_LIGHT = 5
 SUBJECT_LOOK = 6
+CROWD = 7
 
 
 def key_of(text: str) -> int:

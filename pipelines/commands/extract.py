@@ -30,11 +30,17 @@ from pipelines.cluster import cluster_options
 @click.option("--frames-codec", type=click.Choice(["zstd", "none"]), default="zstd", show_default=True,
               help="How the working-resolution frames are stored: zstd (about half the bytes) or "
                    "none (raw: twice the disk, about twice the extraction speed).")
+@click.option("--tracks", type=click.Choice(["auto", "walkers", "longest", "all"]), default="auto",
+              show_default=True,
+              help="Sequences per video: walkers (each walking person, <seq_id>.t<k>), longest "
+                   "(the longest walker, plain id), all tracks; auto: longest for CASIA-B and "
+                   "TUM-GAID, walkers otherwise.")
 @click.option("--fps", type=float, default=None, help="Frame rate of frame folders (default 25).")
 @click.option("--overwrite", is_flag=True, help="Extract again sequences already in the store.")
 @cluster_options
 def extract_frames(source: str, store: str, dataset: str, crop_mode: str, crop_size: int,
-                   working_height: int, method: str, no_hog: bool, frames_codec: str, fps: float | None,
+                   working_height: int, method: str, no_hog: bool, frames_codec: str, tracks: str,
+                   fps: float | None,
                    overwrite: bool,
                    scheduler: str | None, workers: int | None) -> None:
     """Extract gray frames, person boxes and normalised crops of every sequence in SOURCE.
@@ -50,7 +56,8 @@ def extract_frames(source: str, store: str, dataset: str, crop_mode: str, crop_s
     from pipelines.extract import run_extract
 
     options = ExtractOptions(working_height=working_height, crop_mode=crop_mode, crop_size=crop_size,
-                             method=method, fps=fps, hog=not no_hog, frames_codec=frames_codec)
+                             method=method, fps=fps, hog=not no_hog, frames_codec=frames_codec,
+                             tracks=tracks)
     try:
         summary = run_extract(source, store, dataset, options, scheduler=scheduler, workers=workers,
                               overwrite=overwrite)

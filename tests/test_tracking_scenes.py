@@ -1,0 +1,158 @@
+"""Multi-person tracking on the synthetic scenes (``gaittools synth --scenes``): the failure
+modes seen on real footage (wrong person, merged people, chained identities, unsteady scale),
+measured against the renderer's ground truth through the user's path (AVI -> extract)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from gaittools.blobs import iou_matrix
+from gaittools.cli import main
+from gaittools.extract import ExtractOptions, extract_sequences
+from gaittools.layouts import parse_generic
+from gaittools.manifest import read_manifest
+from gaittools.sources import SourceSequence
+from gaittools.synth.crowd import SCENES, write_scenes
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Every scene written as a video, its ground truth, and what extraction made of it."""
+    out = tmp_path_factory.mktemp("scenes")
+    write_scenes(out, list(SCENES))
+    found = {}
+    for name in SCENES:
+        truth = dict(np.load(out / "ground_truth" / f"{name}.npz"))
+        seq = SourceSequence(parse_generic(name), out / f"{name}.avi", "video")
+        found[name] = (truth, extract_sequences(seq, ExtractOptions(tracks="walkers")))
+    return out, found
+
+
+def _who(boxes: np.ndarray, truth_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames with an output box, the ground-truth person it overlaps most (-1: nobody), IoU."""
+    frames = np.flatnonzero(np.isfinite(boxes[:, 0]))
+    who, iou = [], []
+    for t in frames:
+        ious = iou_matrix(boxes[t:t + 1], np.nan_to_num(truth_boxes[:, t], nan=-1.0))[0]
+        k = int(np.argmax(ious))
+        who.append(k if ious[k] > 0.1 else -1)
+        iou.append(ious[k])
+    return frames, np.array(who), np.array(iou)
+
+
+def test_scenes_hold_what_they_promise(scenes):
+    _, found = scenes
+    full = {name: truth["full_boxes"] for name, (truth, _) in found.items()}
+    near, far = full["crossing"]
+    heights = lambda b: np.nanmedian(b[:, 3] - b[:, 1])  # noqa: E731
+    assert heights(far) <= 0.7 * heights(near)
+    overlap = (np.minimum(near[:, 2], far[:, 2]) > np.maximum(near[:, 0], far[:, 0])).sum()
+    assert overlap >= 15
+    assert np.isnan(found["pillar"][0]["boxes"][0, :, 0]).sum() >= 10  # hidden
+    assert np.isfinite(full["waver"][:, :, 0]).all() and list(found["waver"][0]["walking"]) == [True, False]
+    row = full["row"][np.argsort(full["row"][:, 0, 0])]
+    gaps = row[1:, :, 0] - row[:-1, :, 2]
+    assert gaps.max() <= np.median(row[:, :, 2] - row[:, :, 0])  # at most one body width apart
+
+
+@pytest.mark.parametrize("name", SCENES)
+def test_one_pure_sequence_per_walker_and_none_for_the_standing(scenes, name):
+    _, found = scenes
+    truth, results = found[name]
+    boxes, walking = truth["boxes"], truth["walking"]
+    owners = []
+    for r in results:
+        assert r.seq_id.startswith(f"{name}.t"), r.seq_id
+        frames, who, iou = _who(r.arrays["boxes"], boxes)
+        owner = np.bincount(who + 1).argmax() - 1
+        purity = np.mean(who == owner)
+        assert owner >= 0 and purity >= 0.95, (r.seq_id, owner, purity)
+        assert np.median(iou[who == owner]) >= 0.8, (r.seq_id, np.median(iou[who == owner]))
+        assert r.attrs["extract"]["track"]["walking"]
+        owners.append(owner)
+    assert sorted(set(owners)) == list(np.flatnonzero(walking)), (name, owners)  # all walkers, only
+
+
+@pytest.mark.parametrize("name", SCENES)
+def test_person_crops_keep_a_steady_scale(scenes, name):
+    """Body height / crop height, where the whole body is in view: CV <= 10% per sequence."""
+    _, found = scenes
+    truth, results = found[name]
+    for r in results:
+        frames, who, _ = _who(r.arrays["boxes"], truth["boxes"])
+        owner = np.bincount(who + 1).argmax() - 1
+        visible, full = truth["boxes"][owner], truth["full_boxes"][owner]
+        windows = r.arrays["windows"]
+        whole = (np.abs(visible - full).max(axis=1) < 1) & np.isfinite(windows[:, 0])
+        whole &= (full[:, 0] > 0) & (full[:, 2] < r.arrays["frames"].shape[2])  # not cut by the edge
+        ratio = (full[whole, 3] - full[whole, 1]) / (windows[whole, 3] - windows[whole, 1])
+        assert whole.sum() >= 20
+        assert ratio.std() / ratio.mean() <= 0.10, (r.seq_id, ratio.std() / ratio.mean())
+        assert abs(r.attrs["extract"]["track"]["scale_cv"]) <= 0.10
+
+
+def test_extract_frames_writes_one_sequence_per_walker_with_track_columns(scenes, tmp_path):
+    out, found = scenes
+    source = tmp_path / "videos"
+    source.mkdir()
+    (source / "crossing.avi").symlink_to(out / "crossing.avi")
+    store = tmp_path / "store"
+    runner = CliRunner()
+    result = runner.invoke(main, ["extract-frames", str(source), str(store), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    df = read_manifest(store).set_index("seq_id")
+    assert sorted(df.index) == ["crossing.t0", "crossing.t1"]
+    assert (df["subject"] == "crossing").all() and (df["n_walkers"] == 2).all()
+    assert (df["frame_stop"] - df["frame_start"] >= 70).all()
+    assert df["speed_px"].between(1, 10).all() and (df["repaired_merges"] > 0).any()
+    assert df["box_height"].min() <= 0.7 * df["box_height"].max()  # the near and the far walker
+    assert pd.api.types.is_float_dtype(df["scale_cv"]) and (df["box_fraction"] > 0.9).all()
+    again = runner.invoke(main, ["extract-frames", str(source), str(store), "--workers", "0"])
+    assert again.exit_code == 0 and "0 to do" in again.output  # the tracks' source is done
+
+
+def test_walking_needs_consistent_travel_not_waving_or_jumping():
+    from gaittools.tracking import walking
+
+    t = np.arange(60.0)
+    h = 100 + 0 * t
+
+    def boxes(cx, bottom, height, width=40 + 0 * t):
+        return np.stack([cx - width / 2, bottom - height, cx + width / 2, bottom], 1)
+
+    lateral = boxes(50 + 3 * t, 200 + 0 * t, h)
+    approaching = boxes(160 + 0 * t, 150 + 0.6 * t, 60 + 1.2 * t)  # towards the camera
+    waving = boxes(160 + 8 * np.sin(t / 2), 200 + 0 * t, h, 40 + 16 * (np.sin(t / 2) > 0))
+    jumping = boxes(160 + 0 * t, 200 - 25 * np.abs(np.sin(t / 3)), h)
+    swaying = boxes(160 + 10 * np.sin(t / 4), 200 + 0 * t, h)  # from foot to foot
+    assert walking(lateral, 25) == (True, 3.0)
+    assert walking(approaching, 25)[0]
+    for still in (waving, jumping, swaying):
+        assert not walking(still, 25)[0]
+    short = lateral.copy()
+    short[12:] = np.nan  # 12 frames of a walk: judged on what there is
+    assert walking(short, 25)[0]
+
+
+def test_preview_writes_a_montage_per_sequence(scenes, tmp_path):
+    import cv2
+
+    from gaittools.preview import ROW_HEIGHT
+    from gaittools.store import Store
+
+    out, found = scenes
+    store = Store.create(tmp_path / "store", "generic")
+    for r in found["crossing"][1]:
+        store.write_sequence(r.seq_id, r.arrays, r.attrs)
+    runner = CliRunner()
+    result = runner.invoke(main, ["preview", str(store.path), "--out", str(tmp_path / "png"), "--columns", "4"])
+    assert result.exit_code == 0, result.output
+    for r in found["crossing"][1]:
+        img = cv2.imread(str(tmp_path / "png" / f"{r.seq_id}.png"))
+        assert img.shape[0] == 2 * ROW_HEIGHT  # frames with boxes, crops (no flow yet)
+        assert (np.abs(img[..., 1].astype(int) - img[..., 2]) > 100).any()  # the green boxes
+    bad = runner.invoke(main, ["preview", str(store.path), "nobody", "--out", str(tmp_path / "png")])
+    assert bad.exit_code != 0 and "no sequence nobody" in bad.output
