@@ -23,7 +23,8 @@ import torch.nn.functional as F
 COLLAPSED_COSINE = 0.98
 #: A term within this fraction of its "learned nothing" value counts as stuck there.
 STUCK_FRACTION = 0.97
-#: Stuck terms are reported only after this fraction of the run (early windows are noisy).
+#: Collapse and stuck terms are reported only after this fraction of the run (early windows
+#: are noisy: a student may pass through a collapsed state and recover).
 GRACE_FRACTION = 0.25
 
 
@@ -65,10 +66,10 @@ class CollapseGuard:
     def check(self, row: dict[str, float]) -> list[str]:
         found: list[tuple[str, str]] = []
         cosine = row.get("embedding_cosine", float("nan"))
-        if cosine > COLLAPSED_COSINE:
+        late = row["step"] >= GRACE_FRACTION * self.total_steps
+        if late and cosine > COLLAPSED_COSINE:
             found.append(("cosine", f"embeddings collapsed: mean pairwise cosine {cosine:.4f} in a batch "
                                     f"(> {COLLAPSED_COSINE}); check initialisation and learning rate"))
-        late = row["step"] >= GRACE_FRACTION * self.total_steps
         if late and self.n_classes > 1 and "ce" in row:
             uniform = math.log(self.n_classes)
             if row["ce"] >= STUCK_FRACTION * uniform:
