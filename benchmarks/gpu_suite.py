@@ -7,9 +7,11 @@ own; a failure is recorded with its message and the next section still runs.
 Sections:
 
 - ``tvl1``: TV-L1 pairs/s at 320x240 and 64x64 for both engines (reference, fused), with the
-  mean EPE against OpenCV DualTVL1 reference flows (``benchmarks/reference_flows``: the GPU
-  image has no opencv-contrib, so they were computed on the CPU machine, with OpenCV's
-  pairs/s there; ``--make-references`` rebuilds them from ``gaittools synth``);
+  mean EPE against OpenCV DualTVL1 reference flows. The GPU image has no opencv-contrib, so
+  they are made on the CPU machine (``--make-references``, from ``gaittools synth``, with
+  OpenCV's pairs/s there) into the ignored ``.device/reference_flows`` and carried to the
+  device call; generated data, never committed. Where OpenCV is installed a missing set is
+  made on the spot;
 - ``compute_flow``: the whole ``compute-flow`` path on a CASIA-B-sized synthetic slice
   (``benchmarks.compute_flow_speed``): pairs/s, TV-L1 busy fraction, implied hours for CASIA-B;
 - ``training``: clips/s of master and students, random input vs device-resident data, bf16
@@ -20,7 +22,7 @@ Sections:
 
     python -m benchmarks.gpu_suite                        # on the GPU machine (< 5 minutes)
     python -m benchmarks.gpu_suite --device cpu --tiny    # CI: every section, seconds
-    python -m benchmarks.gpu_suite --make-references      # CPU machine with opencv-contrib
+    python -m benchmarks.gpu_suite --make-references      # CPU machine: .device/reference_flows
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REFERENCES = Path(__file__).resolve().parent / "reference_flows"
+#: Generated, ignored by git (``/.device/``), carried to the device call.
+REFERENCES = Path(__file__).resolve().parents[1] / ".device" / "reference_flows"
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Reference pairs per size: few and small, they travel with every device call.
 REFERENCE_PAIRS = {"320x240": 2, "64x64": 4}
@@ -57,6 +60,7 @@ class Settings:
     device: str
     tiny: bool
     work: Path
+    references: Path = REFERENCES
 
     @property
     def cuda(self) -> bool:
@@ -117,20 +121,39 @@ def make_references(out: Path = REFERENCES, workdir: Path | None = None) -> dict
     return meta
 
 
-def load_references(size: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ensure_references(root: Path) -> dict[str, Any]:
+    """The references' metadata; made here when absent and OpenCV's contrib module is there
+    (CPU machines, CI), else a clear error saying to make them and carry them."""
+    meta = root / "references.json"
+    if not meta.is_file():
+        try:
+            import cv2
+            has_tvl1 = hasattr(cv2, "optflow")
+        except ImportError:
+            has_tvl1 = False
+        if not has_tvl1:
+            raise FileNotFoundError(f"{meta}: no reference flows and no OpenCV DualTVL1 here; run "
+                                    "`python -m benchmarks.gpu_suite --make-references` on the CPU "
+                                    f"machine and carry {root}")
+        print(f"[gpu-suite] making the OpenCV reference flows in {root}", flush=True)
+        make_references(root)
+    return json.loads(meta.read_text())
+
+
+def load_references(size: str, root: Path = REFERENCES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(I0, I1, OpenCV flow) stacks of the stored pairs of one size; a clear error if absent."""
     import cv2
 
     from gaittools.flow.flo import read_flo
 
     n = REFERENCE_PAIRS[size]
-    paths = [REFERENCES / f"{size}_{k}.flo" for k in range(n)]
+    paths = [root / f"{size}_{k}.flo" for k in range(n)]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{missing[0]}: reference flow missing; run "
                                 "`python -m benchmarks.gpu_suite --make-references` where OpenCV is")
-    i0 = np.stack([cv2.imread(str(REFERENCES / f"{size}_{k}_0.png"), cv2.IMREAD_GRAYSCALE) for k in range(n)])
-    i1 = np.stack([cv2.imread(str(REFERENCES / f"{size}_{k}_1.png"), cv2.IMREAD_GRAYSCALE) for k in range(n)])
+    i0 = np.stack([cv2.imread(str(root / f"{size}_{k}_0.png"), cv2.IMREAD_GRAYSCALE) for k in range(n)])
+    i1 = np.stack([cv2.imread(str(root / f"{size}_{k}_1.png"), cv2.IMREAD_GRAYSCALE) for k in range(n)])
     return i0, i1, np.stack([read_flo(p) for p in paths])
 
 
@@ -150,11 +173,11 @@ def section_tvl1(s: Settings) -> list[dict[str, Any]]:
     from gaittools.flow.tvl1_torch import pick_engine
 
     params = TVL1Params(**TINY_TVL1) if s.tiny else TVL1Params()
-    meta = json.loads((REFERENCES / "references.json").read_text())
+    meta = ensure_references(s.references)
     rows = []
     sizes = ["64x64"] if s.tiny else ["320x240", "64x64"]
     for size in sizes:
-        i0, i1, ref = load_references(size)
+        i0, i1, ref = load_references(size, s.references)
         n = len(i0) if s.tiny else (256 if size == "320x240" else 2048)
         reps = math.ceil(n / len(i0))
         f0 = torch.from_numpy(np.tile(i0, (reps, 1, 1))[:n]).to(s.device)
@@ -393,10 +416,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--only", default=None, help=f"comma-separated sections of {', '.join(SECTIONS)}")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and Markdown reports go")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
-    ap.add_argument("--make-references", action="store_true", help="rebuild benchmarks/reference_flows (OpenCV)")
+    ap.add_argument("--references", type=Path, default=REFERENCES,
+                    help="folder of the OpenCV reference flows (default: the ignored .device/reference_flows)")
+    ap.add_argument("--make-references", action="store_true", help="(re)build the reference flows there (OpenCV)")
     args = ap.parse_args(argv)
     if args.make_references:
-        print(json.dumps(make_references(), indent=2))
+        print(json.dumps(make_references(args.references), indent=2))
         return {}
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU")
@@ -404,7 +429,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-suite-"))
     try:
-        report = run_suite(Settings(args.device, args.tiny, work), args.only.split(",") if args.only else None)
+        report = run_suite(Settings(args.device, args.tiny, work, args.references),
+                           args.only.split(",") if args.only else None)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

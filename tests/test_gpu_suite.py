@@ -14,7 +14,10 @@ def _no_interpreter(monkeypatch):
 def test_tiny_suite_runs_every_section_and_writes_both_reports(tmp_path):
     from benchmarks.gpu_suite import SECTIONS, main
 
-    report = main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    # the references are generated data, made here with OpenCV (never committed)
+    report = main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+                   "--references", str(tmp_path / "refs")])
+    assert (tmp_path / "refs" / "references.json").is_file()
     sections = report["sections"]
     assert list(sections) == list(SECTIONS)
     for name, entry in sections.items():
