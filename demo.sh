@@ -34,5 +34,6 @@ gaittools enroll $(for s in "${ids[@]}"; do echo "$out/raw/videos/$s-nm-01-090.a
     --ids "$(IFS=,; echo "${ids[*]}")" --model "$bundle" --out "$out/gallery.npz" --overwrite
 gaittools identify $(for s in "${ids[@]}"; do echo "$out/raw/videos/$s-cl-01-090.avi"; done) \
     --model "$bundle" --gallery "$out/gallery.npz" --json > "$out/identify.json"
-python3 "$here/benchmarks/demo_results.py" "$out" --seconds $(( $(date +%s) - start ))
+PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python3 -m benchmarks.demo_results "$out" \
+    --seconds $(( $(date +%s) - start ))
 echo "demo finished: results in $out/results.md"

@@ -511,20 +511,13 @@ def machine_facts(threads: int) -> dict[str, Any]:
     """What produced the numbers: CPU, threads and library versions."""
     import platform
 
+    import cv2
     import numpy
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import cv2
+    from benchmarks.machine import cpu_name
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
             "torch": torch.__version__, "numpy": numpy.__version__, "opencv": cv2.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 

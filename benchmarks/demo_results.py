@@ -4,7 +4,7 @@ Why a file: the README's demo table must be what a run wrote, not numbers typed 
 a reader must be able to tell which machine and thread count produced them (CPU results are
 bit-reproducible for a seed only at the same thread count).
 
-    python benchmarks/demo_results.py OUT [--seconds N] [--publish benchmarks/results/demo.md]
+    python -m benchmarks.demo_results OUT [--seconds N] [--publish benchmarks/results/demo.md]
 """
 
 from __future__ import annotations
@@ -19,18 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.machine import cpu_name
+
 RUNS = {"master": "flow master", "student-copy": "copy student", "student-copy-s0": "copy student",
         "student-nocopy": "no-copy student"}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rank1_table(summary_csv: Path) -> str:
