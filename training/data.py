@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gaittools.net_input import fit_to_input, normalise_gray
 from gaittools.store import Store
+from training.clips import LENGTH
 
 GRAY, FLOW = "gray", "flow"
 #: Store arrays a gray-modality model can read (``data.gray_array``): gray crops, or the
@@ -164,7 +165,7 @@ class ZarrClips(Dataset):
         self.starts = clips["start"].to_numpy()
         self.labels = clips["label"].to_numpy()
         # looped short sequences (training.clips) hold fewer frames than clip_len
-        self.lengths = (clips["length"].to_numpy() if "length" in clips.columns
+        self.lengths = (clips[LENGTH].to_numpy() if LENGTH in clips.columns
                         else np.full(len(clips), clip_len))
         self.modality, self.clip_len = modality, clip_len
         self.cache_sequences = cache_sequences

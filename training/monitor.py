@@ -58,15 +58,15 @@ class CollapseGuard:
     ``n_classes``: the classifier's classes (0 = no cross-entropy); ``copy_name``: the main
     copy term's name in the row (its "mean target" value is logged as ``copy_mean_target``)."""
 
-    total_steps: int
     n_classes: int = 0
     copy_name: str | None = None
     raised: set[str] = field(default_factory=set)
 
-    def check(self, row: dict[str, float]) -> list[str]:
+    def check(self, row: dict[str, float], total_steps: int) -> list[str]:
+        """Warnings for one logged row of a run of ``total_steps`` steps."""
         found: list[tuple[str, str]] = []
         cosine = row.get("embedding_cosine", float("nan"))
-        late = row["step"] >= GRACE_FRACTION * self.total_steps
+        late = row["step"] >= GRACE_FRACTION * total_steps
         if late and cosine > COLLAPSED_COSINE:
             found.append(("cosine", f"embeddings collapsed: mean pairwise cosine {cosine:.4f} in a batch "
                                     f"(> {COLLAPSED_COSINE}); check initialisation and learning rate"))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from gaittools.store import Store
-from training.clips import build_clip_index, load_clip_index, read_split, save_clip_index
+from training.clips import LENGTH, build_clip_index, load_clip_index, read_split, save_clip_index
 from training.config import Config
 from training.data import FLOW, GRAY, crop_size
 from training.embed import embed_clips, settings_from
@@ -31,7 +31,7 @@ from training.model_build import build_net, load_run_model, model_modality
 from training.monitor import CollapseGuard
 from training.runs import RunDir, RunError, seed_everything
 from training.signatures import SignatureTable, compute_signatures, save_signatures
-from training.trainer import DeviceContext, barrier, setup_device, total_steps, train
+from training.trainer import DeviceContext, barrier, setup_device, train
 
 CLIPS_FILE = "clips.parquet"
 
@@ -83,7 +83,7 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
         raise ValueError(f"master model {cfg.master.model!r} reads gray; a master must read flow")
     losses = LossSet({"ce": cfg.loss.ce_weight, "triplet": cfg.loss.triplet_weight},
                      margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining)
-    guard = CollapseGuard(total_steps(cfg.train, len(clips), cfg.data.P * cfg.data.K), n_classes)
+    guard = CollapseGuard(n_classes)
     result = train(run, model, lambda out_, raw, aug: losses(out_, labels=raw.label), clips, cfg, "master",
                    ctx, resume, terms=lambda: losses.terms, guard=guard)
     signatures = compute_signatures(model, clips, settings_from(cfg), ctx.device, ctx.rank, ctx.world)
@@ -144,8 +144,7 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     if not no_copy and table.dim != model.embedding_dim:
         raise ValueError(f"student embedding_dim {model.embedding_dim} != master signature dimension "
                          f"{table.dim}; a student copies the master's code (set student.embedding_dim)")
-    guard = CollapseGuard(total_steps(cfg.train_for("student"), len(clips), cfg.data.P * cfg.data.K), n_classes,
-                          None if no_copy else cfg.loss.copy)
+    guard = CollapseGuard(n_classes, None if no_copy else cfg.loss.copy)
     result = train(run, model, objective, clips, cfg, "student", ctx, resume, terms=lambda: losses.terms,
                    guard=guard)
     if ctx.is_main:
@@ -179,7 +178,7 @@ def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | 
     if without:
         print(f"warning: {len(without)} gallery/probe sequences hold no frame with the person "
               f"and are not evaluated (e.g. {without[0]})", flush=True)
-    looped = clips.loc[clips["length"] < cfg.data.clip_len, "seq_id"].nunique()
+    looped = clips.loc[clips[LENGTH] < cfg.data.clip_len, "seq_id"].nunique()
     if looped:
         print(f"{looped} gallery/probe sequences shorter than one clip: embedded as one looped clip", flush=True)
     embeddings = embed_clips(model, clips, info["modality"], settings_from(cfg, workers), dev,

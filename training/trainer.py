@@ -208,8 +208,9 @@ def train(
         outputs = {k: v.float() for k, v in outputs.items()}
         loss, parts = objective(outputs, raw, aug)
         done = step + 1
+        log_now = done % tcfg.log_every == 0 or done == n_steps
         probe: dict[str, float] = {}
-        if done % tcfg.log_every == 0 or done == n_steps:
+        if log_now:
             probe["embedding_cosine"] = embedding_cosine(outputs["embedding"])
             if terms is not None and "features" in outputs and not ctx.distributed:
                 probe.update(gradient_shares(terms(), outputs["features"]))
@@ -221,10 +222,10 @@ def train(
         clips_all += len(raw.clip) * ctx.world
         if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
-        if done % tcfg.log_every == 0 or done == n_steps:
+        if log_now:
             row = _summarise(window, done, optimizer, clips_window / (time.perf_counter() - t_window))
             row.update(probe)
-            for warning in guard.check(row) if guard is not None else []:
+            for warning in guard.check(row, n_steps) if guard is not None else []:
                 _log(ctx, f"warning: {role}: {warning}")
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(mean_over_ranks(row["loss"], ctx))  # one decision, or lrs drift apart
