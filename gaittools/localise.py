@@ -68,7 +68,8 @@ class PersonTrack:
     centres: np.ndarray  # float32 (T,) horizontal centre of mass, NaN outside the track
     walking: bool
     speed: float  # box-centre displacement, frame px per frame (median)
-    merges: int  # frames where the person shared a blob and kept its predicted box
+    merges: int  # frames where the person shared a blob with others, repaired: by its
+    # predicted box (tracking) or by dividing the blob (blobs.divide)
     splits: int  # frames where the person's blob had fallen apart and was joined
     outliers: int  # boxes whose height was repaired (merge, reflection, partial body)
 
@@ -174,7 +175,7 @@ def _person(k: int, tr: Track, T: int, p: LocaliseParams, scale: float, centres_
     boxes = (smooth_boxes(boxes, p.smooth) * scale).astype(np.float32)
     walks, speed = walking(boxes, p.clip_length)
     return PersonTrack(k, boxes, np.asarray(centres_of(boxes), np.float32), walks, speed,
-                       tr.merges, tr.splits, int(flagged.sum()))
+                       tr.merges + tr.divided, tr.splits, int(flagged.sum()))
 
 
 def _result(tracks: list[PersonTrack], T: int, scale: float, method: str, fraction: float,

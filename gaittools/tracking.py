@@ -19,7 +19,10 @@ on what breaks it in crowds:
   touch. It is matched to none of them: each keeps its predicted box for that frame (flagged
   as repaired), so identities survive crossings on their velocities;
 - splits: several blobs that lie inside one track's prediction and nobody else's are one body
-  that fell apart (partly hidden by a pillar, say); they are joined before matching.
+  that fell apart (partly hidden by a pillar, say); they are joined before matching, unless
+  ``gaittools.blobs`` divided them out of one wide blob on purpose (flag in column 5);
+- a track matched to such a divided blob's person counts it in ``divided``: a merge
+  repaired by the blob's shape, with no prediction needed.
 
 Walking (``walking``): a track whose box moves consistently - net displacement over a clip
 of at least ``MIN_TRAVEL`` body heights, and a straight enough path - is a walker. Someone
@@ -107,6 +110,7 @@ class Track:
     confirmed: bool = False
     merges: int = 0
     splits: int = 0
+    divided: int = 0  # frames matched to one person of a divided blob
 
     def add(self, t: int, box: np.ndarray, observed: bool) -> None:
         self.frames.append(t)
@@ -148,6 +152,7 @@ def track_boxes(per_frame: list[np.ndarray], params: TrackerParams | None = None
             tr = active[i]
             tr.kalman.update(_uncut(dets[j], tr, w) if cut[j] and _established(tr, p) else dets[j])
             tr.add(t, dets[j], True)
+            tr.divided += int(dets.shape[1] > 5 and dets[j, 5] > 0)
             tr.hits, tr.misses = tr.hits + 1, 0
             tr.confirmed |= tr.hits >= p.min_hits
         matched = {i for i, _ in matches}
@@ -197,6 +202,7 @@ def stitch(tracks: list[Track], p: TrackerParams) -> list[Track]:
         a.observed += b.observed
         a.merges += b.merges
         a.splits += b.splits
+        a.divided += b.divided
         tracks.remove(b)
 
 
@@ -266,6 +272,8 @@ def _repair_merges(t: int, active: list[Track], preds: np.ndarray, dets: np.ndar
     """
     dets = dets.copy()
     for j in range(len(dets)):
+        if dets.shape[1] > 5 and dets[j, 5] > 0:
+            continue  # one person of a divided blob (its box may reach into a neighbour's)
         holders = [i for i in free_tracks
                    if _established(active[i], p) and cover[i, j] >= p.cover]
         if len(holders) < 2:
@@ -306,10 +314,11 @@ def _repair_merges(t: int, active: list[Track], preds: np.ndarray, dets: np.ndar
 
 def _join_splits(active: list[Track], preds: np.ndarray, dets: np.ndarray, p: TrackerParams,
                  free_tracks: list[int], free_dets: list[int]) -> np.ndarray:
-    """Blobs mostly inside one confirmed track's prediction (and no other's) joined into one."""
-    if len(free_dets) < 2:
+    """Blobs mostly inside one confirmed track's prediction (and no other's) joined into one;
+    never the people of a divided blob."""
+    candidates = [j for j in free_dets if dets.shape[1] <= 5 or dets[j, 5] == 0]
+    if len(candidates) < 2:
         return dets
-    candidates = list(free_dets)
     inside = _inside(dets[candidates, :4], preds) >= 0.6  # (free dets, tracks): mostly inside
     alone = inside.sum(axis=1) == 1
     dets = dets.copy()

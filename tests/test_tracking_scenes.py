@@ -56,6 +56,8 @@ def test_scenes_hold_what_they_promise(scenes):
     row = full["row"][np.argsort(full["row"][:, 0, 0])]
     gaps = row[1:, :, 0] - row[:-1, :, 2]
     assert gaps.max() <= np.median(row[:, :, 2] - row[:, :, 0])  # at most one body width apart
+    left, right = full["pair"][np.argsort(full["pair"][:, 0, 0])]
+    assert right[0, 0] < left[0, 2] and (right[:, 0] < left[:, 2]).sum() >= 60  # touching from frame 0
 
 
 @pytest.mark.parametrize("name", SCENES)
@@ -92,6 +94,15 @@ def test_person_crops_keep_a_steady_scale(scenes, name):
         assert whole.sum() >= 20
         assert ratio.std() / ratio.mean() <= 0.10, (r.seq_id, ratio.std() / ratio.mean())
         assert abs(r.attrs["extract"]["track"]["scale_cv"]) <= 0.10
+
+
+def test_people_touching_from_the_first_frame_are_divided_by_their_blob_shape(scenes):
+    """No track is established before the pair merge: only dividing the blob separates them,
+    from frame 0, and the sequences count the frames so repaired."""
+    _, found = scenes
+    tracks = [r.attrs["extract"]["track"] for r in found["pair"][1]]
+    assert [t["frame_start"] for t in tracks] == [0, 0]
+    assert all(t["repaired_merges"] >= 30 for t in tracks), tracks
 
 
 def test_extract_frames_writes_one_sequence_per_walker_with_track_columns(scenes, tmp_path):
