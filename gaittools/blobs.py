@@ -221,6 +221,16 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
+def inside_fraction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Fraction of the area of each box of ``a`` (..., >=4) inside the box of ``b`` (..., >=4)
+    it is paired with (numpy broadcasting); 0 where either is NaN."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+             * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
+    area = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    return np.nan_to_num(inter / np.maximum(area, 1e-9))
+
+
 def mass_centres(packed: np.ndarray, w: int, boxes: np.ndarray, scale: float) -> np.ndarray:
     """Horizontal centre of mass of the foreground inside each box (frame pixels); the box
     centre where the box holds no foreground.
