@@ -73,7 +73,10 @@ def frame_blobs(packed: np.ndarray, w: int, min_area: float, min_height: float) 
     # frames, so no component spans two frames (one OpenCV call instead of one per frame)
     tall = np.zeros((len(busy), h + 1, w), np.uint8)
     tall[:, :h] = unpack_masks(packed[:, :, busy], w)
-    _, _, stats, _ = cv2.connectedComponentsWithStats(tall.reshape(-1, w), connectivity=8)
+    # BBDT (block-based decision trees): the same labels and stats as OpenCV's default
+    # algorithm in the same order, ~3x faster on these sparse masks (was a fifth of localise)
+    _, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(tall.reshape(-1, w), 8, cv2.CV_32S,
+                                                                   cv2.CCL_BBDT)
     stats = stats[1:]
     stats = stats[stats[:, 4] >= max(2.0, NOISE * least)]
     frame = stats[:, 1] // (h + 1)
@@ -86,7 +89,10 @@ def frame_blobs(packed: np.ndarray, w: int, min_area: float, min_height: float) 
     gap = max(2.0, 0.02 * w)
     for k, part in zip(frame[np.r_[0, cut]] if len(frame) else [], np.split(boxes, cut)):
         part = merge_parts(part, gap)
-        part = np.concatenate([divide(b, tall[k]) for b in part]).reshape(-1, 6)
+        if (part[:, 2] - part[:, 0] > WIDE * (part[:, 3] - part[:, 1])).any():
+            part = np.concatenate([divide(b, tall[k]) for b in part])
+        else:  # the usual case: nobody to divide
+            part = np.concatenate([part, np.zeros((len(part), 1))], axis=1)
         keep = (part[:, 4] >= least) & (part[:, 3] - part[:, 1] >= min_height * h)
         out[busy[k]] = part[keep][np.argsort(part[keep, 0], kind="stable")].astype(np.float32)
     return out
@@ -223,12 +229,10 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def inside_fraction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Fraction of the area of each box of ``a`` (..., >=4) inside the box of ``b`` (..., >=4)
-    it is paired with (numpy broadcasting); 0 where either is NaN."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    it is paired with (numpy broadcasting); NaN where either is NaN (compares False)."""
     inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
              * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
-    area = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    return np.nan_to_num(inter / np.maximum(area, 1e-9))
+    return inter / np.maximum((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]), 1e-9)
 
 
 def mass_centres(packed: np.ndarray, w: int, boxes: np.ndarray, scale: float) -> np.ndarray:
