@@ -556,3 +556,21 @@ def test_opencv_and_ffmpeg_stay_quiet_about_a_broken_video(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert "not a readable video" in result.stdout, result.stdout + result.stderr
     assert "moov atom" not in result.stderr and "WARN" not in result.stderr, result.stderr
+
+
+def test_rolling_median_is_nanmedian_over_each_window():
+    import warnings
+
+    from gaittools.series import rolling_median
+
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        T, reach = int(rng.integers(1, 120)), int(rng.integers(1, 15))
+        values = rng.normal(100, 20, T)
+        values[rng.random(T) < rng.random()] = np.nan  # gaps, and series with no value at all
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(values, reach, constant_values=np.nan),
+                                                           2 * reach + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(windows, axis=1)
+        np.testing.assert_array_equal(rolling_median(values, reach), expected)
