@@ -1,8 +1,9 @@
 """One sequence from its source to the store's arrays and attributes (no I/O to the store).
 
-``extract_sequence`` is what each extract-frames task runs; ``localise_and_crop`` is the part
-that inference (enroll/identify) reuses on frames it decoded itself, so that a probe video is
-cropped exactly as the training data was.
+``extract_sequence`` is what each extract-frames task runs; ``track_crops`` (every selected
+track's boxes, windows and crops) is the part that inference (enroll/identify) reuses on
+frames it decoded itself, so that a probe video is cropped exactly as the training data was,
+one track at a time.
 
 Arrays (the contract in the team brief and gaittools.manifest):
     frames  uint8 (T, H, W)     gray at the working height
@@ -37,7 +38,7 @@ import numpy as np
 
 from gaittools.crop import CROP_MODES, DEFAULT_SIZE, crop_frames, resize_crops, windows_for
 from gaittools.foreground import median_background
-from gaittools.localise import LocaliseParams, PersonTrack, localise
+from gaittools.localise import Localisation, LocaliseParams, PersonTrack, localise
 from gaittools.opengait import square_silhouettes
 from gaittools.pickles import load_silhouettes
 from gaittools.silhouette import sequence_silhouettes
@@ -105,22 +106,60 @@ class Extracted:
         return int(self.attrs["extract"]["n_frames"])
 
 
+@dataclass
+class TrackCrops:
+    """One selected track of a video, cropped: what becomes one sequence (``seq_id``).
+
+    ``track`` is None for the one sequence of a video without a selected track (nobody
+    found, or nobody walking); its boxes and windows are then all NaN. Arrays cover every
+    frame of the video (NaN boxes and windows, zero crops outside the track)."""
+
+    seq_id: str
+    track: PersonTrack | None
+    boxes: np.ndarray  # float32 (T, 4)
+    windows: np.ndarray  # float32 (T, 4)
+    gray: np.ndarray  # uint8 (T, S, S)
+
+
+def selected_tracks(loc: Localisation, mode: str, seq_id: str) -> list[tuple[str, PersonTrack | None]]:
+    """The sequences a localisation makes under a track selection (``TRACK_MODES`` less
+    ``auto``): ``longest`` the longest walker under ``seq_id``; ``walkers`` (``all``) every
+    walking (every) track as ``<seq_id>.t<k>``; a video without one gives ``(seq_id, None)``."""
+    if mode == "longest":
+        best = [tr for tr in loc.walkers if tr.boxes is loc.boxes]
+        return [(seq_id, best[0] if best else None)]
+    picked = loc.walkers if mode == "walkers" else loc.tracks
+    return [(f"{seq_id}.t{tr.id}", tr) for tr in picked] or [(seq_id, None)]
+
+
+def track_crops(frames: np.ndarray, loc: Localisation, mode: str = "walkers", seq_id: str = "",
+                crop_mode: str = "person", size: int = DEFAULT_SIZE) -> list[TrackCrops]:
+    """Every selected track of ``loc`` (see ``selected_tracks``) cropped from ``frames``
+    (T, H, W): the one path from tracks to crops, for extract-frames and identify alike."""
+    out = []
+    for name, tr in selected_tracks(loc, mode, seq_id):
+        boxes = tr.boxes if tr is not None else np.full((len(frames), 4), np.nan, np.float32)
+        centres = tr.centres if tr is not None else np.full(len(frames), np.nan, np.float32)
+        windows = windows_for(boxes, centres, frames.shape[1:], crop_mode)
+        out.append(TrackCrops(name, tr, boxes, windows, crop_frames(frames, windows, size)))
+    return out
+
+
 def localise_and_crop(
     frames: np.ndarray, background: np.ndarray | None = None, mode: str = "person",
     size: int = DEFAULT_SIZE, params: LocaliseParams | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Gray frames (T, H, W) uint8 -> (boxes, windows, gray, info).
+    """Gray frames (T, H, W) uint8 -> (boxes, windows, gray, info) of the longest walker.
 
     ``boxes``/``windows`` float32 (T, 4) in frame pixels (NaN where nobody), ``gray`` uint8
     (T, size, size). ``info``: n_tracks, coverage, localisation method, foreground_fraction,
     notes. ``background`` is an empty-scene image of the same size as the frames, if known.
     """
     loc = localise(frames, background, params)
-    windows = windows_for(loc.boxes, loc.centres, frames.shape[1:], mode)
-    gray = crop_frames(frames, windows, size)
+    [walker] = track_crops(frames, loc, "longest", crop_mode=mode, size=size)
     info = {"n_tracks": loc.n_tracks, "coverage": loc.coverage, "localisation": loc.method,
             "foreground_fraction": loc.foreground_fraction, "notes": list(loc.notes)}
-    return loc.boxes, windows, gray, info
+    return walker.boxes, walker.windows, walker.gray, info
 
 
 def load_background(path: str | Path, working_height: int = DEFAULT_WORKING_HEIGHT) -> np.ndarray:
@@ -180,13 +219,6 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
     params = LocaliseParams(method=options.method, hog=options.hog)
     loc = localise(frames, background, params)
     mode = track_mode(options.tracks, seq.name.dataset)
-    chosen: list[tuple[str, PersonTrack | None]]
-    if mode == "longest":
-        best = [tr for tr in loc.walkers if tr.boxes is loc.boxes]
-        chosen = [(seq.seq_id, best[0] if best else None)]
-    else:
-        picked = loc.walkers if mode == "walkers" else loc.tracks
-        chosen = [(f"{seq.seq_id}.t{tr.id}", tr) for tr in picked] or [(seq.seq_id, None)]
     shared = {
         "n_frames": decoded.n_frames, "height": int(frames.shape[1]), "width": int(frames.shape[2]),
         "n_tracks": loc.n_tracks, "n_walkers": len(loc.walkers), "tracks_mode": mode,
@@ -199,12 +231,11 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
     }
     levels = {"frames": None} if options.frames_codec == "none" else {}
     out = []
-    for seq_id, tr in chosen:
-        boxes = tr.boxes if tr is not None else np.full((len(frames), 4), np.nan, np.float32)
-        centres = tr.centres if tr is not None else np.full(len(frames), np.nan, np.float32)
-        windows = windows_for(boxes, centres, frames.shape[1:], options.crop_mode)
-        gray = crop_frames(frames, windows, options.crop_size)
-        sil, sil_notes = sequence_silhouettes(frames, boxes, background, loc.method, options.crop_size)
+    chosen = track_crops(frames, loc, mode, seq.seq_id, options.crop_mode, options.crop_size)
+    sils, sil_notes = sequence_silhouettes(frames, [c.boxes for c in chosen], background, loc.method,
+                                           options.crop_size)
+    for crops, sil in zip(chosen, sils):  # every sequence's "frames" is this one array, not a copy
+        seq_id, tr, boxes, windows, gray = crops.seq_id, crops.track, crops.boxes, crops.windows, crops.gray
         n_crops = int(np.isfinite(windows[:, 0]).sum())
         extract = dict(shared, n_crops=n_crops, coverage=round(n_crops / max(len(frames), 1), 4),
                        short=n_crops < options.clip_length, no_person=n_crops == 0,

@@ -1,11 +1,17 @@
 """Flow-free identification: video -> gray crops -> student clip signatures -> nearest identity.
 
-The deployed path of GaitCopy: decode (``gaittools.video``), find and crop the person
-(``gaittools.extract.localise_and_crop``), cut clips of T frames every ``step`` frames, run the
-exported student (``gaittools.deploy``), and compare with a gallery. No optical flow is computed
-or imported anywhere on this path: that is the point of the student.
+The deployed path of GaitCopy: decode (``gaittools.video``), find, track and crop the people
+(``gaittools.localise`` and ``gaittools.extract.track_crops``, the per-track path of
+extract-frames), cut clips of T frames every ``step`` frames, run the exported student
+(``gaittools.deploy``), and compare with a gallery. No optical flow is computed or imported
+anywhere on this path: that is the point of the student.
 
 Decisions (documented for users of ``gaittools enroll`` / ``identify``):
+
+- Several people: ``identify`` answers once per walking track (``--tracks walkers`` of
+  extract-frames), each with its track id and first and last frame; people who stand, wave
+  or jump get no answer. A video with no walking track gets one answer, ``"no person"``.
+  ``enroll`` and ``calibrate`` take one identity per video: its longest walking track.
 
 - Clips: T = the bundle's clip length (25), step = the bundle's step (5), taken inside runs of
   consecutive frames that hold the person (a frame whose crop window is finite), like training.
@@ -85,6 +91,9 @@ class SequenceSignature:
     person_frames: int
     clips: int
     message: str = ""
+    track: int | None = None  # the walking track's id; None for a video without one
+    first_frame: int | None = None  # the track's first and last frame in the video
+    last_frame: int | None = None
 
 
 def valid_frames(windows: np.ndarray, gray: np.ndarray) -> np.ndarray:
@@ -118,26 +127,37 @@ def signature_of_crops(model: SignatureModel, gray: np.ndarray, windows: np.ndar
     return SequenceSignature(STATUS_OK, pooled_signature(signatures), len(gray), n_person, len(starts))
 
 
-def crops_of_video(path: str | os.PathLike[str], model: SignatureModel,
-                   background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a video (or frame folder) and crop the person as the model's training data was."""
-    from gaittools.extract import localise_and_crop
+def signatures_of_video(path: str | os.PathLike[str], model: SignatureModel,
+                        background: np.ndarray | None = None, tracks: str = "walkers") -> list[SequenceSignature]:
+    """Decode a video (or frame folder), track its people, crop the selected tracks as the
+    model's training data was (``tracks``: ``walkers`` every walking track, ``longest`` the
+    longest one), and pool each track's signature; one entry per track, in order of birth,
+    or a single one without a track when nobody walks."""
+    from gaittools.extract import track_crops
+    from gaittools.localise import localise
     from gaittools.video import DEFAULT_WORKING_HEIGHT, decode
 
     bundle = model.bundle
-    decoded = decode(path, working_height=bundle.working_height or DEFAULT_WORKING_HEIGHT)
-    if background is not None and background.shape != decoded.frames.shape[1:]:
-        raise ValueError(f"{path}: frames are {decoded.frames.shape[2]}x{decoded.frames.shape[1]} at the "
-                         f"working height, the background image is {background.shape[1]}x{background.shape[0]}")
-    _, windows, gray, _ = localise_and_crop(decoded.frames, background=background,
-                                            mode=bundle.crop_mode, size=bundle.crop_size)
-    return np.asarray(gray), np.asarray(windows)
+    frames = decode(path, working_height=bundle.working_height or DEFAULT_WORKING_HEIGHT).frames
+    if background is not None and background.shape != frames.shape[1:]:
+        raise ValueError(f"{path}: frames are {frames.shape[2]}x{frames.shape[1]} at the working height, "
+                         f"the background image is {background.shape[1]}x{background.shape[0]}")
+    loc = localise(frames, background)
+    out = []
+    for crops in track_crops(frames, loc, tracks, crop_mode=bundle.crop_mode, size=bundle.crop_size):
+        seq = signature_of_crops(model, crops.gray, crops.windows)
+        if crops.track is not None:
+            seq.track, seq.first_frame, seq.last_frame = crops.track.id, crops.track.first, crops.track.last
+        elif loc.n_tracks:
+            seq.message = f"{loc.n_tracks} people tracked, none walking"
+        out.append(seq)
+    return out
 
 
 def signature_of_video(path: str | os.PathLike[str], model: SignatureModel,
                        background: np.ndarray | None = None) -> SequenceSignature:
-    gray, windows = crops_of_video(path, model, background)
-    return signature_of_crops(model, gray, windows)
+    """The signature of a video's longest walking track (enroll, calibrate: one identity)."""
+    return signatures_of_video(path, model, background, "longest")[0]
 
 
 # ---------------------------------------------------------------------------- gallery
@@ -227,6 +247,9 @@ class Answer:
     frames: int = 0
     person_frames: int = 0
     message: str = ""
+    track: int | None = None  # which walking track of the video (None: no walker)
+    first_frame: int | None = None
+    last_frame: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,7 +274,8 @@ def match(signature: np.ndarray, gallery: Gallery, threshold: float) -> tuple[st
 
 def answer_for(video: str, seq: SequenceSignature, gallery: Gallery, threshold: float) -> Answer:
     answer = Answer(video, seq.status, threshold=threshold, clips=seq.clips, frames=seq.frames,
-                    person_frames=seq.person_frames, message=seq.message)
+                    person_frames=seq.person_frames, message=seq.message, track=seq.track,
+                    first_frame=seq.first_frame, last_frame=seq.last_frame)
     if seq.status != STATUS_OK or seq.signature is None:
         return answer
     ranked = ranked_identities(seq.signature, gallery)

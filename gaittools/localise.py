@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gaittools.blobs import frame_blobs, mass_centres
+from gaittools.blobs import frame_blobs, inside_fraction, mass_centres
 from gaittools.foreground import (METHODS, clean_packed, foreground, median_fraction,
                                   moving_camera, shrink)
 from gaittools.hog import hog_detections
@@ -37,6 +37,10 @@ from gaittools.tracking import Track, TrackerParams, track_boxes, walking
 
 #: Frames of one training clip: a walker must travel consistently over this many frames.
 CLIP_FRAMES = 25
+#: A track inside a track twice its height (``PART_INSIDE`` of its box) in ``PART_FRAMES``
+#: of its frames is a piece of that person's body, not a person.
+PART_INSIDE = 0.6
+PART_FRAMES = 0.8
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class PersonTrack:
     centres: np.ndarray  # float32 (T,) horizontal centre of mass, NaN outside the track
     walking: bool
     speed: float  # box-centre displacement, frame px per frame (median)
-    merges: int  # frames where the person shared a blob and kept its predicted box
+    merges: int  # frames where the person shared a blob with others, repaired: by its
+    # predicted box (tracking) or by dividing the blob (blobs.divide)
     splits: int  # frames where the person's blob had fallen apart and was joined
     outliers: int  # boxes whose height was repaired (merge, reflection, partial body)
 
@@ -174,13 +179,21 @@ def _person(k: int, tr: Track, T: int, p: LocaliseParams, scale: float, centres_
     boxes = (smooth_boxes(boxes, p.smooth) * scale).astype(np.float32)
     walks, speed = walking(boxes, p.clip_length)
     return PersonTrack(k, boxes, np.asarray(centres_of(boxes), np.float32), walks, speed,
-                       tr.merges, tr.splits, int(flagged.sum()))
+                       tr.merges + tr.divided, tr.splits, int(flagged.sum()))
 
 
 def _result(tracks: list[PersonTrack], T: int, scale: float, method: str, fraction: float,
             notes: list[str]) -> Localisation:
-    """The localisation of all tracks, with the longest walking one as the walker."""
+    """The localisation of all tracks (body parts dropped), with the longest walking one as
+    the walker."""
     loc = _nobody(T, method, fraction, scale, notes)
+    notes = loc.notes  # _nobody copied the caller's list: what is noted here goes with the result
+    whole = [tr for tr in tracks if not _body_part(tr, tracks)]
+    if len(whole) < len(tracks):
+        notes.append(f"{len(tracks) - len(whole)} tracks inside a larger person's box dropped (body parts)")
+        tracks = whole
+        for k, tr in enumerate(tracks):  # ids stay consecutive, in order of birth
+            tr.id = k
     loc.tracks, loc.n_tracks = tracks, len(tracks)
     walkers = loc.walkers
     if walkers:
@@ -192,6 +205,19 @@ def _result(tracks: list[PersonTrack], T: int, scale: float, method: str, fracti
     elif tracks:
         notes.append(f"{len(tracks)} tracks seen, none walking")
     return loc
+
+
+def _body_part(tr: PersonTrack, tracks: list[PersonTrack]) -> bool:
+    """Whether ``tr`` follows a piece of another person's body (a leg the colour of the floor,
+    cut off by the background model): its box lies at least ``PART_INSIDE`` inside the box
+    of a track at least twice its height, widened by its own width on either side (a trailing
+    foot sticks out of a smoothed box), in ``PART_FRAMES`` of its frames. A smaller person
+    farther away passes behind a nearer one for a while, not for most of its track."""
+    frames = tr.frames
+    box = tr.boxes[frames]
+    reach = (box[:, 2] - box[:, 0]) * np.array([-1, 0, 1, 0])[:, None]  # a foot sticks out
+    return any(np.mean(inside_fraction(box, other.boxes[frames] + reach.T) >= PART_INSIDE) >= PART_FRAMES
+               for other in tracks if other is not tr and other.median_height >= 2 * tr.median_height)
 
 
 def _nobody(T: int, method: str, fraction: float, scale: float,

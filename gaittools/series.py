@@ -5,7 +5,6 @@ Boxes are (T, 4) float arrays x0, y0, x1, y1 with NaN rows where nobody is there
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -47,10 +46,13 @@ def rolling_median(values: np.ndarray, reach: int = REACH) -> np.ndarray:
     """Median of the finite values within ``reach`` frames either side (NaN where none)."""
     values = np.asarray(values, np.float64)
     padded = np.pad(values, reach, constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * reach + 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
-        return np.nanmedian(windows, axis=1)
+    # np.nanmedian's value without its masked-array path (a tenth of localise's time): sorted
+    # windows hold their n finite values first, NaN last
+    ordered = np.sort(np.lib.stride_tricks.sliding_window_view(padded, 2 * reach + 1), axis=1)
+    n = np.isfinite(ordered).sum(axis=1)
+    rows = np.arange(len(ordered))
+    lo, hi = ordered[rows, np.maximum(n - 1, 0) // 2], ordered[rows, n // 2]
+    return np.where(n > 0, (lo + hi) / 2, np.nan)
 
 
 def repair_outliers(boxes: np.ndarray, reach: int = REACH, tol: float = OUTLIER

@@ -100,21 +100,22 @@ def person_mask(frame: np.ndarray, background: np.ndarray, box: np.ndarray,
     return fg > 0 if fg.sum() >= MIN_FILL * bw * bh else np.zeros((0, 0), bool)
 
 
-def sequence_silhouettes(frames: np.ndarray, boxes: np.ndarray, background: np.ndarray | None,
-                localisation: str, size: int = DEFAULT_SIZE) -> tuple[np.ndarray, list[str]]:
-    """The ``sil`` array of a sequence and notes: ``frames`` uint8 (T, H, W), ``boxes`` the
-    tracked person's (T, 4), ``background`` the empty-scene image the localisation used (its
-    method ``localisation``: "background image" uses it, other background models use the
-    sequence median)."""
+def sequence_silhouettes(frames: np.ndarray, tracks: list[np.ndarray], background: np.ndarray | None,
+                         localisation: str, size: int = DEFAULT_SIZE) -> tuple[list[np.ndarray], list[str]]:
+    """The ``sil`` arrays of the sequences of one video, one per track, and notes: ``frames``
+    uint8 (T, H, W), ``tracks`` each tracked person's boxes (T, 4), ``background`` the
+    empty-scene image the localisation used (its method ``localisation``: "background image"
+    uses it, other background models use the sequence median, computed once for all tracks)."""
     T = len(frames)
     if localisation == "hog":
-        return np.zeros((T, size, size), np.uint8), ["no silhouettes: HOG localisation has no "
-                                                     "background model (sil is all zeros)"]
-    if T == 0 or not np.isfinite(boxes[:, 0]).any():
-        return np.zeros((T, size, size), np.uint8), []
+        return [np.zeros((T, size, size), np.uint8) for _ in tracks], [
+            "no silhouettes: HOG localisation has no background model (sil is all zeros)"]
+    out = [np.zeros((T, size, size), np.uint8) for _ in tracks]
+    if T == 0 or not any(np.isfinite(boxes[:, 0]).any() for boxes in tracks):
+        return out, []
     if localisation != "background image" or background is None:
         background = median_background(frames, LocaliseParams.median_samples)
-    out = np.zeros((T, size, size), np.uint8)
-    for t in np.flatnonzero(np.isfinite(boxes[:, 0])):
-        out[t] = normalise_silhouette(person_mask(frames[t], background, boxes[t]), size)
+    for sil, boxes in zip(out, tracks):
+        for t in np.flatnonzero(np.isfinite(boxes[:, 0])):
+            sil[t] = normalise_silhouette(person_mask(frames[t], background, boxes[t]), size)
     return out, []

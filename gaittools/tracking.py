@@ -19,7 +19,10 @@ on what breaks it in crowds:
   touch. It is matched to none of them: each keeps its predicted box for that frame (flagged
   as repaired), so identities survive crossings on their velocities;
 - splits: several blobs that lie inside one track's prediction and nobody else's are one body
-  that fell apart (partly hidden by a pillar, say); they are joined before matching.
+  that fell apart (partly hidden by a pillar, say); they are joined before matching, unless
+  ``gaittools.blobs`` divided them out of one wide blob on purpose (flag in column 5);
+- a track matched to such a divided blob's person counts it in ``divided``: a merge
+  repaired by the blob's shape, with no prediction needed.
 
 Walking (``walking``): a track whose box moves consistently - net displacement over a clip
 of at least ``MIN_TRAVEL`` body heights, and a straight enough path - is a walker. Someone
@@ -33,11 +36,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from gaittools.blobs import iou_matrix
+from gaittools.blobs import inside_fraction, iou_matrix
 
 #: Net travel over one clip, in body heights, for a track to be a walker (a slow walk does
 #: about 0.7 a second).
 MIN_TRAVEL = 0.3
+#: A blob at least this fraction of a track's predicted height is person-sized (``_one_body``).
+OTHER_HEIGHT = 0.4
 #: Net travel over the path travelled (both measured in steps of ``STEP`` frames).
 MIN_STRAIGHTNESS = 0.6
 STEP = 5
@@ -107,6 +112,7 @@ class Track:
     confirmed: bool = False
     merges: int = 0
     splits: int = 0
+    divided: int = 0  # frames matched to one person of a divided blob
 
     def add(self, t: int, box: np.ndarray, observed: bool) -> None:
         self.frames.append(t)
@@ -148,6 +154,7 @@ def track_boxes(per_frame: list[np.ndarray], params: TrackerParams | None = None
             tr = active[i]
             tr.kalman.update(_uncut(dets[j], tr, w) if cut[j] and _established(tr, p) else dets[j])
             tr.add(t, dets[j], True)
+            tr.divided += int(dets.shape[1] > 5 and dets[j, 5] > 0)
             tr.hits, tr.misses = tr.hits + 1, 0
             tr.confirmed |= tr.hits >= p.min_hits
         matched = {i for i, _ in matches}
@@ -197,6 +204,7 @@ def stitch(tracks: list[Track], p: TrackerParams) -> list[Track]:
         a.observed += b.observed
         a.merges += b.merges
         a.splits += b.splits
+        a.divided += b.divided
         tracks.remove(b)
 
 
@@ -234,11 +242,7 @@ def _uncut(box: np.ndarray, tr: Track, w: float) -> np.ndarray:
 
 def _inside(preds: np.ndarray, dets: np.ndarray) -> np.ndarray:
     """Fraction of each box of ``preds`` (M, 4) that lies inside each of ``dets`` (N, >=4)."""
-    a, b = preds[:, None, :], dets[None, :, :4]
-    inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-             * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
-    area = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    return inter / np.maximum(area, 1e-9)
+    return inside_fraction(preds[:, None, :], dets[None, :, :4])
 
 
 def _established(tr: Track, p: TrackerParams) -> bool:
@@ -266,6 +270,8 @@ def _repair_merges(t: int, active: list[Track], preds: np.ndarray, dets: np.ndar
     """
     dets = dets.copy()
     for j in range(len(dets)):
+        if dets.shape[1] > 5 and dets[j, 5] > 0:
+            continue  # one person of a divided blob (its box may reach into a neighbour's)
         holders = [i for i in free_tracks
                    if _established(active[i], p) and cover[i, j] >= p.cover]
         if len(holders) < 2:
@@ -306,17 +312,18 @@ def _repair_merges(t: int, active: list[Track], preds: np.ndarray, dets: np.ndar
 
 def _join_splits(active: list[Track], preds: np.ndarray, dets: np.ndarray, p: TrackerParams,
                  free_tracks: list[int], free_dets: list[int]) -> np.ndarray:
-    """Blobs mostly inside one confirmed track's prediction (and no other's) joined into one."""
-    if len(free_dets) < 2:
+    """Blobs mostly inside one confirmed track's prediction (and no other's) joined into one;
+    never the people of a divided blob, nor a second person at another depth (``_one_body``)."""
+    candidates = [j for j in free_dets if dets.shape[1] <= 5 or dets[j, 5] == 0]
+    if len(candidates) < 2:
         return dets
-    candidates = list(free_dets)
     inside = _inside(dets[candidates, :4], preds) >= 0.6  # (free dets, tracks): mostly inside
     alone = inside.sum(axis=1) == 1
     dets = dets.copy()
     for i in free_tracks:
         if not active[i].confirmed:
             continue
-        parts = [candidates[k] for k in np.flatnonzero(inside[:, i] & alone)]
+        parts = _one_body([candidates[k] for k in np.flatnonzero(inside[:, i] & alone)], dets, preds[i])
         if len(parts) < 2:
             continue
         joined = dets[parts]
@@ -327,6 +334,23 @@ def _join_splits(active: list[Track], preds: np.ndarray, dets: np.ndarray, p: Tr
             free_dets.remove(k)
         active[i].splits += 1
     return dets
+
+
+def _one_body(parts: list[int], dets: np.ndarray, pred: np.ndarray) -> list[int]:
+    """The blobs among ``parts`` that can be pieces of the body the tallest of them belongs
+    to. A body hidden in part (by a pillar) falls apart into pieces on one floor line; a blob
+    of person size (``OTHER_HEIGHT`` of the prediction's height or more) that is much shorter
+    than the tallest, or stands on another floor line, is a person at another depth: two
+    people born as one merged blob who now walk apart."""
+    if len(parts) < 2:
+        return parts
+    box = dets[parts, :4]
+    heights = box[:, 3] - box[:, 1]
+    tallest = int(np.argmax(heights))
+    size = pred[3] - pred[1]
+    other = ((heights >= OTHER_HEIGHT * size)
+             & ((heights < 0.67 * heights[tallest]) | (np.abs(box[:, 3] - box[tallest, 3]) > 0.15 * size)))
+    return [j for j, o in zip(parts, other) if not o]
 
 
 def _assign(active: list[Track], preds: np.ndarray, dets: np.ndarray, cut: np.ndarray,

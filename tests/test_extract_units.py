@@ -393,6 +393,43 @@ def test_blobs_keep_people_at_two_depths_apart_and_join_the_parts_of_one_body():
     np.testing.assert_array_equal(found[2][:, 0], [20, 60, 100])
 
 
+def _stick_body(mask: np.ndarray, x: int, front: int, back: int, arm: int = 0) -> None:
+    """A side-view body 80 rows tall standing on row 95 at column ``x``: head, trunk, a leg
+    reaching ``front`` columns forward and one ``back`` columns backward, an arm ``arm``
+    columns out at shoulder height."""
+    cv2.circle(mask, (x, 22), 7, 1, -1)
+    cv2.ellipse(mask, (x, 45), (8, 18), 0, 0, 360, 1, -1)
+    for dx in (front, -back):
+        cv2.line(mask, (x, 60), (x + dx, 95), 1, 5)
+    if arm:
+        cv2.line(mask, (x, 34), (x + arm, 34), 1, 3)
+
+
+def test_a_wide_blob_of_people_side_by_side_is_divided_and_one_body_is_not():
+    from gaittools.blobs import frame_blobs
+    from gaittools.packed_masks import pack_masks
+
+    masks = np.zeros((4, 100, 160), np.uint8)
+    _stick_body(masks[0], 50, 12, 12, arm=40)  # frame 0: two people holding hands
+    _stick_body(masks[0], 90, 12, 12)
+    _stick_body(masks[1], 40, 20, 20)  # frame 1: three, whose strides meet
+    _stick_body(masks[1], 72, 20, 20)
+    _stick_body(masks[1], 104, 20, 20)
+    _stick_body(masks[2], 70, 25, 25, arm=30)  # frame 2: one walker, full stride, arm out
+    _stick_body(masks[3], 70, 25, 25)  # frame 3: one walker, full stride
+    found = frame_blobs(pack_masks(masks.astype(bool)), 160, 0.002, 0.1)
+    assert [len(f) for f in found] == [2, 3, 1, 1]
+    assert (found[0][:, 5] == 1).all() and (found[1][:, 5] == 1).all()
+    assert (found[2][:, 5] == 0).all() and (found[3][:, 5] == 0).all()
+    left, right = found[0]
+    # cut between the trunks; below the hands each box keeps its own legs
+    assert 66 <= left[2] <= 74 and 68 <= right[0] <= 74 and left[0] <= 40 and right[2] >= 100
+    assert (left[1], left[3]) == (right[1], right[3]) == (15, 99)
+    # strides that meet between the trunks: both neighbours' boxes take them
+    assert found[1][0, 2] > found[1][1, 0] + 10 and found[1][1, 2] > found[1][2, 0] + 10
+    assert found[1][:, 4].sum() <= masks[1].sum()
+
+
 def test_mass_centres_on_packed_masks_match_the_plain_sums():
     from gaittools.blobs import mass_centres
     from gaittools.packed_masks import pack_masks
@@ -490,7 +527,7 @@ def test_blobs_with_zero_min_area_and_empty_frames():
     masks[1, 2:18, 5:9] = True
     found = frame_blobs(pack_masks(masks), 40, 0.0, 0.1)
     assert [len(c) for c in found] == [0, 1, 0]
-    np.testing.assert_array_equal(found[1], [[5, 2, 9, 18, 64]])
+    np.testing.assert_array_equal(found[1], [[5, 2, 9, 18, 64, 0]])
 
 
 def test_extract_benchmark_names_a_missing_store_dir(tmp_path):
@@ -519,3 +556,21 @@ def test_opencv_and_ffmpeg_stay_quiet_about_a_broken_video(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert "not a readable video" in result.stdout, result.stdout + result.stderr
     assert "moov atom" not in result.stderr and "WARN" not in result.stderr, result.stderr
+
+
+def test_rolling_median_is_nanmedian_over_each_window():
+    import warnings
+
+    from gaittools.series import rolling_median
+
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        T, reach = int(rng.integers(1, 120)), int(rng.integers(1, 15))
+        values = rng.normal(100, 20, T)
+        values[rng.random(T) < rng.random()] = np.nan  # gaps, and series with no value at all
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(values, reach, constant_values=np.nan),
+                                                           2 * reach + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(windows, axis=1)
+        np.testing.assert_array_equal(rolling_median(values, reach), expected)

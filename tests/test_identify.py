@@ -286,3 +286,75 @@ def test_identify_in_a_fresh_process_computes_no_flow_and_imports_no_training(wo
     assert result.returncode == 0, result.stderr[-2000:]
     answer = json.loads(result.stdout.splitlines()[0])
     assert answer["identity"] == "003" and result.stdout.strip().endswith("CLEAN")
+
+
+# ---------------------------------------------------------------------------- several people
+@pytest.fixture(scope="module")
+def scenes(world) -> Path:
+    """Synthetic scenes with ground truth (``gaittools synth --scenes``), and the crossing
+    scene cut in two frame folders: frames 0-44 (to enrol) and 35-79 (to identify)."""
+    from gaittools.synth.crowd import write_scenes
+
+    out = world["root"] / "scenes"
+    write_scenes(out, ["crossing", "waver", "row"])
+    frames = read_video(out / "crossing.avi")
+    for name, part in (("first", frames[:45]), ("second", frames[35:])):
+        (out / name).mkdir()
+        for i, frame in enumerate(part):
+            cv2.imwrite(str(out / name / f"{i:04d}.png"), frame)
+    return out
+
+
+def _visible_range(boxes: np.ndarray) -> tuple[int, int]:
+    frames = np.flatnonzero(np.isfinite(boxes[:, 0]))
+    return int(frames[0]), int(frames[-1])
+
+
+def test_identify_answers_per_walking_track_with_its_frames(world, gallery, scenes):
+    """One answer per ground-truth walker, with its frame range; the standing waver gets none."""
+    code, answers = _identify(world, gallery, [scenes / f"{s}.avi" for s in ("crossing", "waver", "row")])
+    assert code == 0
+    for scene in ("crossing", "waver", "row"):
+        truth = np.load(scenes / "ground_truth" / f"{scene}.npz")
+        walkers = [_visible_range(b) for b, walks in zip(truth["boxes"], truth["walking"]) if walks]
+        mine = [a for a in answers if a["video"].endswith(f"{scene}.avi")]
+        assert len(mine) == len(walkers), (scene, mine)  # the waver: 1 answer for 2 people
+        assert sorted(a["track"] for a in mine) == sorted(set(a["track"] for a in mine))
+        for a, (first, last) in zip(sorted(mine, key=lambda a: a["first_frame"]), sorted(walkers)):
+            assert abs(a["first_frame"] - first) <= 2 and abs(a["last_frame"] - last) <= 2, (scene, a)
+            assert a["status"] in ("identified", "unknown") and a["clips"] >= 5
+            assert a["person_frames"] >= 0.9 * (last - first + 1) and a["distance"] is not None
+    result = CliRunner().invoke(main, ["identify", str(scenes / "crossing.avi"), "--model", str(world["bundle"]),
+                                       "--gallery", str(gallery), "--device", "cpu"])
+    lines = [line for line in result.stdout.splitlines() if "crossing.avi track" in line]
+    assert result.exit_code == 0 and len(lines) == 2 and all("(frames 0-79" in line for line in lines), result.output
+
+
+def test_two_walkers_are_told_apart_by_a_gallery_of_their_own_tracks(world, scenes):
+    """Enrol each walker of the crossing scene from its track in frames 0-44; identify them
+    in frames 35-79: each track is named after its own person (the near or the far one, told
+    by the track's box height). The halves are too short for a sequence median without the
+    walkers: the whole clip's median is their background."""
+    from gaittools.foreground import median_background
+    from gaittools.identify import answer_for, signatures_of_video
+    from gaittools.localise import localise
+    from gaittools.video import decode
+
+    model = deploy.load_signature_model(world["bundle"], device="cpu")
+    background = median_background(decode(scenes / "crossing.avi", CLIP["working_height"]).frames, 31)
+
+    def who(folder: Path) -> dict[int, str]:  # track id -> near / far, from the same tracking
+        tracks = localise(decode(folder, CLIP["working_height"]).frames, background).walkers
+        tallest = max(tracks, key=lambda tr: tr.median_height)
+        return {tr.id: "near" if tr is tallest else "far" for tr in tracks}
+
+    enrolled, people = signatures_of_video(scenes / "first", model, background), who(scenes / "first")
+    assert len(enrolled) == 2 and all(s.status == STATUS_OK for s in enrolled)
+    own = Gallery.empty_for(model)
+    for seq in enrolled:
+        own.add(people[seq.track], seq.signature, f"first track {seq.track}")
+    probes, people = signatures_of_video(scenes / "second", model, background), who(scenes / "second")
+    answers = [answer_for("second", seq, own, threshold=2.0) for seq in probes]
+    assert sorted(people.values()) == ["far", "near"]
+    assert [a.identity for a in answers] == [people[a.track] for a in answers], answers
+    assert all(a.margin > 0.2 for a in answers), answers

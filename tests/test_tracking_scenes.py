@@ -56,6 +56,8 @@ def test_scenes_hold_what_they_promise(scenes):
     row = full["row"][np.argsort(full["row"][:, 0, 0])]
     gaps = row[1:, :, 0] - row[:-1, :, 2]
     assert gaps.max() <= np.median(row[:, :, 2] - row[:, :, 0])  # at most one body width apart
+    left, right = full["pair"][np.argsort(full["pair"][:, 0, 0])]
+    assert right[0, 0] < left[0, 2] and (right[:, 0] < left[:, 2]).sum() >= 60  # touching from frame 0
 
 
 @pytest.mark.parametrize("name", SCENES)
@@ -92,6 +94,55 @@ def test_person_crops_keep_a_steady_scale(scenes, name):
         assert whole.sum() >= 20
         assert ratio.std() / ratio.mean() <= 0.10, (r.seq_id, ratio.std() / ratio.mean())
         assert abs(r.attrs["extract"]["track"]["scale_cv"]) <= 0.10
+
+
+def test_people_touching_from_the_first_frame_are_divided_by_their_blob_shape(scenes):
+    """No track is established before the pair merge: only dividing the blob separates them,
+    from frame 0, and the sequences count the frames so repaired."""
+    _, found = scenes
+    tracks = [r.attrs["extract"]["track"] for r in found["pair"][1]]
+    assert [t["frame_start"] for t in tracks] == [0, 0]
+    assert all(t["repaired_merges"] >= 30 for t in tracks), tracks
+    first, second = found["pair"][1]  # two sequences of one video: one frames array, not two
+    assert first.arrays["frames"] is second.arrays["frames"]
+    assert not np.array_equal(first.arrays["sil"], second.arrays["sil"])
+
+
+def test_two_people_born_as_one_blob_at_two_depths_part_as_they_walk_apart(scenes):
+    """The crossing scene from frame 35, mid-crossing: the near and the far walker are one
+    blob when the clip starts; the far one is not joined to the near one's track as they
+    part (a second person, not a piece of the first), so each gets its own pure track."""
+    from gaittools.foreground import median_background
+    from gaittools.localise import localise
+    from gaittools.video import decode
+
+    out, found = scenes
+    truth = found["crossing"][0]["boxes"][:, 35:]
+    frames = decode(out / "crossing.avi").frames
+    loc = localise(np.ascontiguousarray(frames[35:]), median_background(frames, 31))
+    owners = []
+    for tr in loc.walkers:
+        _, who, _ = _who(tr.boxes, truth)
+        owners.append(np.bincount(who + 1).argmax() - 1)
+        assert np.mean(who == owners[-1]) >= 0.95, (tr.id, who)
+    assert sorted(owners) == [0, 1] and loc.n_tracks == 2
+
+
+def test_a_track_inside_a_person_twice_its_height_is_a_body_part():
+    from gaittools.localise import PersonTrack, _result
+
+    t = np.arange(40.0)[:, None]
+
+    def track(k: int, x0, y0, w, h) -> PersonTrack:
+        boxes = np.concatenate([x0, y0, x0 + w, y0 + h], axis=1).astype(np.float32)
+        return PersonTrack(k, boxes, (boxes[:, 0] + boxes[:, 2]) / 2, True, 2.0, 0, 0, 0)
+
+    walker = track(0, 10 + 2 * t, 20 + 0 * t, 40, 100)
+    leg = track(1, 2 + 2 * t, 90 + 0 * t, 12, 30)  # a trailing foot, partly out of the box
+    far = track(2, 200 - 3 * t, 30 + 0 * t, 25, 55)  # half the height, crosses for a while
+    loc = _result([walker, leg, far], 40, 1.0, "median", 0.1, [])
+    assert [tr.id for tr in loc.tracks] == [0, 1] and loc.tracks[1] is far
+    assert any("body parts" in note for note in loc.notes)
 
 
 def test_extract_frames_writes_one_sequence_per_walker_with_track_columns(scenes, tmp_path):

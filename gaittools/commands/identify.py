@@ -29,6 +29,7 @@ from gaittools.identify import (
     calibrate_threshold,
     resolve_threshold,
     signature_of_video,
+    signatures_of_video,
 )
 from gaittools.progress import Meter
 
@@ -146,14 +147,16 @@ def _gallery_to_extend(out: Path, model, append: bool, overwrite: bool, threshol
 @click.option("--gallery", "gallery_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--threshold", type=float, default=None,
               help=f"Distance beyond which the answer is 'unknown' (default: the gallery's, else {DEFAULT_THRESHOLD}).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per video (JSON lines) on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per walking track of each video (JSON lines) on stdout.")
 @click.option("--background", type=click.Path(exists=True, path_type=Path), default=None,
               help="Empty-scene video or image for background subtraction.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 def identify(videos: tuple[Path, ...], model_path: Path, gallery_path: Path, threshold: float | None,
              as_json: bool, background: Path | None, device: str, batch_size: int) -> None:
-    """Who walks in each VIDEO: the nearest enrolled identity and its distance, or 'unknown'."""
+    """Who walks in each VIDEO: per walking track, its frames, the nearest enrolled identity
+    and its distance, or 'unknown'."""
     model = _load_model(model_path, device, batch_size)
     try:
         gallery = Gallery.load(gallery_path)
@@ -166,11 +169,12 @@ def identify(videos: tuple[Path, ...], model_path: Path, gallery_path: Path, thr
     meter = Meter(len(videos))
     for i, video in enumerate(videos):
         try:
-            answer = answer_for(str(video), signature_of_video(video, model, bg), gallery, limit)
+            answers = [answer_for(str(video), seq, gallery, limit) for seq in signatures_of_video(video, model, bg)]
         except Exception as exc:  # noqa: BLE001 - report and go on with the next video
-            answer = Answer(str(video), STATUS_ERROR, threshold=limit, message=str(exc))
+            answers = [Answer(str(video), STATUS_ERROR, threshold=limit, message=str(exc))]
             errors += 1
-        _print_answer(answer, as_json)
+        for answer in answers:  # one per walking track
+            _print_answer(answer, as_json)
         if not as_json:
             _progress(meter, i + 1, video)
     if errors:
@@ -181,12 +185,16 @@ def _print_answer(answer: Answer, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(answer.to_dict()))
         return
+    who = answer.video
+    if answer.track is not None:
+        who += (f" track {answer.track} (frames {answer.first_frame}-{answer.last_frame}, "
+                f"{answer.person_frames} with the person)")
     if answer.distance is not None:
         margin = f", margin {answer.margin:.3f} to the next identity" if answer.margin is not None else ""
-        click.echo(f"{answer.video}: {answer.identity}  (nearest {answer.nearest} at distance "
+        click.echo(f"{who}: {answer.identity}  (nearest {answer.nearest} at distance "
                    f"{answer.distance:.3f}{margin}, threshold {answer.threshold:.3f}, {answer.clips} clips)")
     else:
-        click.echo(f"{answer.video}: {answer.status}: {answer.message}")
+        click.echo(f"{who}: {answer.status}: {answer.message}")
 
 
 @click.command("calibrate")

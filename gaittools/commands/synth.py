@@ -72,7 +72,7 @@ class _Progress:
               help="Also write a PNG montage: rows conditions, columns views.")
 @click.option("--scenes", default=None,
               help="Instead of a dataset, multi-person scenes with ground-truth tracks: "
-                   "crossing,waver,pillar,row or 'all' (OUT/<scene>.avi, OUT/ground_truth/<scene>.npz; "
+                   "crossing,waver,pillar,row,pair or 'all' (OUT/<scene>.avi, OUT/ground_truth/<scene>.npz; "
                    "80 frames unless --frames is given).")
 def synth(out: Path, layout: str, subjects: int, walks: str | None, views: str, frames: int,
           size: str, fps: float, seed: int, workers: int | None, overwrite: bool,

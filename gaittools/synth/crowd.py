@@ -10,7 +10,10 @@ Each scene is filmed by the lateral (090) camera of the synthetic hall and has a
 - ``pillar``: a walker passes behind a pillar (a static occluder of the scene) and is fully
   hidden for more than ten frames;
 - ``row``: three walkers in a row at one depth and one speed, less than a body width apart,
-  in view throughout (8 m away).
+  in view throughout (8 m away);
+- ``pair``: two walkers at one depth and one speed, 0.6 m apart: their pixels touch from
+  the first frame in most frames (a stride reaches into the other's box), so no track is
+  established apart before they merge; only dividing the blob by its shape separates them.
 
 Ground truth per person: the box of its *visible* pixels (``boxes``, NaN where hidden), the
 box of the whole body as if nobody stood in front (``full_boxes``), and whether it walks.
@@ -35,7 +38,7 @@ from gaittools.synth.scene import camera_effects, hall_background
 from gaittools.synth.seeding import CROWD, rng_for
 from gaittools.synth.writing import write_avi
 
-SCENES = ("crossing", "waver", "pillar", "row")
+SCENES = ("crossing", "waver", "pillar", "row", "pair")
 VIEW = "090"
 
 
@@ -58,6 +61,7 @@ LAYOUTS: dict[str, tuple[tuple[Person, ...], tuple[float, float] | None]] = {
     "pillar": ((Person(0.0, 0.0, 1.0, 1.0),), (0.35, 0.65)),
     "row": ((Person(-2.0, -1.0, -1.0, 0.8), Person(-2.0, 0.0, -1.0, 0.8),
              Person(-2.0, 1.0, -1.0, 0.8)), None),
+    "pair": ((Person(-2.0, -0.3, -1.0, 0.8), Person(-2.0, 0.3, -1.0, 0.8)), None),
 }
 PILLAR_GREY = 85
 
