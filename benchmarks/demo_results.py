@@ -38,6 +38,8 @@ def rank1_table(summary_csv: Path) -> str:
 
 
 def identify_lines(path: Path) -> tuple[str, int, int]:
+    """The answers as a table (one row per walking track of a video), and how many name the
+    video's subject (its first three characters) out of all answers."""
     answers = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     right = 0
     lines = ["| video | answer | distance | margin |", "|---|---|---|---|"]
@@ -46,7 +48,8 @@ def identify_lines(path: Path) -> tuple[str, int, int]:
         right += a.get("identity") == truth
         distance = "" if a.get("distance") is None else f"{a['distance']:.3f}"
         margin = "" if a.get("margin") is None else f"{a['margin']:.3f}"
-        lines.append(f"| {Path(a['video']).name} | {a.get('identity') or a['status']} | {distance} | {margin} |")
+        track = "" if a.get("track") is None else f" track {a['track']} ({a['first_frame']}-{a['last_frame']})"
+        lines.append(f"| {Path(a['video']).name}{track} | {a.get('identity') or a['status']} | {distance} | {margin} |")
     return "\n".join(lines), right, len(answers)
 
 
