@@ -183,6 +183,8 @@ class TVL1Stream:
         self.held_pixels = 0
         self.stats = StreamStats()
         self._last_run: dict[tuple[int, int], int] = {}
+        #: Pairs of the pool the last (or failing) tick ran: what a caller halves after running out of memory.
+        self.last_tick_pairs = 0
 
     def __len__(self) -> int:
         return sum(len(pool) for pool in self.pools.values())
@@ -218,16 +220,17 @@ class TVL1Stream:
             return []
         key = self._pick(more)
         pool = self.pools[key]
-        self._last_run[key] = self.stats.ticks
-        self.stats.ticks += 1
-        self.stats.pair_steps += len(pool)
-        self.stats.occupancy_sum += sum(info.pixels for info in pool.pairs) / max(self.capacity, 1)
+        self.last_tick_pairs = len(pool)
         try:
             u, p, still = self._outer_steps(pool)
         except ValueError as exc:  # about these pairs' data: drop them, let the caller fail them
             del self.pools[key]
             self.held_pixels -= sum(info.pixels for info in pool.pairs)
             raise StreamDataError([info.tag for info in pool.pairs], exc) from exc
+        self._last_run[key] = self.stats.ticks
+        self.stats.ticks += 1
+        self.stats.pair_steps += len(pool)
+        self.stats.occupancy_sum += sum(info.pixels for info in pool.pairs) / max(self.capacity, 1)
         return self._advance(key, pool, u, p, still)
 
     def drain(self) -> Iterator[tuple[Hashable, torch.Tensor]]:
