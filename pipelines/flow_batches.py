@@ -161,14 +161,14 @@ class BatchedFlow:
 
     def __init__(
         self, store_path: str, device: str, params: dict, batch_size: int | None = None, readers: int = 4,
-        writers: int = 2, engine: str = "auto",
+        writers: int = 2, engine: str = "auto", cuda_graphs: bool = False,
     ):
         self.store = Store(store_path)
         self.device = torch.device(device)
         if self.device.type == "cuda":  # events, streams and empty_cache act on the current device
             torch.cuda.set_device(self.device)
         self.params = TVL1Params(**params)
-        self.runner = pick_engine(self.device, self.params, engine)  # once: "auto" may fall back
+        self.runner = pick_engine(self.device, self.params, engine, cuda_graphs)  # once: "auto" may fall back
         self.fixed_batch = batch_size
         self.readers, self.writers = max(1, readers), max(1, writers)
         self.stats = EngineStats(str(self.device), self.runner.name)
@@ -507,7 +507,7 @@ def expand_devices(device: str | list[str]) -> list[str]:
 
 def run_torch(
     store_path: str, todo: list[SeqPlan], device: str | list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report, engine: str = "auto",
+    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False,
 ) -> EngineStats:
     """Run the batched engine on one device in this process, or one process per device."""
     devices = expand_devices(device)
@@ -517,13 +517,14 @@ def run_torch(
             seqs.put(item)
         for _ in range(max(1, readers)):
             seqs.put(None)
-        return BatchedFlow(store_path, devices[0], params, batch_size, readers, engine=engine).run(seqs.get, report)
-    return _run_processes(store_path, todo, devices, params, batch_size, readers, report, engine)
+        return BatchedFlow(store_path, devices[0], params, batch_size, readers, engine=engine,
+                           cuda_graphs=cuda_graphs).run(seqs.get, report)
+    return _run_processes(store_path, todo, devices, params, batch_size, readers, report, engine, cuda_graphs)
 
 
 def _run_processes(
     store_path: str, todo: list[SeqPlan], devices: list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report, engine: str = "auto",
+    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False,
 ) -> EngineStats:
     import torch.multiprocessing as mp
 
@@ -535,7 +536,7 @@ def _run_processes(
         seqs.put(None)
     threads = max(1, torch.get_num_threads() // len(devices))
     procs = [ctx.Process(target=_device_worker, args=(store_path, d, params, batch_size, readers, threads, seqs,
-                                                      results, engine), daemon=True) for d in devices]
+                                                      results, engine, cuda_graphs), daemon=True) for d in devices]
     for p in procs:
         p.start()
     reported: set[str] = set()
@@ -570,13 +571,13 @@ def _run_processes(
 
 
 def _device_worker(store_path: str, device: str, params: dict, batch_size: int | None, readers: int,
-                   threads: int, seqs: Any, results: Any, engine: str = "auto") -> None:
+                   threads: int, seqs: Any, results: Any, engine: str = "auto", cuda_graphs: bool = False) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     else:  # several CPU engines share the cores instead of each taking all of them
         torch.set_num_threads(threads)
     try:
-        flow = BatchedFlow(store_path, device, params, batch_size, readers, engine=engine)
+        flow = BatchedFlow(store_path, device, params, batch_size, readers, engine=engine, cuda_graphs=cuda_graphs)
         stats = flow.run(seqs.get, lambda r: results.put(("result", r)))
     except DeviceFailure as exc:
         results.put(("abort", str(exc)))

@@ -240,9 +240,12 @@ def test_engine_option_is_checked_and_reported(tmp_path, monkeypatch):
     store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})
     cli = CliRunner()
     result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--engine", "reference", *FAST_CLI])
-    assert result.exit_code == 2 and "--engine chooses the torch TV-L1 engine; add --gpu or --device" in result.output
+    assert result.exit_code == 2 and "choose the torch TV-L1 engine; add --gpu or --device" in result.output
     result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--engine", "fused", *FAST_CLI])
     assert result.exit_code == 2 and "--engine fused on cpu: the fused TV-L1 engine cannot run" in result.output
+    result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--cuda-graphs", *FAST_CLI])
+    assert result.exit_code == 2 and "--engine auto --cuda-graphs on cpu: CUDA graphs" in result.output
+    assert "need a CUDA device (got cpu)" in result.output
     assert not has_flow(store, "001-nm-01-090")
     result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--engine", "reference",
                                  "--readers", "1", *FAST_CLI])

@@ -124,17 +124,27 @@ def _as_batch(images, name: str) -> torch.Tensor:
     return tensor.to(torch.float32).contiguous()
 
 
-def pick_engine(device: torch.device, params: TVL1Params, engine: str = "auto") -> InnerEngine:
-    """The engine for ``engine`` = "reference", "fused", or "auto" (fused on CUDA if it can)."""
+def pick_engine(device: torch.device, params: TVL1Params, engine: str = "auto",
+                cuda_graphs: bool = False) -> InnerEngine:
+    """The engine for ``engine`` = "reference", "fused", or "auto" (fused on CUDA if it can).
+
+    ``cuda_graphs``: the fused engine replays each block of inner iterations from a captured
+    CUDA graph (``fused.GraphedFusedEngine``, named "fused-graphs"). It needs CUDA and the
+    fused engine: refused on other devices and with "reference"; with "auto" falling back to
+    the reference (warned), the reference runs, and its name says so.
+    """
     if engine not in ("auto", "reference", "fused"):
         raise ValueError(f"unknown engine {engine!r}: use auto, reference or fused")
+    if cuda_graphs and (device.type != "cuda" or engine == "reference"):
+        why = f"a CUDA device (got {device})" if device.type != "cuda" else "the fused engine (got reference)"
+        raise RuntimeError(f"CUDA graphs of the TV-L1 inner loop need {why}")
     if engine == "reference" or (engine == "auto" and device.type != "cuda"):
         return ReferenceEngine()
     reason = _fused_unavailable(device, params)
     if reason is None:
-        from gaittools.flow.fused import FusedEngine
+        from gaittools.flow import fused
 
-        return FusedEngine()
+        return fused.GraphedFusedEngine() if cuda_graphs else fused.FusedEngine()
     if engine == "fused":
         raise RuntimeError(f"the fused TV-L1 engine cannot run: {reason}")
     warnings.warn(f"TV-L1 falls back to the plain-torch engine on {device}: {reason}",
