@@ -53,6 +53,7 @@ class FlowRun:
     batch_size: int | None = None  # None: chosen from free memory
     engine: str = "auto"  # torch path: TV-L1 inner engine, auto | reference | fused
     cuda_graphs: bool = False  # torch path: replay the fused inner loop from CUDA graphs
+    refill: bool = True  # torch path: refill finished pairs' slots at once (False: batch by batch)
     readers: int = 4
     overwrite: bool = False
     limit: int | None = None
@@ -180,7 +181,8 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
 
             try:
                 stats = run_torch(str(store.path), todo, device, params, run.batch_size, run.readers,
-                                  progress.report, engine=run.engine, cuda_graphs=run.cuda_graphs)
+                                  progress.report, engine=run.engine, cuda_graphs=run.cuda_graphs,
+                                  refill=run.refill)
             finally:  # a device failure stops the run; what was written is in the manifest
                 refresh_manifest(store)
             print(stats.format(), file=stream, flush=True)

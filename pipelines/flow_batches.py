@@ -161,7 +161,7 @@ class BatchedFlow:
 
     def __init__(
         self, store_path: str, device: str, params: dict, batch_size: int | None = None, readers: int = 4,
-        writers: int = 2, engine: str = "auto", cuda_graphs: bool = False,
+        writers: int = 2, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
     ):
         self.store = Store(store_path)
         self.device = torch.device(device)
@@ -170,6 +170,7 @@ class BatchedFlow:
         self.params = TVL1Params(**params)
         self.runner = pick_engine(self.device, self.params, engine, cuda_graphs)  # once: "auto" may fall back
         self.fixed_batch = batch_size
+        self.refill = refill  # False: a new chunk only into an empty stream (the batch schedule, to compare)
         self.readers, self.writers = max(1, readers), max(1, writers)
         self.stats = EngineStats(str(self.device), self.runner.name)
         self._caps: dict[tuple[int, int], int] = {}
@@ -309,7 +310,7 @@ class BatchedFlow:
         while True:
             ended = self._refill(stream, pending, batches, ended, writer, budget, report)
             if len(stream):
-                self._tick(stream, writer, budget, report, more=bool(pending) or not ended)
+                self._tick(stream, writer, budget, report, more=self.refill and (bool(pending) or not ended))
             elif ended and not pending:
                 break
         self.stats.ticks, self.stats.pair_steps = stream.stats.ticks, stream.stats.pair_steps
@@ -338,6 +339,8 @@ class BatchedFlow:
                 else:
                     pending.append(payload)
                 continue
+            if len(stream) and not self.refill:
+                return ended
             chunk = pending[0]
             h, w = chunk.i0.shape[1:]
             stream.capacity = self.batch_cap(h, w) * h * w
@@ -362,7 +365,7 @@ class BatchedFlow:
             return True
         tags = [(part.owners[i][0], part.owners[i][1], None if part.windows is None else part.windows[i])
                 for i in keep]
-        index = torch.as_tensor(keep)
+        index = slice(None) if len(keep) == len(part) else torch.as_tensor(keep)  # a slice keeps pinned memory
         try:
             i0 = part.i0[index].to(self.device, non_blocking=True).float()
             i1 = part.i1[index].to(self.device, non_blocking=True).float()
@@ -507,7 +510,7 @@ def expand_devices(device: str | list[str]) -> list[str]:
 
 def run_torch(
     store_path: str, todo: list[SeqPlan], device: str | list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False,
+    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
 ) -> EngineStats:
     """Run the batched engine on one device in this process, or one process per device."""
     devices = expand_devices(device)
@@ -518,13 +521,14 @@ def run_torch(
         for _ in range(max(1, readers)):
             seqs.put(None)
         return BatchedFlow(store_path, devices[0], params, batch_size, readers, engine=engine,
-                           cuda_graphs=cuda_graphs).run(seqs.get, report)
-    return _run_processes(store_path, todo, devices, params, batch_size, readers, report, engine, cuda_graphs)
+                           cuda_graphs=cuda_graphs, refill=refill).run(seqs.get, report)
+    return _run_processes(store_path, todo, devices, params, batch_size, readers, report, engine, cuda_graphs,
+                          refill)
 
 
 def _run_processes(
     store_path: str, todo: list[SeqPlan], devices: list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False,
+    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
 ) -> EngineStats:
     import torch.multiprocessing as mp
 
@@ -536,7 +540,8 @@ def _run_processes(
         seqs.put(None)
     threads = max(1, torch.get_num_threads() // len(devices))
     procs = [ctx.Process(target=_device_worker, args=(store_path, d, params, batch_size, readers, threads, seqs,
-                                                      results, engine, cuda_graphs), daemon=True) for d in devices]
+                                                      results, engine, cuda_graphs, refill), daemon=True)
+             for d in devices]
     for p in procs:
         p.start()
     reported: set[str] = set()
@@ -571,13 +576,15 @@ def _run_processes(
 
 
 def _device_worker(store_path: str, device: str, params: dict, batch_size: int | None, readers: int,
-                   threads: int, seqs: Any, results: Any, engine: str = "auto", cuda_graphs: bool = False) -> None:
+                   threads: int, seqs: Any, results: Any, engine: str = "auto", cuda_graphs: bool = False,
+                   refill: bool = True) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     else:  # several CPU engines share the cores instead of each taking all of them
         torch.set_num_threads(threads)
     try:
-        flow = BatchedFlow(store_path, device, params, batch_size, readers, engine=engine, cuda_graphs=cuda_graphs)
+        flow = BatchedFlow(store_path, device, params, batch_size, readers, engine=engine, cuda_graphs=cuda_graphs,
+                           refill=refill)
         stats = flow.run(seqs.get, lambda r: results.put(("result", r)))
     except DeviceFailure as exc:
         results.put(("abort", str(exc)))

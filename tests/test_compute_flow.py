@@ -283,12 +283,17 @@ def test_refilled_slots_give_each_pair_its_own_flow_in_sequence_order(tmp_path):
     assert stats.pairs == len(SEQS) * (T - 1) and stats.largest_batch <= 3
     assert stats.pair_steps >= stats.ticks > 0 and 0 < stats.occupancy <= 1
     assert "slot occupancy" in stats.format()
+    batch_store = make_store(tmp_path / "b", gray_only=True)  # the batch schedule: the same flows
+    batched = run_torch(str(batch_store.path), plan(batch_store)[0], "cpu", FAST, batch_size=3, readers=2,
+                        report=lambda r: None, refill=False)
+    assert batched.pair_steps == stats.pair_steps and batched.pairs == stats.pairs
     with torch.no_grad():
         for seq_id in SEQS:
             gray = store.read(seq_id, "gray")
             expected = tvl1(gray[:-1], gray[1:], TVL1Params(**FAST), engine="reference").numpy()
             stored = store.read(seq_id, "flow")
             assert np.array_equal(stored, expected.astype(np.float16)), seq_id
+            assert np.array_equal(batch_store.read(seq_id, "flow"), stored), seq_id
 
 
 def test_bad_sequences_fail_alone_and_are_recorded(tmp_path):
@@ -379,7 +384,7 @@ def _engine_that(monkeypatch, fail) -> None:
             fail(u)
             return super().iterate(u, p, data, threshold, n_iter, params)
 
-    monkeypatch.setattr(fb, "pick_engine", lambda device, params, engine: Failing())
+    monkeypatch.setattr(fb, "pick_engine", lambda device, params, engine, cuda_graphs=False: Failing())
 
 
 def test_out_of_memory_halves_the_tick(tmp_path, monkeypatch):

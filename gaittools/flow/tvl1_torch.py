@@ -183,6 +183,8 @@ def tvl1(I0, I1, params: TVL1Params | None = None, *, engine: str | InnerEngine 
     flow = torch.empty(batch, 2, height, width, device=frames0.device)
     with torch.no_grad():
         stream.admit(frames0, frames1, list(range(batch)))
-        for index, pair_flow in stream.drain():
-            flow[index] = pair_flow
+        while len(stream):
+            done = stream.tick()
+            if done:  # one copy per tick, not per pair
+                flow[[index for index, _ in done]] = torch.stack([pair_flow for _, pair_flow in done])
     return flow
