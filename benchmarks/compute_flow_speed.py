@@ -1,7 +1,8 @@
 """The whole ``compute-flow`` path (read, TV-L1, crop, write) on a generated store: torch vs OpenCV.
 
 Prints, from one run: pairs/s of the batched torch path on ``--device`` (with its TV-L1 busy
-fraction: device time inside TV-L1 and cropping over the engine's wall time), pairs/s of the
+fraction: device time inside TV-L1 and cropping over the engine's wall time, and its TV-L1
+stream's ticks, pairs per tick and slot occupancy: how full refilling kept it), pairs/s of the
 OpenCV DualTVL1 CPU path (Dask, one single-threaded worker per core), the mean EPE between the
 two on the sequences both computed, and the time each implies for CASIA-B (13,640 sequences of
 ~100 frames at 320x240). "wall" rates include each run's fixed start-up (Dask cluster, CUDA
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--size", default="320x240", help="WxH of the working frames")
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per batch (default: from free memory)")
     parser.add_argument("--readers", type=int, default=8)
+    parser.add_argument("--cuda-graphs", action="store_true", help="fused engine replaying CUDA graphs")
     parser.add_argument("--opencv-sequences", type=int, default=16, help="0 skips the OpenCV path")
     parser.add_argument("--opencv-frames", type=int, default=None, help="frames per OpenCV sequence (default --frames)")
     parser.add_argument("--opencv-workers", type=int, default=None, help="default: one per core")
@@ -131,14 +133,15 @@ def _bench(args: argparse.Namespace, root: Path, width: int, height: int, params
     make_store(root / "torch", args.sequences, args.frames, width, height)
     print(f"generated {args.sequences} sequences x {args.frames} frames in {time.perf_counter() - t0:.1f} s")
 
-    run = FlowRun(device=args.device, batch_size=args.batch_size, readers=args.readers, params=params)
+    run = FlowRun(device=args.device, batch_size=args.batch_size, readers=args.readers, params=params,
+                  cuda_graphs=args.cuda_graphs)
     run_path(root / "warm", run)  # compilation / CUDA context / caches, not timed
     seconds, pairs, report = run_path(root / "torch", run)
     engine = report.engine
     # Steady rate: the engine's own wall time (reading, batching, TV-L1, writing overlapped),
     # without the run's fixed costs (planning, manifest), which CASIA-B's size amortises.
     rows = [("torch " + args.device, pairs, seconds, engine.pairs / engine.wall_seconds, f"{engine.busy_fraction:.0%}")]
-    print(engine.format())
+    print(engine.format())  # with the TV-L1 stream's ticks, pairs per tick and slot occupancy
 
     epe = None
     if args.opencv_sequences:

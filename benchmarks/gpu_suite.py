@@ -6,14 +6,17 @@ own; a failure is recorded with its message and the next section still runs.
 
 Sections:
 
-- ``tvl1``: TV-L1 pairs/s at 320x240 and 64x64 for both engines (reference, fused), with the
-  mean EPE against OpenCV DualTVL1 reference flows. The GPU image has no opencv-contrib, so
+- ``tvl1``: TV-L1 pairs/s at 320x240 and 64x64 for both engines (reference, fused) and the
+  fused engine replaying CUDA graphs (``fused-graphs``, behind ``--cuda-graphs`` until this
+  measures it), with the mean EPE against OpenCV DualTVL1 reference flows. The GPU image has no opencv-contrib, so
   they are made on the CPU machine (``--make-references``, from ``gaittools synth``, with
   OpenCV's pairs/s there) into the ignored ``.device/reference_flows`` and carried to the
   device call; generated data, never committed. Where OpenCV is installed a missing set is
   made on the spot;
 - ``compute_flow``: the whole ``compute-flow`` path on a CASIA-B-sized synthetic slice
-  (``benchmarks.compute_flow_speed``): pairs/s, TV-L1 busy fraction, implied hours for CASIA-B;
+  (``benchmarks.compute_flow_speed``): pairs/s, TV-L1 busy fraction, the TV-L1 stream's ticks,
+  pairs per tick and slot occupancy, implied hours for CASIA-B; with refilled slots (the
+  default), with the batch schedule (``refill=False``), and with CUDA graphs;
 - ``training``: clips/s of master and students, random input vs device-resident data, bf16
   (``benchmarks.train_speed``);
 - ``resume``: a master run stopped after a checkpoint and resumed on the device repeats the
@@ -182,11 +185,12 @@ def section_tvl1(s: Settings) -> list[dict[str, Any]]:
         reps = math.ceil(n / len(i0))
         f0 = torch.from_numpy(np.tile(i0, (reps, 1, 1))[:n]).to(s.device)
         f1 = torch.from_numpy(np.tile(i1, (reps, 1, 1))[:n]).to(s.device)
-        for wanted in ("reference", "fused"):
+        for wanted in ("reference", "fused", "fused-graphs"):
             row: dict[str, Any] = {"size": size, "engine": wanted, "pairs": n,
                                    "opencv_cpu_pairs_per_s": meta["sizes"][size]["opencv_pairs_per_s_one_thread"]}
             try:
-                engine = pick_engine(torch.device(s.device), params, wanted)
+                engine = pick_engine(torch.device(s.device), params, wanted.split("-")[0],
+                                     cuda_graphs=wanted == "fused-graphs")
             except RuntimeError as exc:
                 rows.append({**row, "status": "skipped", "note": str(exc)})
                 continue
@@ -210,18 +214,30 @@ def section_compute_flow(s: Settings) -> list[dict[str, Any]]:
 
     n_seqs, n_frames, (width, height) = (2, 4, (96, 72)) if s.tiny else (120, 100, (320, 240))
     params = TINY_TVL1 if s.tiny else {}
-    make_store(s.work / "cf-warm", 1, 3, width, height, seed=9)
-    make_store(s.work / "cf", n_seqs, n_frames, width, height)
-    run = FlowRun(device=s.device, params=params, readers=1 if s.tiny else 8)
-    run_path(s.work / "cf-warm", run)
-    seconds, pairs, report = run_path(s.work / "cf", run)
-    stats = report.engine
-    steady = stats.pairs / stats.wall_seconds
-    return [{"status": "ok", "sequences": n_seqs, "frames": n_frames, "size": f"{width}x{height}",
-             "engine": stats.engine, "pairs": pairs, "wall_s": round(seconds, 2),
-             "pairs_per_s": round(steady, 2), "busy_fraction": round(stats.busy_fraction, 3),
-             "largest_batch": stats.largest_batch, "casia_b_hours": round(CASIA_B_PAIRS / steady / 3600, 2),
-             "params": "tiny" if s.tiny else "OpenCV defaults"}]
+    rows = []
+    # refilled slots (the default) vs the batch schedule, and CUDA graphs (a flag until measured)
+    for refill, graphs in ((True, False), (False, False), (True, True)):
+        row: dict[str, Any] = {"sequences": n_seqs, "frames": n_frames, "size": f"{width}x{height}",
+                               "refill": refill, "cuda_graphs": graphs}
+        if graphs and not s.cuda:
+            rows.append({**row, "status": "skipped", "note": "CUDA graphs need a CUDA device"})
+            continue
+        name = f"cf-{int(refill)}{int(graphs)}"
+        make_store(s.work / f"{name}-warm", 1, 3, width, height, seed=9)
+        make_store(s.work / name, n_seqs, n_frames, width, height)
+        run = FlowRun(device=s.device, params=params, readers=1 if s.tiny else 8, cuda_graphs=graphs, refill=refill)
+        run_path(s.work / f"{name}-warm", run)
+        seconds, pairs, report = run_path(s.work / name, run)
+        stats = report.engine
+        steady = stats.pairs / stats.wall_seconds
+        rows.append({**row, "status": "ok", "engine": stats.engine, "pairs": pairs, "wall_s": round(seconds, 2),
+                     "pairs_per_s": round(steady, 2), "busy_fraction": round(stats.busy_fraction, 3),
+                     "largest_batch": stats.largest_batch, "ticks": stats.ticks,
+                     "pairs_per_tick": round(stats.pair_steps / max(stats.ticks, 1), 2),
+                     "slot_occupancy": round(stats.occupancy, 3),
+                     "casia_b_hours": round(CASIA_B_PAIRS / steady / 3600, 2),
+                     "params": "tiny" if s.tiny else "OpenCV defaults"})
+    return rows
 
 
 def _toy(s: Settings) -> tuple[Path, Path]:

@@ -52,6 +52,8 @@ class FlowRun:
     workers: int | None = None
     batch_size: int | None = None  # None: chosen from free memory
     engine: str = "auto"  # torch path: TV-L1 inner engine, auto | reference | fused
+    cuda_graphs: bool = False  # torch path: replay the fused inner loop from CUDA graphs
+    refill: bool = True  # torch path: refill finished pairs' slots at once (False: batch by batch)
     readers: int = 4
     overwrite: bool = False
     limit: int | None = None
@@ -164,8 +166,8 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
     device = resolve_device(run) if run.uses_torch else "cpu"
     params = dict(run.params)
     _params(params)  # bad parameters fail here, once
-    if run.uses_torch and run.engine == "fused":
-        _check_fused(device, params)
+    if run.uses_torch and (run.engine == "fused" or run.cuda_graphs):
+        _check_fused(device, params, run.engine, run.cuda_graphs)
     store = Store(Path(store_path).resolve())  # workers of a joined cluster have another working directory
     store.clean_staging()  # what killed runs left; never read as data
     todo, skipped = plan(store, run.overwrite, run.limit, run.shard)
@@ -179,7 +181,8 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
 
             try:
                 stats = run_torch(str(store.path), todo, device, params, run.batch_size, run.readers,
-                                  progress.report, engine=run.engine)
+                                  progress.report, engine=run.engine, cuda_graphs=run.cuda_graphs,
+                                  refill=run.refill)
             finally:  # a device failure stops the run; what was written is in the manifest
                 refresh_manifest(store)
             print(stats.format(), file=stream, flush=True)
@@ -233,16 +236,18 @@ def resolve_device(run: FlowRun) -> str:
     return wanted
 
 
-def _check_fused(device: str, params: Mapping[str, Any]) -> None:
-    """``--engine fused`` where it cannot run is refused before the store is touched."""
+def _check_fused(device: str, params: Mapping[str, Any], engine: str = "fused", cuda_graphs: bool = False) -> None:
+    """``--engine fused`` or ``--cuda-graphs`` where they cannot run is refused before the store
+    is touched."""
     import torch
 
     from gaittools.flow.tvl1_torch import pick_engine
 
     try:
-        pick_engine(torch.device(device), _params(params), "fused")
+        pick_engine(torch.device(device), _params(params), engine, cuda_graphs)
     except RuntimeError as exc:
-        raise DeviceUnavailable(f"--engine fused on {device}: {exc}") from exc
+        asked = f"--engine {engine}" + (" --cuda-graphs" if cuda_graphs else "")
+        raise DeviceUnavailable(f"{asked} on {device}: {exc}") from exc
 
 
 class DeviceUnavailable(RuntimeError):

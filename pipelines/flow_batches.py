@@ -8,13 +8,19 @@ the TV-L1 kernels instead of leaving the GPU waiting between batches.
 
 Pipeline of one engine::
 
-    next_seq() -> reader threads -> ready sequences -> batcher thread -> batches (2 ahead)
-        -> device loop: upload, tvl1, crop on the device, download crops
+    next_seq() -> reader threads -> ready sequences -> batcher thread -> chunks (2 ahead)
+        -> device loop: upload into the TV-L1 stream's free slots, tick, crop finished pairs
+           on the device, download crops
         -> per-sequence buffers -> writer threads: NaN/Inf check, float16, Store.add_arrays
 
+Why a stream (``gaittools.flow.stream``) rather than one ``tvl1`` call per batch: a batch takes
+no new pairs until its slowest pair is done, so a slow pair ran alone for most of a batch's
+steps (seen: 175 of 259); the stream refills each finished pair's slot from the queue at once.
+
 Several devices: one process per device (spawned), all pulling sequences from one queue, so a
-slow device simply takes fewer. Memory: the batch size comes from the device's free memory and
-a measured per-pixel cost; an out-of-memory batch is split in halves and the cap halved.
+slow device simply takes fewer. Memory: the stream's capacity (pairs held at once) comes from
+the device's free memory and a measured per-pixel cost; a tick that runs out of memory changes
+nothing, and is run again in halves, with the capacity halved.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 import torch
 
 from gaittools.flow.params import TVL1Params
+from gaittools.flow.stream import StreamDataError, TVL1Stream
 from gaittools.flow.tvl1_torch import pick_engine, tvl1
 from gaittools.flow_crop import crop_flow_torch
 from gaittools.store import Store
@@ -55,15 +62,23 @@ class EngineStats:
     device: str
     engine: str = ""  # the TV-L1 engine that ran: "reference" or "fused"
     pairs: int = 0
-    batches: int = 0
-    largest_batch: int = 0
+    batches: int = 0  # chunks of pairs admitted into the stream
+    largest_batch: int = 0  # most pairs in one tick (one engine call)
     oom_halvings: int = 0
     kernel_seconds: float = 0.0  # inside TV-L1 + crop on the device (CUDA events on GPUs)
     wall_seconds: float = 0.0
+    ticks: int = 0  # outer steps run by the stream (see gaittools.flow.stream.StreamStats)
+    pair_steps: int = 0
+    occupancy_sum: float = 0.0
 
     @property
     def busy_fraction(self) -> float:
         return self.kernel_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def occupancy(self) -> float:
+        """Mean share of the stream's slots that worked in a tick (refilling keeps it up)."""
+        return self.occupancy_sum / self.ticks if self.ticks else 0.0
 
     def merge(self, other: EngineStats) -> EngineStats:
         engines = ",".join(sorted({e for e in (self.engine, other.engine) if e}))
@@ -71,14 +86,17 @@ class EngineStats:
             f"{self.device},{other.device}", engines, self.pairs + other.pairs, self.batches + other.batches,
             max(self.largest_batch, other.largest_batch), self.oom_halvings + other.oom_halvings,
             self.kernel_seconds + other.kernel_seconds, max(self.wall_seconds, other.wall_seconds),
+            self.ticks + other.ticks, self.pair_steps + other.pair_steps, self.occupancy_sum + other.occupancy_sum,
         )
 
     def format(self) -> str:
         rate = self.pairs / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        per_tick = self.pair_steps / self.ticks if self.ticks else 0.0
         return (
-            f"[compute-flow] torch TV-L1 ({self.engine or '?'} engine) on {self.device}: {self.pairs} pairs in {self.batches} batches "
-            f"(largest {self.largest_batch}), {rate:.1f} pairs/s, TV-L1 busy {self.busy_fraction:.0%} of "
-            f"{self.wall_seconds:.1f} s, {self.oom_halvings} out-of-memory halvings"
+            f"[compute-flow] torch TV-L1 ({self.engine or '?'} engine) on {self.device}: {self.pairs} pairs in {self.ticks} "
+            f"ticks ({per_tick:.1f} pairs per tick, largest {self.largest_batch}, slot occupancy {self.occupancy:.0%}), "
+            f"{rate:.1f} pairs/s, TV-L1 busy {self.busy_fraction:.0%} of {self.wall_seconds:.1f} s, "
+            f"{self.oom_halvings} out-of-memory halvings"
         )
 
 
@@ -108,12 +126,12 @@ class _Batch:
     def __len__(self) -> int:
         return len(self.owners)
 
-    def halves(self) -> tuple[_Batch, _Batch]:
-        m = len(self) // 2
+    def split(self, n: int) -> tuple[_Batch, _Batch]:
+        """The first ``n`` pairs and the rest (a chunk admitted into the room there is)."""
         w = self.windows
         return (
-            _Batch(self.kind, self.crop_size, self.i0[:m], self.i1[:m], None if w is None else w[:m], self.owners[:m]),
-            _Batch(self.kind, self.crop_size, self.i0[m:], self.i1[m:], None if w is None else w[m:], self.owners[m:]),
+            _Batch(self.kind, self.crop_size, self.i0[:n], self.i1[:n], None if w is None else w[:n], self.owners[:n]),
+            _Batch(self.kind, self.crop_size, self.i0[n:], self.i1[n:], None if w is None else w[n:], self.owners[n:]),
         )
 
 
@@ -143,15 +161,16 @@ class BatchedFlow:
 
     def __init__(
         self, store_path: str, device: str, params: dict, batch_size: int | None = None, readers: int = 4,
-        writers: int = 2, engine: str = "auto",
+        writers: int = 2, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
     ):
         self.store = Store(store_path)
         self.device = torch.device(device)
         if self.device.type == "cuda":  # events, streams and empty_cache act on the current device
             torch.cuda.set_device(self.device)
         self.params = TVL1Params(**params)
-        self.runner = pick_engine(self.device, self.params, engine)  # once: "auto" may fall back
+        self.runner = pick_engine(self.device, self.params, engine, cuda_graphs)  # once: "auto" may fall back
         self.fixed_batch = batch_size
+        self.refill = refill  # False: a new chunk only into an empty stream (the batch schedule, to compare)
         self.readers, self.writers = max(1, readers), max(1, writers)
         self.stats = EngineStats(str(self.device), self.runner.name)
         self._caps: dict[tuple[int, int], int] = {}
@@ -284,76 +303,164 @@ class BatchedFlow:
 
     def _device_loop(self, batches: queue.Queue, writer: ThreadPoolExecutor, budget: _PairBudget,
                      report: Report) -> None:
+        """Keep the stream's slots filled from the chunk queue and tick it until all is done."""
+        stream = TVL1Stream(self.params, self.runner, self.device, capacity=1)
+        pending: deque[_Batch] = deque()
+        ended = False
         while True:
-            kind, payload = batches.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise RuntimeError(f"batching failed: {payload!r}") from payload
-            if kind == "empty":
-                writer.submit(self._write, payload, budget, report)
-                continue
-            self._run_batch(payload, writer, budget, report)
+            ended = self._refill(stream, pending, batches, ended, writer, budget, report)
+            if len(stream):
+                self._tick(stream, writer, budget, report, more=self.refill and (bool(pending) or not ended))
+            elif ended and not pending:
+                break
+        self.stats.ticks, self.stats.pair_steps = stream.stats.ticks, stream.stats.pair_steps
+        self.stats.occupancy_sum = stream.stats.occupancy_sum
 
-    def _run_batch(self, batch: _Batch, writer: ThreadPoolExecutor, budget: _PairBudget, report: Report) -> None:
-        live = [(s, t) for s, t in batch.owners if not s.failed]
-        if not live:
-            return
+    def _refill(self, stream: TVL1Stream, pending: deque, batches: queue.Queue, ended: bool,
+                writer: ThreadPoolExecutor, budget: _PairBudget, report: Report) -> bool:
+        """Admit queued pairs into the free slots; returns whether the queue has ended.
+
+        Waits for the queue only when the stream is empty; otherwise takes what is there.
+        """
+        while True:
+            if not pending:
+                if ended:
+                    return True
+                try:
+                    kind, payload = batches.get(block=not len(stream))
+                except queue.Empty:
+                    return False
+                if kind == "end":
+                    ended = True
+                elif kind == "error":
+                    raise RuntimeError(f"batching failed: {payload!r}") from payload
+                elif kind == "empty":
+                    writer.submit(self._write, payload, budget, report)
+                else:
+                    pending.append(payload)
+                continue
+            if len(stream) and not self.refill:
+                return ended
+            chunk = pending[0]
+            h, w = chunk.i0.shape[1:]
+            stream.capacity = self.batch_cap(h, w) * h * w
+            fit = min(stream.room(h, w), len(chunk))
+            if fit == 0:
+                return ended
+            part, rest = chunk.split(fit)
+            if not self._admit(stream, part, budget, report):
+                return ended  # out of memory: the capacity was halved, the chunk waits
+            if len(rest):
+                pending[0] = rest
+            else:
+                pending.popleft()
+
+    def _admit(self, stream: TVL1Stream, part: _Batch, budget: _PairBudget, report: Report) -> bool:
+        """Upload a chunk's pairs (those of sequences not failed) into the stream.
+
+        False when the device ran out of memory (nothing was admitted; the capacity is halved).
+        """
+        keep = [i for i, (state, _) in enumerate(part.owners) if not state.failed]
+        if not keep:
+            return True
+        tags = [(part.owners[i][0], part.owners[i][1], None if part.windows is None else part.windows[i])
+                for i in keep]
+        index = slice(None) if len(keep) == len(part) else torch.as_tensor(keep)  # a slice keeps pinned memory
         try:
-            crops, seconds = self._compute(batch)
-        except ValueError as exc:  # about these frames: give up on this batch's sequences only
-            for state in {id(s): s for s, _ in batch.owners}.values():
-                if not state.failed:
-                    state.failed = True
-                    budget.release(state.inp.n_pairs)
-                    report(record_failure(self.store, state.inp.seq_id, exc))
+            i0 = part.i0[index].to(self.device, non_blocking=True).float()
+            i1 = part.i1[index].to(self.device, non_blocking=True).float()
+            stream.admit(i0, i1, tags)
+        except self._oom:
+            if not len(stream) and len(keep) == 1:
+                raise DeviceFailure(f"compute-flow stopped: one pair of {tuple(part.i0.shape[1:])} does not fit "
+                                    f"in the memory of {self.device}") from None
+            oom = True
+        except ValueError as exc:  # about these frames: give up on their sequences only
+            self._fail([state for state, _, _ in tags], exc, budget, report)
+            return True
+        except Exception as exc:
+            raise self._device_failure(exc, len(keep)) from exc
+        else:
+            oom = False
+        if oom:  # out of the except block: its traceback held the failed attempt's tensors
+            self._halve(stream)
+            return False
+        self.stats.batches += 1
+        return True
+
+    def _tick(self, stream: TVL1Stream, writer: ThreadPoolExecutor, budget: _PairBudget, report: Report,
+              more: bool) -> None:
+        """One tick of the stream; finished pairs are cropped on the device and delivered."""
+        timer = _Timer(self.device)
+        try:
+            finished = stream.tick(more)
+            crops = self._crop(finished)
+        except self._oom:
+            if stream.max_tick_pairs == 1:
+                raise DeviceFailure(f"compute-flow stopped: one pair per tick does not fit in the memory of "
+                                    f"{self.device}") from None
+            oom = True
+        except StreamDataError as exc:  # about those pairs' frames: give up on their sequences only
+            self._fail([state for state, _, _ in exc.tags], exc.cause, budget, report)
             return
-        except Exception as exc:  # the device or the engine, not the data (a sticky CUDA error fails every batch)
-            raise DeviceFailure(
-                f"compute-flow stopped: TV-L1 on {self.device} failed on a batch of {len(batch)} pairs "
-                f"({type(exc).__name__}: {exc}). This is not about the data: no sequence was marked failed, "
-                "and a rerun resumes where this one stopped.") from exc
-        self.stats.pairs += len(batch)
+        except Exception as exc:  # the device or the engine, not the data (a sticky CUDA error fails every tick)
+            raise self._device_failure(exc, stream.last_tick_pairs) from exc
+        else:
+            oom = False
+        if oom:  # the tick changed nothing: run it again in halves
+            self._halve(stream, tick_pairs=stream.last_tick_pairs)
+            return
+        seconds = timer.stop()
         self.stats.kernel_seconds += seconds
-        for i, (state, t) in enumerate(batch.owners):
+        call = min(stream.last_tick_pairs, stream.max_tick_pairs or stream.last_tick_pairs)
+        self.stats.largest_batch = max(self.stats.largest_batch, call)
+        for (state, t, _), crop in zip((tag for tag, _ in finished), crops):
+            self.stats.pairs += 1
             if state.failed:
                 continue
-            state.out[t] = crops[i]
-            state.seconds += seconds / len(batch)
+            state.out[t] = crop
+            # a tick serves pairs of many sequences: charge each pair the run's mean so far
+            state.seconds += self.stats.kernel_seconds / self.stats.pairs
             state.remaining -= 1
             if state.remaining == 0:
                 writer.submit(self._write, state, budget, report)
 
-    def _compute(self, batch: _Batch) -> tuple[np.ndarray, float]:
-        """Flow + crop of one batch; on out-of-memory, halve the cap and do it in two halves."""
-        try:
-            result = self._flow_and_crop(batch)
-            self.stats.batches += 1
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            return result
-        except self._oom:
-            if len(batch) == 1:
-                raise
-        # Out of the except block: its traceback held the failed attempt's device tensors.
-        self._free_memory()
-        h, w = batch.i0.shape[1:]
-        with self._lock:
-            self._caps[(h, w)] = max(1, min(self._caps.get((h, w), len(batch)), len(batch)) // 2)
-        self.stats.oom_halvings += 1
-        first, second = batch.halves()
-        c0, s0 = self._compute(first)
-        c1, s1 = self._compute(second)
-        return np.concatenate([c0, c1]), s0 + s1
+    def _crop(self, finished: list) -> list[np.ndarray]:
+        """Crops (2, S, S) of finished pairs' flows, cropped with their windows on the device."""
+        out: list[np.ndarray | None] = [None] * len(finished)
+        groups: dict[tuple, list[int]] = {}
+        for i, ((state, _, _), flow) in enumerate(finished):
+            groups.setdefault((state.inp.source, state.inp.crop_size, tuple(flow.shape)), []).append(i)
+        for (source, crop_size, _), members in groups.items():
+            flow = torch.stack([finished[i][1] for i in members])
+            if source == "frames":
+                windows = np.stack([finished[i][0][2] for i in members])
+                flow, _ = crop_flow_torch(flow, windows, crop_size)
+            for i, crop in zip(members, flow.float().cpu().numpy()):
+                out[i] = crop
+        return out  # type: ignore[return-value]
 
-    def _flow_and_crop(self, batch: _Batch) -> tuple[np.ndarray, float]:
-        i0 = batch.i0.to(self.device, non_blocking=True).float()
-        i1 = batch.i1.to(self.device, non_blocking=True).float()
-        timer = _Timer(self.device)
-        flow = tvl1(i0, i1, self.params, engine=self.runner)
-        if batch.kind == "frames":
-            flow, _ = crop_flow_torch(flow, batch.windows, batch.crop_size)
-        crops = flow.float().cpu().numpy()
-        return crops, timer.stop()
+    def _halve(self, stream: TVL1Stream, tick_pairs: int | None = None) -> None:
+        """After running out of memory: halve the capacity and the pairs of one tick."""
+        self._free_memory()
+        with self._lock:
+            self._caps = {key: max(1, cap // 2) for key, cap in self._caps.items()}
+        if tick_pairs:
+            stream.max_tick_pairs = max(1, min(stream.max_tick_pairs or tick_pairs, tick_pairs) // 2)
+        self.stats.oom_halvings += 1
+
+    def _fail(self, states: list[_SeqState], exc: BaseException, budget: _PairBudget, report: Report) -> None:
+        for state in {id(s): s for s in states}.values():
+            if not state.failed:
+                state.failed = True
+                budget.release(state.inp.n_pairs)
+                report(record_failure(self.store, state.inp.seq_id, exc))
+
+    def _device_failure(self, exc: BaseException, n_pairs: int) -> DeviceFailure:
+        return DeviceFailure(
+            f"compute-flow stopped: TV-L1 on {self.device} failed on a tick of {n_pairs} pairs "
+            f"({type(exc).__name__}: {exc}). This is not about the data: no sequence was marked failed, "
+            "and a rerun resumes where this one stopped.")
 
     def _free_memory(self) -> None:
         if self.device.type == "cuda":
@@ -403,7 +510,7 @@ def expand_devices(device: str | list[str]) -> list[str]:
 
 def run_torch(
     store_path: str, todo: list[SeqPlan], device: str | list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report, engine: str = "auto",
+    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
 ) -> EngineStats:
     """Run the batched engine on one device in this process, or one process per device."""
     devices = expand_devices(device)
@@ -413,13 +520,15 @@ def run_torch(
             seqs.put(item)
         for _ in range(max(1, readers)):
             seqs.put(None)
-        return BatchedFlow(store_path, devices[0], params, batch_size, readers, engine=engine).run(seqs.get, report)
-    return _run_processes(store_path, todo, devices, params, batch_size, readers, report, engine)
+        return BatchedFlow(store_path, devices[0], params, batch_size, readers, engine=engine,
+                           cuda_graphs=cuda_graphs, refill=refill).run(seqs.get, report)
+    return _run_processes(store_path, todo, devices, params, batch_size, readers, report, engine, cuda_graphs,
+                          refill)
 
 
 def _run_processes(
     store_path: str, todo: list[SeqPlan], devices: list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report, engine: str = "auto",
+    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
 ) -> EngineStats:
     import torch.multiprocessing as mp
 
@@ -431,7 +540,8 @@ def _run_processes(
         seqs.put(None)
     threads = max(1, torch.get_num_threads() // len(devices))
     procs = [ctx.Process(target=_device_worker, args=(store_path, d, params, batch_size, readers, threads, seqs,
-                                                      results, engine), daemon=True) for d in devices]
+                                                      results, engine, cuda_graphs, refill), daemon=True)
+             for d in devices]
     for p in procs:
         p.start()
     reported: set[str] = set()
@@ -466,13 +576,15 @@ def _run_processes(
 
 
 def _device_worker(store_path: str, device: str, params: dict, batch_size: int | None, readers: int,
-                   threads: int, seqs: Any, results: Any, engine: str = "auto") -> None:
+                   threads: int, seqs: Any, results: Any, engine: str = "auto", cuda_graphs: bool = False,
+                   refill: bool = True) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     else:  # several CPU engines share the cores instead of each taking all of them
         torch.set_num_threads(threads)
     try:
-        flow = BatchedFlow(store_path, device, params, batch_size, readers, engine=engine)
+        flow = BatchedFlow(store_path, device, params, batch_size, readers, engine=engine, cuda_graphs=cuda_graphs,
+                           refill=refill)
         stats = flow.run(seqs.get, lambda r: results.put(("result", r)))
     except DeviceFailure as exc:
         results.put(("abort", str(exc)))

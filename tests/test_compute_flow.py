@@ -240,9 +240,12 @@ def test_engine_option_is_checked_and_reported(tmp_path, monkeypatch):
     store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})
     cli = CliRunner()
     result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--engine", "reference", *FAST_CLI])
-    assert result.exit_code == 2 and "--engine chooses the torch TV-L1 engine; add --gpu or --device" in result.output
+    assert result.exit_code == 2 and "choose the torch TV-L1 engine; add --gpu or --device" in result.output
     result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--engine", "fused", *FAST_CLI])
     assert result.exit_code == 2 and "--engine fused on cpu: the fused TV-L1 engine cannot run" in result.output
+    result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--cuda-graphs", *FAST_CLI])
+    assert result.exit_code == 2 and "--engine auto --cuda-graphs on cpu: CUDA graphs" in result.output
+    assert "need a CUDA device (got cpu)" in result.output
     assert not has_flow(store, "001-nm-01-090")
     result = cli.invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--engine", "reference",
                                  "--readers", "1", *FAST_CLI])
@@ -262,6 +265,35 @@ def test_gray_only_store_gets_flow_of_its_crops(tmp_path):
         bright = gray[:-1] > 140  # the person's texture is the bright part of the crop
         dx = np.median(flow[:, 0][bright])  # crop pixels: no rescaling for flow of crops
         assert np.sign(dx) == direction and abs(abs(dx) - SPEED * scale) < 0.3 * SPEED * scale, (seq_id, dx)
+
+
+def test_refilled_slots_give_each_pair_its_own_flow_in_sequence_order(tmp_path):
+    """Through slots of 3 pairs refilled from the queue (pairs of 4 sequences finishing out of
+    order), each stored flow is ``tvl1`` of its own pair, at its own place in its sequence."""
+    import torch
+
+    from gaittools.flow import TVL1Params, tvl1
+    from pipelines.compute_flow import plan
+    from pipelines.flow_batches import run_torch
+
+    store = make_store(tmp_path / "s", gray_only=True)
+    results = []
+    stats = run_torch(str(store.path), plan(store)[0], "cpu", FAST, batch_size=3, readers=2, report=results.append)
+    assert sorted(r.seq_id for r in results) == sorted(SEQS) and all(r.ok for r in results)
+    assert stats.pairs == len(SEQS) * (T - 1) and stats.largest_batch <= 3
+    assert stats.pair_steps >= stats.ticks > 0 and 0 < stats.occupancy <= 1
+    assert "slot occupancy" in stats.format()
+    batch_store = make_store(tmp_path / "b", gray_only=True)  # the batch schedule: the same flows
+    batched = run_torch(str(batch_store.path), plan(batch_store)[0], "cpu", FAST, batch_size=3, readers=2,
+                        report=lambda r: None, refill=False)
+    assert batched.pair_steps == stats.pair_steps and batched.pairs == stats.pairs
+    with torch.no_grad():
+        for seq_id in SEQS:
+            gray = store.read(seq_id, "gray")
+            expected = tvl1(gray[:-1], gray[1:], TVL1Params(**FAST), engine="reference").numpy()
+            stored = store.read(seq_id, "flow")
+            assert np.array_equal(stored, expected.astype(np.float16)), seq_id
+            assert np.array_equal(batch_store.read(seq_id, "flow"), stored), seq_id
 
 
 def test_bad_sequences_fail_alone_and_are_recorded(tmp_path):
@@ -341,63 +373,78 @@ def test_rerun_skips_done_and_overwrite_recomputes(tmp_path):
     assert store.attrs_of("001-nm-02-090")["flow"] == untouched  # --limit 1: the other was left alone
 
 
-def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch):
+def _engine_that(monkeypatch, fail) -> None:
+    """compute-flow's TV-L1 engine becomes the reference engine with ``fail(u)`` called first
+    in each block of inner iterations (to raise what a device would)."""
+    import pipelines.flow_batches as fb
+    from gaittools.flow.tvl1_torch import ReferenceEngine
+
+    class Failing(ReferenceEngine):
+        def iterate(self, u, p, data, threshold, n_iter, params):
+            fail(u)
+            return super().iterate(u, p, data, threshold, n_iter, params)
+
+    monkeypatch.setattr(fb, "pick_engine", lambda device, params, engine, cuda_graphs=False: Failing())
+
+
+def test_out_of_memory_halves_the_tick(tmp_path, monkeypatch):
+    """A tick that runs out of memory changes nothing and runs again in halves; the capacity
+    is halved; every pair still gets its flow."""
     import torch
 
     import pipelines.flow_batches as fb
     from pipelines.compute_flow import plan
 
     store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1, "001-nm-02-090": -1})
-    real = fb.BatchedFlow._flow_and_crop
 
-    def small_memory(self, batch):
-        if len(batch) > 3:
+    def small_memory(u):
+        if u.shape[0] > 3:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(self, batch)
 
-    monkeypatch.setattr(fb.BatchedFlow, "_flow_and_crop", small_memory)
+    _engine_that(monkeypatch, small_memory)
     todo, _ = plan(store)
     results = []
     stats = fb.run_torch(str(store.path), todo, "cpu", FAST, batch_size=8, readers=2, report=results.append)
     assert all(r.ok for r in results) and len(results) == 2
     assert stats.oom_halvings >= 1 and stats.largest_batch <= 3 and stats.pairs == 2 * (T - 1)
+    assert stats.ticks > 0 and stats.pair_steps >= stats.ticks and 0 < stats.occupancy <= 1
     for seq_id, direction in (("001-nm-01-090", 1), ("001-nm-02-090", -1)):
         flow = store.read(seq_id, "flow").astype(np.float32)
         assert np.sign(flow[:, 0][_person_mask(seq_id, store)].mean()) == direction
 
 
-def test_device_error_stops_the_run_and_a_data_error_fails_only_its_batch(tmp_path, monkeypatch):
+def test_device_error_stops_the_run_and_a_data_error_fails_only_its_pairs(tmp_path, monkeypatch):
     """A sticky CUDA error must not mark the dataset failed: the run stops, nothing is recorded
-    failed, and the rerun resumes. A ValueError (the frames) fails its batch's sequences only."""
+    failed, and the rerun resumes. A ValueError (the frames) fails its pairs' sequences only."""
     import pipelines.flow_batches as fb
 
     seqs = {"001-nm-01-090": 1, "001-nm-02-090": -1, "002-nm-01-090": 1}
     store = make_store(tmp_path / "s", seqs=seqs)
-    real = fb.BatchedFlow._flow_and_crop
-    calls = []
+    written = []
+    real_write = fb.BatchedFlow._write
+    monkeypatch.setattr(fb.BatchedFlow, "_write", lambda self, *a: (written.append(1), real_write(self, *a)))
 
-    def sticky(self, batch):
-        calls.append(len(batch))
-        if len(calls) >= 2:
+    def sticky(u):  # the device breaks once the first sequence is done
+        if written:
             raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
-        return real(self, batch)
 
-    monkeypatch.setattr(fb.BatchedFlow, "_flow_and_crop", sticky)
+    _engine_that(monkeypatch, sticky)
     result = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--device", "cpu", "--batch-size",
                                          str(T - 1), "--readers", "1", *FAST_CLI])
     assert result.exit_code == 1
-    assert "compute-flow stopped: TV-L1 on cpu failed on a batch" in result.output
+    assert "compute-flow stopped: TV-L1 on cpu failed on a tick" in result.output
     assert "illegal memory access" in result.output and "rerun resumes" in result.output
-    assert store.failures() == [] and len(calls) == 2  # stopped at the first device error
+    assert store.failures() == []  # stopped at the first device error, nothing marked failed
     assert sum(has_flow(store, s) for s in seqs) == 1
 
-    def bad_frames(self, batch):
+    def bad_frames(u):
         raise ValueError("frames of the wrong kind (simulated)")
 
-    monkeypatch.setattr(fb.BatchedFlow, "_flow_and_crop", bad_frames)
+    _engine_that(monkeypatch, bad_frames)
     summary = _run(store.path, device="cpu", batch_size=T - 1, readers=1)
     assert len(summary.failed) == 2 and {f["seq_id"] for f in store.failures()} == set(seqs) - {
         s for s in seqs if has_flow(store, s)}
+    assert all("wrong kind" in f["error"] for f in store.failures())
 
 
 def test_gpu_without_cuda_is_a_clear_error(tmp_path):

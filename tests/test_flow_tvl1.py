@@ -174,3 +174,15 @@ def test_centred_gradient_and_median_match_opencv():
     expected = np.stack([[cv2.medianBlur(plane.numpy(), 5) for plane in pair] for pair in flow])
     np.testing.assert_array_equal(median_filter(flow, 5).numpy(), expected)
     np.testing.assert_array_equal(median_filter_torch(flow, 5).numpy(), expected)
+
+
+def test_cuda_graphs_are_refused_where_they_cannot_run():
+    """The CUDA-graph engine needs CUDA and the fused engine; elsewhere a clear refusal, never
+    a silent fallback to an engine the caller did not ask for."""
+    from gaittools.flow.tvl1_torch import pick_engine
+
+    with pytest.raises(RuntimeError, match=r"CUDA graphs .* need a CUDA device \(got cpu\)"):
+        pick_engine(torch.device("cpu"), TVL1Params(), "auto", cuda_graphs=True)
+    with pytest.raises(RuntimeError, match=r"need the fused engine \(got reference\)"):
+        pick_engine(torch.device("cuda"), TVL1Params(), "reference", cuda_graphs=True)
+    assert pick_engine(torch.device("cpu"), TVL1Params(), "auto").name == "reference"

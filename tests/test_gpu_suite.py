@@ -27,9 +27,13 @@ def test_tiny_suite_runs_every_section_and_writes_both_reports(tmp_path):
     # a short schedule, yet clearly OpenCV's motion: well below the error of no flow at all
     assert tvl1["reference"]["epe_vs_opencv"] < 0.75 * tvl1["reference"]["epe_of_zero_flow"]
     assert tvl1["fused"]["status"] == "skipped" and "CUDA" in tvl1["fused"]["note"]
+    assert tvl1["fused-graphs"]["status"] == "skipped" and "need a CUDA device" in tvl1["fused-graphs"]["note"]
     assert tvl1["reference"]["opencv_cpu_pairs_per_s"] > 0
-    (flow,) = sections["compute_flow"]["rows"]
+    flow, batched, graphed = sections["compute_flow"]["rows"]
     assert flow["engine"] == "reference" and flow["pairs"] == 2 * 3 and flow["casia_b_hours"] > 0
+    assert flow["ticks"] > 0 and flow["pairs_per_tick"] >= 1 and 0 < flow["slot_occupancy"] <= 1
+    assert flow["refill"] and not batched["refill"] and batched["pairs"] == flow["pairs"]
+    assert graphed["cuda_graphs"] and graphed["status"] == "skipped"
     assert [r["model"] for r in sections["training"]["rows"]] == ["master3d (tiny widths)",
                                                                    "student3d-small (tiny widths)"]
     assert all(r["random_clips_per_s"] > 0 and r["resident_clips_per_s"] > 0 for r in sections["training"]["rows"])

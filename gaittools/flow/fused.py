@@ -203,25 +203,128 @@ class FusedEngine:
 
     def iterate(self, u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, threshold: float,
                 n_iter: int, params: TVL1Params) -> torch.Tensor:
-        if u.shape[1] != 2:
-            raise ValueError("the fused engine implements gamma = 0 (two flow components) only")
-        for name, tensor in (("u", u), ("p", p), ("data", data)):
-            if not tensor.is_contiguous() or tensor.dtype != torch.float32:
-                raise ValueError(f"fused engine needs contiguous float32 {name}")
-        batch, _, height, width = u.shape
+        _check_inputs(u, p, data)
+        batch = u.shape[0]
         err = torch.zeros(n_iter + 1, batch, dtype=torch.float32, device=u.device)
         err[0] = math.inf
-        n_blocks = triton.cdiv(height * width, BLOCK)
-        partial = torch.zeros(batch, n_blocks, dtype=torch.float32, device=u.device)
-        grid = (batch, n_blocks)
-        blocks = triton.next_power_of_2(n_blocks)
-        l_t = params.lambda_ * params.theta
-        taut = params.tau / params.theta
+        partial = torch.zeros(batch, _n_blocks(u), dtype=torch.float32, device=u.device)
         for step in range(n_iter):
             if step and step % SYNC_EVERY == 0 and not bool((err[step] > threshold).any()):
                 break  # every pair stopped; later rows stay 0, so all report converged
-            _primal_kernel[grid](u, p, data, err, partial, step, batch, n_blocks, height, width, threshold,
-                                 l_t, params.theta, GRAD_EPS, BLOCK=BLOCK)
-            _dual_kernel[grid](u, p, err, partial, step, batch, n_blocks, height, width, threshold, taut,
-                               BLOCK=BLOCK, BLOCKS=blocks)
+            _launch_step(u, p, data, err, partial, step, threshold, params)
         return err[n_iter] > threshold
+
+
+def _check_inputs(u: torch.Tensor, p: torch.Tensor, data: torch.Tensor) -> None:
+    if u.shape[1] != 2:
+        raise ValueError("the fused engine implements gamma = 0 (two flow components) only")
+    for name, tensor in (("u", u), ("p", p), ("data", data)):
+        if not tensor.is_contiguous() or tensor.dtype != torch.float32:
+            raise ValueError(f"fused engine needs contiguous float32 {name}")
+
+
+def _n_blocks(u: torch.Tensor) -> int:
+    return triton.cdiv(u.shape[2] * u.shape[3], BLOCK)
+
+
+def _launch_step(u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, err: torch.Tensor, partial: torch.Tensor,
+                 step: int, threshold: float, params: TVL1Params) -> None:
+    """One inner iteration: the primal then the dual kernel, no host work but the launches."""
+    batch, _, height, width = u.shape
+    n_blocks = partial.shape[1]
+    grid = (batch, n_blocks)
+    _primal_kernel[grid](u, p, data, err, partial, step, batch, n_blocks, height, width, threshold,
+                         params.lambda_ * params.theta, params.theta, GRAD_EPS, BLOCK=BLOCK)
+    _dual_kernel[grid](u, p, err, partial, step, batch, n_blocks, height, width, threshold,
+                       params.tau / params.theta, BLOCK=BLOCK, BLOCKS=triton.next_power_of_2(n_blocks))
+
+
+def graph_bucket(n_pairs: int) -> int:
+    """Pairs a graph is captured for: the next power of two (few graphs for any pool size)."""
+    return 1 << max(0, (n_pairs - 1).bit_length())
+
+
+class GraphBlock:
+    """A block of ``n_iter`` inner iterations on static buffers of ``bucket`` pairs.
+
+    Why: at 64x64 a block is 2 x 30 launches of tiny kernels, so its time is launch overhead;
+    replaying a captured CUDA graph submits them at once. A graph replays fixed work on fixed
+    addresses, so the pairs are copied into static buffers, padded to the bucket: a padded
+    pair starts stopped (``err[0] = 0``), so the kernels skip it and it costs no memory
+    traffic. No host check breaks the loop early (a capture cannot sync); stopped pairs cost
+    nothing anyway. ``capture=False`` runs the same launches eagerly (the Triton interpreter
+    on a CPU tests this class that way; only a GPU can capture).
+    """
+
+    def __init__(self, bucket: int, height: int, width: int, n_iter: int, threshold: float, params: TVL1Params,
+                 device: torch.device, capture: bool = True):
+        zeros = dict(dtype=torch.float32, device=device)
+        self.bucket, self.n_iter, self.threshold, self.params = bucket, n_iter, threshold, params
+        self.u = torch.zeros(bucket, 2, height, width, **zeros)
+        self.p = torch.zeros(bucket, 2, 2, height, width, **zeros)
+        self.data = torch.zeros(bucket, 4, height, width, **zeros)
+        self.err = torch.zeros(n_iter + 1, bucket, **zeros)
+        self.partial = torch.zeros(bucket, _n_blocks(self.u), **zeros)
+        self.graph = None
+        if capture:
+            self._capture()
+
+    def _launch(self) -> None:
+        for step in range(self.n_iter):
+            _launch_step(self.u, self.p, self.data, self.err, self.partial, step, self.threshold, self.params)
+
+    def _capture(self) -> None:
+        # Warm up on a side stream first: Triton compiles and loads its kernels on first use,
+        # which a capture forbids (torch.cuda.graphs docs: warm up before capturing).
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._launch()  # err[0] is 0: every pair stopped, so this only compiles
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):  # the launches allocate nothing: no pool to share
+            self._launch()
+
+    def run(self, u: torch.Tensor, p: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+        """``FusedEngine.iterate`` on these pairs (at most ``bucket``), in place on u and p."""
+        n = u.shape[0]
+        self.u[:n].copy_(u)
+        self.p[:n].copy_(p)
+        self.data[:n].copy_(data)
+        self.err[0, :n] = math.inf
+        self.err[0, n:] = 0.0
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._launch()
+        u.copy_(self.u[:n])
+        p.copy_(self.p[:n])
+        return self.err[self.n_iter, :n] > self.threshold
+
+
+class GraphedFusedEngine(FusedEngine):
+    """The fused engine with each block of inner iterations replayed from a CUDA graph.
+
+    Behind a flag (``pick_engine(..., cuda_graphs=True)``, ``compute-flow --cuda-graphs``)
+    until ``benchmarks/gpu_suite.py`` has measured it against the plain fused engine. One
+    graph per (pool size bucket, level size); the flow is the fused engine's, bit for bit
+    (the same kernels in the same order; padded pairs never touch the others). Memory: each
+    graph keeps static buffers for its bucket (at most twice the pairs of the largest tick).
+    """
+
+    name = "fused-graphs"
+
+    def __init__(self, capture: bool = True):
+        self.capture = capture
+        self.blocks: dict[tuple, GraphBlock] = {}
+
+    def iterate(self, u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, threshold: float,
+                n_iter: int, params: TVL1Params) -> torch.Tensor:
+        _check_inputs(u, p, data)
+        _, _, height, width = u.shape
+        key = (graph_bucket(u.shape[0]), height, width, n_iter, threshold, params)
+        block = self.blocks.get(key)
+        if block is None:
+            block = self.blocks[key] = GraphBlock(key[0], height, width, n_iter, threshold, params, u.device,
+                                                  self.capture)
+        return block.run(u, p, data)

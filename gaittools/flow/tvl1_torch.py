@@ -7,9 +7,10 @@ the flow before each outer iteration; a warp stops when the summed squared flow 
 ``epsilon**2 * area``.
 
 Each pair in a batch is solved independently and stops independently: inside an outer
-iteration a per-pair ``running`` flag lives on the device and masks the updates (no host sync),
-and between outer iterations (at most every ``inner_iterations`` steps) the batch is compacted
-to the pairs still running, so converged pairs stop costing work.
+iteration a per-pair ``running`` flag lives on the device and masks the updates (no host sync);
+the schedule of levels, warps and outer iterations is ``stream.TVL1Stream``'s, which ``tvl1``
+feeds one batch (and ``pipelines.flow_batches`` a queue, refilling finished pairs' slots), so
+converged pairs stop costing work and there is one implementation of the algorithm.
 
 Two engines run the inner iterations and the median filter: :class:`ReferenceEngine` (plain
 torch, any device, the definition) and ``fused.FusedEngine`` (Triton kernels, CUDA only), which
@@ -19,35 +20,16 @@ the tests compare against the reference.
 from __future__ import annotations
 
 import warnings
-from typing import Protocol
 
 import numpy as np
 import torch
 
-from gaittools.flow.imageops import centred_gradient, median_filter, remap_cubic
+from gaittools.flow.imageops import median_filter
 from gaittools.flow.params import TVL1Params
-from gaittools.flow.pyramid import build_pyramid, level_sizes, resize_linear, scaled_epsilon
+from gaittools.flow.stream import InnerEngine, TVL1Stream
 
 #: OpenCV's guard against dividing by a vanishing image gradient (FLT_EPSILON).
 GRAD_EPS = float(np.finfo(np.float32).eps)
-
-
-class InnerEngine(Protocol):
-    """What runs the hot loop: the median filter and a block of inner iterations."""
-
-    #: "reference" or "fused": what actually ran, for the store's attributes and reports.
-    name: str
-
-    def median(self, flow: torch.Tensor, kernel: int) -> torch.Tensor:
-        """k x k median of each plane of (B, 2, H, W), replicated border."""
-
-    def iterate(self, u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, threshold: float,
-                n_iter: int, params: TVL1Params) -> torch.Tensor:
-        """Run up to ``n_iter`` iterations in place on u (B, K, H, W) and p (B, K, 2, H, W).
-
-        ``data`` is (B, 4, H, W): I1wx, I1wy, rho_c, |grad I1w|^2. Returns a (B,) bool tensor:
-        the pairs whose last update was still above ``threshold`` (not converged).
-        """
 
 
 def primal_dual_step(u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, params: TVL1Params
@@ -142,17 +124,27 @@ def _as_batch(images, name: str) -> torch.Tensor:
     return tensor.to(torch.float32).contiguous()
 
 
-def pick_engine(device: torch.device, params: TVL1Params, engine: str = "auto") -> InnerEngine:
-    """The engine for ``engine`` = "reference", "fused", or "auto" (fused on CUDA if it can)."""
+def pick_engine(device: torch.device, params: TVL1Params, engine: str = "auto",
+                cuda_graphs: bool = False) -> InnerEngine:
+    """The engine for ``engine`` = "reference", "fused", or "auto" (fused on CUDA if it can).
+
+    ``cuda_graphs``: the fused engine replays each block of inner iterations from a captured
+    CUDA graph (``fused.GraphedFusedEngine``, named "fused-graphs"). It needs CUDA and the
+    fused engine: refused on other devices and with "reference"; with "auto" falling back to
+    the reference (warned), the reference runs, and its name says so.
+    """
     if engine not in ("auto", "reference", "fused"):
         raise ValueError(f"unknown engine {engine!r}: use auto, reference or fused")
+    if cuda_graphs and (device.type != "cuda" or engine == "reference"):
+        why = f"a CUDA device (got {device})" if device.type != "cuda" else "the fused engine (got reference)"
+        raise RuntimeError(f"CUDA graphs of the TV-L1 inner loop need {why}")
     if engine == "reference" or (engine == "auto" and device.type != "cuda"):
         return ReferenceEngine()
     reason = _fused_unavailable(device, params)
     if reason is None:
-        from gaittools.flow.fused import FusedEngine
+        from gaittools.flow import fused
 
-        return FusedEngine()
+        return fused.GraphedFusedEngine() if cuda_graphs else fused.FusedEngine()
     if engine == "fused":
         raise RuntimeError(f"the fused TV-L1 engine cannot run: {reason}")
     warnings.warn(f"TV-L1 falls back to the plain-torch engine on {device}: {reason}",
@@ -186,65 +178,13 @@ def tvl1(I0, I1, params: TVL1Params | None = None, *, engine: str | InnerEngine 
     if frames0.device != frames1.device:
         raise ValueError(f"I0 is on {frames0.device} but I1 is on {frames1.device}")
     runner = pick_engine(frames0.device, params, engine) if isinstance(engine, str) else engine
-    with torch.no_grad():
-        return _solve(frames0, frames1, params, runner)
-
-
-def _solve(frames0: torch.Tensor, frames1: torch.Tensor, params: TVL1Params,
-           runner: InnerEngine) -> torch.Tensor:
     batch, height, width = frames0.shape
-    sizes = level_sizes(height, width, params.nscales, params.scale_step)
-    pyramid0 = build_pyramid(frames0, sizes, params.scale_step)
-    pyramid1 = build_pyramid(frames1, sizes, params.scale_step)
-    n_comp = 3 if params.gamma > 0 else 2
-    coarse_h, coarse_w = sizes[-1]
-    u = torch.zeros(batch, n_comp, coarse_h, coarse_w, device=frames0.device)
-    for level in range(len(sizes) - 1, -1, -1):
-        u = _solve_level(pyramid0[level], pyramid1[level], u, params, runner)
-        if level > 0:
-            u = resize_linear(u, sizes[level - 1]).contiguous()
-            u[:, :2] /= params.scale_step
-    return u[:, :2].contiguous()
-
-
-def _solve_level(frame0: torch.Tensor, frame1: torch.Tensor, u: torch.Tensor,
-                 params: TVL1Params, runner: InnerEngine) -> torch.Tensor:
-    """All warps of one pyramid level; the batch shrinks to the running pairs per outer step."""
-    batch, height, width = frame0.shape
-    grad_x, grad_y = centred_gradient(frame1)
-    sources = torch.stack((frame1, grad_x, grad_y), 1)
-    p = torch.zeros(batch, u.shape[1], 2, height, width, device=u.device)
-    threshold = scaled_epsilon(params.epsilon, height, width)
-    for _ in range(params.warps):
-        data = _linearise(frame0, sources, u)
-        active = torch.ones(batch, dtype=torch.bool, device=u.device)
-        for _ in range(params.outer_iterations):
-            n_active = int(active.sum())  # the one host sync per outer iteration
-            if n_active == 0:
-                break
-            if n_active == batch:
-                active = _outer_step(u, p, data, threshold, params, runner)
-                continue
-            index = active.nonzero().squeeze(1)
-            u_sub, p_sub = u[index], p[index]
-            still = _outer_step(u_sub, p_sub, data[index], threshold, params, runner)
-            u[index], p[index] = u_sub, p_sub
-            active = torch.zeros_like(active)
-            active[index] = still
-    return u
-
-
-def _linearise(frame0: torch.Tensor, sources: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Warp I1 and its gradient by u; return (B, 4, H, W): I1wx, I1wy, rho_c, |grad|^2."""
-    warped = remap_cubic(sources, u[:, :2])
-    i1w, ix, iy = warped.unbind(1)
-    rho_c = i1w - ix * u[:, 0] - iy * u[:, 1] - frame0
-    return torch.stack((ix, iy, rho_c, ix * ix + iy * iy), 1).contiguous()
-
-
-def _outer_step(u: torch.Tensor, p: torch.Tensor, data: torch.Tensor, threshold: float,
-                params: TVL1Params, runner: InnerEngine) -> torch.Tensor:
-    """Median-filter the flow, then run a block of inner iterations; in place on u and p."""
-    if params.median_filtering > 1:
-        u[:, :2] = runner.median(u[:, :2].contiguous(), params.median_filtering)
-    return runner.iterate(u, p, data, threshold, params.inner_iterations, params)
+    stream = TVL1Stream(params, runner, frames0.device, capacity=batch * height * width)
+    flow = torch.empty(batch, 2, height, width, device=frames0.device)
+    with torch.no_grad():
+        stream.admit(frames0, frames1, list(range(batch)))
+        while len(stream):
+            done = stream.tick()
+            if done:  # one copy per tick, not per pair
+                flow[[index for index, _ in done]] = torch.stack([pair_flow for _, pair_flow in done])
+    return flow

@@ -43,6 +43,9 @@ def _shard(value: str | None) -> tuple[int, int] | None:
               help="Torch path: TV-L1 inner loop as fused Triton kernels (CUDA), plain torch (reference), or "
                    "auto (fused where it can run, else reference with a warning). The engine that ran is "
                    "recorded in each sequence's flow attributes and the summary line.")
+@click.option("--cuda-graphs", is_flag=True,
+              help="Torch path, fused engine: replay each block of TV-L1 inner iterations from a captured CUDA "
+                   "graph (fewer kernel launches; for small frames). Measured by benchmarks/gpu_suite.py.")
 @click.option("--readers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads reading sequences ahead of the torch engine.")
 @click.option("--tvl1", "tvl1_params", multiple=True, metavar="NAME=VALUE",
@@ -54,7 +57,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
                    "split one shared store without overlap.")
 def compute_flow(
     store: str, gpu: bool, device: str | None, scheduler: str | None, workers: int | None, batch_size: str,
-    engine: str, readers: int, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None, shard: str | None,
+    engine: str, cuda_graphs: bool, readers: int, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None, shard: str | None,
 ) -> None:
     """Compute TV-L1 flow between consecutive frames of every sequence of STORE.
 
@@ -73,13 +76,13 @@ def compute_flow(
         params = parse_params(tvl1_params)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--tvl1") from exc
-    if engine != "auto" and not (gpu or device):
-        raise click.UsageError("--engine chooses the torch TV-L1 engine; add --gpu or --device")
+    if (engine != "auto" or cuda_graphs) and not (gpu or device):
+        raise click.UsageError("--engine and --cuda-graphs choose the torch TV-L1 engine; add --gpu or --device")
     if (gpu or device) and scheduler:
         raise click.UsageError("--scheduler runs the OpenCV CPU path on a Dask cluster; the torch path (--gpu/--device) "
                                "runs on this machine's devices. Drop one of them.")
     run = FlowRun(gpu=gpu, device=device, scheduler=scheduler, workers=workers, batch_size=_batch_size(batch_size),
-                  engine=engine, readers=readers, overwrite=overwrite, limit=limit, shard=_shard(shard), params=params)
+                  engine=engine, cuda_graphs=cuda_graphs, readers=readers, overwrite=overwrite, limit=limit, shard=_shard(shard), params=params)
     try:
         report = run_compute_flow(store, run)
     except DeviceFailure as exc:
