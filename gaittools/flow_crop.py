@@ -93,10 +93,21 @@ def crop_flow_torch(flow: Any, windows: np.ndarray, size: int) -> tuple[Any, np.
     """``crop_flow`` for a torch flow batch (B, 2, H, W) on any device; windows (B, 4) numpy.
 
     The same maths as ``crop_flow``, with the weights built and applied on the flow's device,
-    so full-frame flow never leaves the GPU.
+    so full-frame flow never leaves the GPU. Windows (B, K, 4) crop each pair K times (the K
+    tracks that share a video's frames): crops (B, K, 2, S, S), mask (B, K).
     """
     import torch
 
+    windows = np.asarray(windows, np.float32)
+    if windows.ndim == 3:
+        out = torch.zeros((len(flow), windows.shape[1], 2, size, size), dtype=torch.float32, device=flow.device)
+        valid = np.zeros(windows.shape[:2], bool)
+        for k in range(windows.shape[1]):  # only the pairs this track keeps: no full-frame copies of the rest
+            rows = np.flatnonzero(np.isfinite(windows[:, k]).all(axis=1))
+            if len(rows):
+                index = torch.from_numpy(rows).to(flow.device)
+                out[index, k], valid[rows, k] = crop_flow_torch(flow.index_select(0, index), windows[rows, k], size)
+        return out, valid
     n_pairs, _, height, width = flow.shape
     windows = torch.from_numpy(_pair_windows(windows, n_pairs)).to(flow.device)
     wy, wx, valid = crop_weights(windows, height, width, size, xp=torch)

@@ -118,17 +118,24 @@ class Summary:
     seconds: float = 0.0
     #: What ``frames`` counts (compute-flow: "pairs").
     work_unit: str = "frames"
+    #: Work actually done when items share it (compute-flow: pairs through TV-L1, once for
+    #: all the tracks of a video); None when every item did its own.
+    computed: int | None = None
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def format(self) -> str:
-        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        work = self.frames if self.computed is None else self.computed
+        rate = work / self.seconds if self.seconds > 0 else 0.0
+        amount = (f"{self.frames} {self.work_unit}" if self.computed is None else
+                  f"{self.frames} {self.work_unit} stored, {self.computed} computed")
+        per = self.work_unit if self.computed is None else f"computed {self.work_unit}"
         lines = [
             f"[{self.name}] done {len(self.done)}, skipped {len(self.skipped)}, "
             f"failed {len(self.failed)}, warnings {len(self.warnings)}; "
-            f"{self.frames} {self.work_unit} in {self.seconds:.1f} s ({rate:.0f} {self.work_unit}/s)"
+            f"{amount} in {self.seconds:.1f} s ({rate:.0f} {per}/s)"
         ]
         lines += _skipped_lines(self.skipped)
         lines += [f"  warning {item}: {why}" for item, why in self.warnings]

@@ -18,6 +18,11 @@ crop's pixel scale (``gaittools.flow_crop``), refuse NaN/Inf, and write ``flow``
 written after the array), so a killed run resumes cleanly: done sequences are skipped unless
 ``overwrite``, failed or interrupted ones are computed again. Failures are recorded per
 sequence (stage ``flow``) and never stop the others; the manifest is refreshed at the end.
+
+The track sequences ``<video>.t<k>`` of one video share its frames (``gaittools.store``): the
+plan makes them one unit, whose pairs (those some track has a window for) go through TV-L1
+once; each track's flow is then cropped with its own windows and written as its own array,
+exactly as if it had been computed alone. The summary counts pairs stored and pairs computed.
 """
 
 from __future__ import annotations
@@ -66,26 +71,31 @@ class FlowRun:
 
 
 # ---------------------------------------------------------------------------- CPU path
-def opencv_sequence(store_path: str, seq_id: str, params: Mapping[str, Any]) -> SeqResult:
-    """Dask task: OpenCV DualTVL1 over one sequence's pairs, cropped and written."""
+def opencv_sequence(store_path: str, seq_id: str, params: Mapping[str, Any], tracks: tuple[str, ...] = ()
+                    ) -> SeqResult:
+    """Dask task: OpenCV DualTVL1 over one unit's pairs (a sequence, or the ``tracks`` sharing
+    video ``seq_id``'s frames: each pair once), cropped per sequence and written."""
     from pipelines.cluster import limit_native_threads
 
     limit_native_threads()
     store = Store(store_path)
     try:
-        inp = read_input(store, seq_id)
+        inp = read_input(store, seq_id, tracks)
         start = time.perf_counter()
         todo = np.flatnonzero(inp.pairs_with_window())
         full = np.zeros((inp.n_pairs, 2, *inp.images.shape[1:]), np.float32)
         if len(todo):
             full[todo] = opencv_pairs(inp.images, params, todo)
-        flow, valid = crop_flow(full, inp.windows, inp.crop_size) if inp.source == "frames" else (full, None)
+        if inp.windows is None:
+            flow = full
+        else:  # (T-1, K, 2, S, S): each sequence's crop of the one full-frame flow
+            flow = np.stack([crop_flow(full, inp.windows[:, k], inp.crop_size)[0]
+                             for k in range(inp.windows.shape[1])], axis=1)
         seconds = time.perf_counter() - start
-        write_flow(store, inp, flow, valid, backend="opencv-dualtvl1", params=_params(params).as_dict(),
-                   device="cpu", seconds=seconds)
-        return SeqResult(seq_id, True, inp.n_pairs, seconds=seconds)
+        return write_flow(store, inp, flow, backend="opencv-dualtvl1", params=_params(params).as_dict(),
+                          device="cpu", seconds=seconds)
     except Exception as exc:  # one bad sequence must not stop the others
-        return record_failure(store, seq_id, exc)
+        return record_failure(store, tracks or seq_id, exc)
 
 
 def opencv_pairs(images: np.ndarray, params: Mapping[str, Any], pairs: np.ndarray) -> np.ndarray:
@@ -121,28 +131,35 @@ def parse_params(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- orchestration
 class PairProgress(Progress):
-    """``Progress`` counting sequences, with the rate and ETA in frame pairs (what costs)."""
+    """``Progress`` counting sequences, with the rate and ETA in frame pairs (what costs).
 
-    def __init__(self, name: str, total: int, total_pairs: int, stream: TextIO | None = None, interval: float = 2.0):
-        super().__init__(name, total, unit="sequences", stream=stream, interval=interval)
-        self.total_pairs = total_pairs
-        self.pairs = Meter(total_pairs)
+    The tracks of one video share its pairs: each sequence counts the pairs it stores, and
+    ``computed`` the pairs that went through TV-L1 (once per video)."""
+
+    def __init__(self, name: str, todo: list[SeqPlan], stream: TextIO | None = None, interval: float = 2.0):
+        super().__init__(name, sum(len(p.seq_ids) for p in todo), unit="sequences", stream=stream,
+                         interval=interval)
+        self.total_pairs = sum(p.n_pairs * len(p.seq_ids) for p in todo)
+        self.pairs = Meter(sum(p.n_pairs for p in todo))  # the frames' pairs: what TV-L1 may run on
         self.summary.work_unit = "pairs"
+        self.summary.computed = 0
 
     def line(self) -> str:
         failed = f"  ({len(self.summary.failed)} failed)" if self.summary.failed else ""
         return (
             f"[{self.name}] {len(self.summary.done) + len(self.summary.failed)}/{self.total} sequences  "
-            f"{self.summary.frames}/{self.total_pairs} pairs  {self.pairs.rate:.1f} pairs/s  "
-            f"ETA {self.pairs.eta()}{failed}"
+            f"{self.summary.frames}/{self.total_pairs} pairs stored, {self.summary.computed} computed  "
+            f"{self.pairs.rate:.1f} pairs/s  ETA {self.pairs.eta()}{failed}"
         )
 
     def report(self, result: SeqResult) -> None:
         self.pairs.update(self.pairs.amount + result.n_pairs)
-        if result.ok:
-            self.done(result.seq_id, frames=result.n_pairs)
-        else:
-            self.failed(result.seq_id, result.source, result.error)
+        self.summary.computed = (self.summary.computed or 0) + result.computed
+        for seq_id in result.seq_ids:
+            if result.ok:
+                self.done(seq_id, frames=result.n_pairs)
+            else:
+                self.failed(seq_id, result.source, result.error)
 
 
 @dataclass
@@ -171,7 +188,7 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
     store = Store(Path(store_path).resolve())  # workers of a joined cluster have another working directory
     store.clean_staging()  # what killed runs left; never read as data
     todo, skipped = plan(store, run.overwrite, run.limit, run.shard)
-    progress = PairProgress("compute-flow", len(todo), sum(p.n_pairs for p in todo), stream=stream)
+    progress = PairProgress("compute-flow", todo, stream=stream)
     for seq_id, why in skipped:
         progress.skip(seq_id, why)
     stats = None
@@ -189,9 +206,9 @@ def compute_flow(store_path: str, run: FlowRun, stream: TextIO | None = None) ->
         else:
             _run_opencv(str(store.path), todo, params, run, progress.report)
     summary = progress.finish()
-    if summary.seconds > 0 and summary.frames:
+    if summary.seconds > 0 and summary.computed:
         how = f"torch, {stats.engine} engine" if stats is not None else ("torch" if run.uses_torch else "opencv")
-        print(f"[compute-flow] {summary.frames / summary.seconds:.1f} pairs/s on {device} ({how})",
+        print(f"[compute-flow] {summary.computed / summary.seconds:.1f} computed pairs/s on {device} ({how})",
               file=stream, flush=True)
     refresh_manifest(store)
     return FlowReport(summary, stats)
@@ -202,7 +219,7 @@ def _run_opencv(store_path: str, todo: list[SeqPlan], params: dict, run: FlowRun
 
     if in_process(run.workers, run.scheduler):
         for item in todo:
-            report(opencv_sequence(store_path, item.seq_id, params))
+            report(opencv_sequence(store_path, item.seq_id, params, item.tracks))
         return
     from distributed import as_completed
 
@@ -210,14 +227,14 @@ def _run_opencv(store_path: str, todo: list[SeqPlan], params: dict, run: FlowRun
         # Longest sequences first: the last tasks are short, so the cores finish together.
         ordered = sorted(todo, key=lambda p: -p.n_pairs)
         run_tag = time.time_ns()  # a joined cluster may still hold results of an earlier run's keys
-        futures = {client.submit(opencv_sequence, store_path, p.seq_id, params, key=f"flow-{p.seq_id}-{run_tag}",
-                                 pure=False, retries=0): p for p in ordered}
+        futures = {client.submit(opencv_sequence, store_path, p.seq_id, params, p.tracks,
+                                 key=f"flow-{p.seq_id}-{run_tag}", pure=False, retries=0): p for p in ordered}
         for fut in as_completed(futures):
             item = futures[fut]
             try:
                 report(fut.result())
             except Exception as exc:  # a worker died: the task's own handler never ran
-                report(record_failure(Store(store_path), item.seq_id, exc))
+                report(record_failure(Store(store_path), item.seq_ids, exc))
 
 
 def resolve_device(run: FlowRun) -> str:

@@ -1,14 +1,16 @@
 """extract-frames over a dataset: one Dask task per sequence, written straight into the store.
 
 Why workers write themselves: a sequence's frames are megabytes; sending them back to the
-client would make the client the bottleneck. Each task ends with ``Store.write_sequence``
+client would make the client the bottleneck. Each task ends with ``Store.write_video``
 (staged + renamed, so atomic) or ``Store.record_failure`` and returns a small summary that the
 client streams with ``as_completed`` for progress. The store must therefore be on a
 filesystem every worker sees.
 
-Resumption: a sequence already in the store is skipped (unless ``overwrite``); a failed one
-has no group, only a failure record, so a rerun tries it again. Staging left by a killed run
-is removed at the start (one writer per store at a time). One bad input never stops the run:
+Resumption: a source already in the store is skipped (unless ``overwrite``); a failed one
+has no group, only a failure record, so a rerun tries it again. A video with several tracks
+counts as done only when its shared-frames group says all its tracks were written
+(``Store.write_video``); a kill between tracks makes the rerun extract that video again.
+Staging left by a killed run is removed at the start (one writer per store at a time). One bad input never stops the run:
 every exception of a task becomes a failure record of that sequence; even a worker that dies
 is caught on the client side. The manifest is rebuilt from the store at the end.
 
@@ -19,7 +21,6 @@ that subject and view (Dask moves the 77 kB image, not the clip).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 import traceback
@@ -108,7 +109,7 @@ def check_same_options(store: Store, options: ExtractOptions) -> None:
 def _plan(found: Discovery, store: Store, overwrite: bool) -> list[SourceSequence]:
     if overwrite:
         return list(found.sequences)
-    done = {re.sub(r"\.t\d+$", "", seq_id) for seq_id in store.seq_ids()}  # <seq_id>.t<k>: tracks
+    done = store.videos_done()  # a video with tracks counts once all of them are written
     return [s for s in found.sequences if s.seq_id not in done]
 
 
@@ -120,9 +121,9 @@ def extract_task(store_path: str, seq: SourceSequence, options: ExtractOptions, 
     store = Store(store_path)
     try:
         results = extract_sequences(seq, options, background)
-        for result in results:  # one per selected track (walkers: <seq_id>.t<k>)
-            store.write_sequence(result.seq_id, result.arrays, result.attrs, overwrite=overwrite,
-                                 zstd_levels=result.zstd_levels)
+        # one per selected track (walkers: <seq_id>.t<k>), sharing the video's frames
+        store.write_video(seq.seq_id, [(r.seq_id, r.arrays, r.attrs) for r in results], overwrite=overwrite,
+                          zstd_levels=results[0].zstd_levels)
         warnings = tuple(f"{r.seq_id}: {w}" if r.seq_id != seq.seq_id else w
                          for r in results for w in r.warnings)
         return TaskResult(seq.seq_id, str(seq.path), True, results[0].n_frames, None, warnings)

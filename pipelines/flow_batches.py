@@ -105,7 +105,7 @@ class _SeqState:
     """A sequence whose pairs are being computed; written once every pair has come back."""
 
     inp: SequenceInput
-    out: np.ndarray  # (T-1, 2, S, S) float32
+    out: np.ndarray  # (T-1, *inp.flow_shape) float32
     valid: np.ndarray  # (T-1,) bool
     remaining: int
     seconds: float = 0.0
@@ -120,7 +120,7 @@ class _Batch:
     crop_size: int
     i0: Any  # (B, H, W) uint8 (torch, pinned on CUDA)
     i1: Any
-    windows: np.ndarray | None  # (B, 4)
+    windows: np.ndarray | None  # (B, K, 4): the windows of the K sequences sharing each pair
     owners: list[tuple[_SeqState, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -247,10 +247,10 @@ class BatchedFlow:
         while (item := next_seq()) is not None:
             budget.acquire(item.n_pairs)
             try:
-                inp = read_input(self.store, item.seq_id)
+                inp = read_input(self.store, item.seq_id, item.tracks)
             except Exception as exc:  # one unreadable sequence must not stop the others
                 budget.release(item.n_pairs)
-                report(record_failure(self.store, item.seq_id, exc))
+                report(record_failure(self.store, item.seq_ids, exc))
                 continue
             if inp.n_pairs != item.n_pairs:  # planned from metadata; the data decides
                 budget.release(item.n_pairs)
@@ -274,12 +274,11 @@ class BatchedFlow:
                 if inp is _END:
                     break
                 keep = inp.pairs_with_window()
-                state = _SeqState(inp, np.zeros((inp.n_pairs, 2, inp.crop_size, inp.crop_size), np.float32),
-                                  keep, int(keep.sum()))
+                state = _SeqState(inp, np.zeros((inp.n_pairs, *inp.flow_shape), np.float32), keep, int(keep.sum()))
                 if state.remaining == 0:  # no pairs, or nobody in any frame: zero flow, no TV-L1
                     batches.put(("empty", state))
                     continue
-                key = (inp.source, *inp.images.shape[1:], inp.crop_size)
+                key = (inp.source, *inp.images.shape[1:], inp.crop_size, inp.flow_shape)  # flow_shape: K windows
                 group = groups.setdefault(key, deque())
                 group.extend((state, int(t)) for t in np.flatnonzero(keep))
                 cap = self.batch_cap(*inp.images.shape[1:])
@@ -426,12 +425,14 @@ class BatchedFlow:
                 writer.submit(self._write, state, budget, report)
 
     def _crop(self, finished: list) -> list[np.ndarray]:
-        """Crops (2, S, S) of finished pairs' flows, cropped with their windows on the device."""
+        """Crops (inp.flow_shape: K windows of (2, S, S) for frames) of finished pairs' flows,
+        cropped with their windows on the device."""
         out: list[np.ndarray | None] = [None] * len(finished)
         groups: dict[tuple, list[int]] = {}
         for i, ((state, _, _), flow) in enumerate(finished):
-            groups.setdefault((state.inp.source, state.inp.crop_size, tuple(flow.shape)), []).append(i)
-        for (source, crop_size, _), members in groups.items():
+            groups.setdefault((state.inp.source, state.inp.crop_size, tuple(flow.shape), state.inp.flow_shape),
+                              []).append(i)
+        for (source, crop_size, _, _), members in groups.items():
             flow = torch.stack([finished[i][1] for i in members])
             if source == "frames":
                 windows = np.stack([finished[i][0][2] for i in members])
@@ -454,7 +455,7 @@ class BatchedFlow:
             if not state.failed:
                 state.failed = True
                 budget.release(state.inp.n_pairs)
-                report(record_failure(self.store, state.inp.seq_id, exc))
+                report(record_failure(self.store, state.inp.seq_ids, exc))
 
     def _device_failure(self, exc: BaseException, n_pairs: int) -> DeviceFailure:
         return DeviceFailure(
@@ -468,12 +469,10 @@ class BatchedFlow:
 
     def _write(self, state: _SeqState, budget: _PairBudget, report: Report) -> None:
         try:
-            valid = state.valid if state.inp.source == "frames" else None
-            write_flow(self.store, state.inp, state.out, valid, backend=BACKEND, params=self.params.as_dict(),
-                       device=str(self.device), seconds=state.seconds, engine=self.runner.name)
-            report(SeqResult(state.inp.seq_id, True, state.inp.n_pairs, seconds=state.seconds))
+            report(write_flow(self.store, state.inp, state.out, backend=BACKEND, params=self.params.as_dict(),
+                              device=str(self.device), seconds=state.seconds, engine=self.runner.name))
         except Exception as exc:
-            report(record_failure(self.store, state.inp.seq_id, exc))
+            report(record_failure(self.store, state.inp.seq_ids, exc))
         finally:
             budget.release(state.inp.n_pairs)
 
@@ -556,7 +555,7 @@ def _run_processes(
                 break  # a worker died without saying so
             continue
         if kind == "result":
-            reported.add(payload.seq_id)
+            reported.update(payload.seq_ids)
             report(payload)
         elif kind == "abort":
             aborted.append(payload)
@@ -570,8 +569,8 @@ def _run_processes(
     store = Store(store_path)
     dead = ", ".join(f"{d} (exit {p.exitcode})" for d, p in zip(devices, procs) if p.exitcode)
     for item in todo:  # sequences a crashed worker took with it
-        if item.seq_id not in reported:
-            report(record_failure(store, item.seq_id, RuntimeError(f"device worker died: {dead or 'unknown'}")))
+        if item.seq_ids[0] not in reported:
+            report(record_failure(store, item.seq_ids, RuntimeError(f"device worker died: {dead or 'unknown'}")))
     return total
 
 

@@ -467,7 +467,7 @@ def test_dask_cluster_and_device_processes(tmp_path):
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     result = CliRunner().invoke(_cli(), ["compute-flow", str(tmp_path / "a"), "--workers", "2", *FAST_CLI])
     assert result.exit_code == 0, result.output
-    assert "pairs/s" in result.output and " pairs in " in result.output  # the summary counts pairs
+    assert "pairs/s" in result.output and " pairs stored, " in result.output  # the summary counts pairs
     assert " frames in " not in result.output
     store = Store(tmp_path / "b")
     todo, _ = plan(store)
