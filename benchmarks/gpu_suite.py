@@ -241,14 +241,9 @@ def section_compute_flow(s: Settings) -> list[dict[str, Any]]:
 
 
 def _toy(s: Settings) -> tuple[Path, Path]:
-    from training.toydata import write_toy_split, write_toy_store
+    from benchmarks.train_speed import toy_store
 
-    root = s.work / "toy"
-    if not (root / "store").is_dir():
-        store = write_toy_store(root / "store", subjects=4 if s.tiny else 8, walks={"nm": 2},
-                                frames=30 if s.tiny else 45, size=52 if s.tiny else 64)
-        write_toy_split(store, root / "split", train_subjects=4 if s.tiny else 8)
-    return root / "store", root / "split"
+    return toy_store(s.work / "toy", s.tiny)
 
 
 def section_training(s: Settings) -> list[dict[str, Any]]:

@@ -12,13 +12,15 @@ The issue's goal: real training (loader or resident) within 80% of ``random``.
     python -m benchmarks.train_speed --toy /tmp/bench --small           # CPU smoke run
     python -m benchmarks.train_speed --models master3d,student3d-small --batch 256 --steps 50
 
-Without ``--store`` a toy store (``training.toydata``) is written to ``--toy``. ``--small``
+Without ``--store`` a toy store (``gaittools.synth.toystore``: synthetic walkers with TV-L1
+flow) is written to ``--toy``. ``--small``
 swaps in tiny 3D-CNN widths so the comparison finishes on a CPU in a minute or two.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -40,6 +42,19 @@ def _model(name: str, small: bool, n_classes: int) -> torch.nn.Module:
         channels = 2 if name in ("master3d", "gaitset-flow") else 1
         return build_net(ModelConfig("c3d", 64, {"in_channels": channels, "widths": TINY}), n_classes)
     return build_net(ModelConfig(name, 1024 if "3d" in name else 7936, {}), n_classes)
+
+
+def toy_store(root: Path, tiny: bool = False) -> tuple[Path, Path]:
+    """``root/store`` and ``root/split`` of synthetic walkers (``gaittools.synth.toystore``), made
+    once: 8 training subjects x nm-01/02, 45 frames, 64 px (tiny: 4 subjects, 30 frames, 52 px)."""
+    from gaittools.synth.toystore import write_toy
+
+    if not (root / "split" / "split.parquet").is_file():
+        shutil.rmtree(root, ignore_errors=True)  # what a killed run left
+        write_toy(root, subjects=6 if tiny else 12, train_subjects=4 if tiny else 8, walks=("nm-01", "nm-02"),
+                  gallery=("nm-01",), probes={"NM": ("nm-02",)}, frames=30 if tiny else 45,
+                  crop_size=52 if tiny else 64)
+    return root / "store", root / "split"
 
 
 def measure(model: torch.nn.Module, batches, n_steps: int, warmup: int, device: torch.device,
@@ -94,13 +109,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     store, split = args.store, args.split
     if not store:
-        from training.toydata import write_toy_split, write_toy_store
-
-        root = Path(args.toy)
-        if not (root / "store").is_dir():
-            st = write_toy_store(root / "store", subjects=8, walks={"nm": 2}, frames=45, size=64)
-            write_toy_split(st, root / "split", train_subjects=8)
-        store, split = str(root / "store"), str(root / "split")
+        store, split = (str(p) for p in toy_store(Path(args.toy)))
     from gaittools.store import Store
 
     clips = build_clip_index(Store(store), read_split(split), args.clip_len, 5)

@@ -59,3 +59,27 @@ def torch_threads(n: int = 1) -> Iterator[None]:
 def one_torch_thread() -> Iterator[None]:
     with torch_threads(1):
         yield
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory: pytest.TempPathFactory):
+    """One small training store + split for the whole session (``gaittools.synth.toystore``):
+    8 synthetic subjects (001-004 train, 005-008 enrolled with nm-01/02 and probed with
+    nm-03 (NM) and cl-01 (CL)), view 090, 34 frames of which the first 2 have nobody, 52 px
+    crops and cheap TV-L1 flow; about 3 s on two cores. Read-only: a test that writes into a
+    store copies it first (``copy_toy``)."""
+    from gaittools.synth.toystore import write_toy
+
+    return write_toy(tmp_path_factory.mktemp("toy"))
+
+
+def copy_toy(toy, dest: Path):
+    """A writable copy of the session's toy store and split under ``dest``."""
+    import shutil
+
+    from gaittools.store import Store
+    from gaittools.synth.toystore import ToyData
+
+    shutil.copytree(toy.store.path, dest / "store")
+    shutil.copytree(toy.split, dest / "split")
+    return ToyData(Store(dest / "store"), dest / "split")

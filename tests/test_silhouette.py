@@ -225,15 +225,15 @@ def test_unpickler_still_refuses_everything_but_arrays(tmp_path):
 
 
 # ---------------------------------------------------------------------------- training
-def test_training_reads_sil_for_gray_models_when_configured(tmp_path):
+def test_training_reads_sil_for_gray_models_when_configured(tmp_path, toy):
+    from conftest import copy_toy
     from training.clips import build_clip_index, read_split
     from training.config import ConfigError, config_from_dict
     from training.data import ResidentClips, ZarrClips
-    from training.toydata import write_toy_split, write_toy_store
 
-    store = write_toy_store(tmp_path / "store", subjects=2, walks={"nm": 1}, frames=28, size=32)
-    split = write_toy_split(store, tmp_path / "split", train_subjects=2)
-    clips = build_clip_index(store, read_split(split), clip_len=25, step=3)
+    copied = copy_toy(toy, tmp_path)  # this test adds arrays to the store
+    store, split = copied.store, copied.split
+    clips = build_clip_index(store, read_split(split), clip_len=25, step=10)
     first = clips.seq_id.iloc[0]
     with pytest.raises(KeyError, match="re-run extract-frames"):
         ZarrClips(str(store.path), clips, "gray", 25, gray_array="sil").sequence(first)

@@ -10,15 +10,13 @@ from training.clips import build_clip_index, clip_starts, read_split
 from training.config import ConfigError, config_from_dict, load_config
 from training.data import (AugmentParams, PKBatchSampler, ResidentClips, SequentialBatches, ZarrClips, augment,
                            make_loader)
-from training.toydata import write_toy_split, write_toy_store
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    store = write_toy_store(root / "store", subjects=3, walks={"nm": 2}, frames=34, size=56)
-    split = write_toy_split(store, root / "split", train_subjects=3)
-    return store, split
+def person_span(store: Store, seq_id: str) -> tuple[int, int]:
+    """First and last frame with a person window (the toy store has one unbroken run)."""
+    valid = np.flatnonzero(np.isfinite(store.read(seq_id, "windows")).all(axis=1))
+    assert len(valid) and (np.diff(valid) == 1).all()
+    return int(valid[0]), int(valid[-1])
 
 
 # ---------------------------------------------------------------------------- config
@@ -82,14 +80,18 @@ def test_clip_starts_need_l_plus_one_valid_frames():
 
 
 def test_clip_index_from_store_and_split(toy):
-    store, split_dir = toy
+    store, split_dir = toy.store, toy.split
     split = read_split(split_dir)
     clips = build_clip_index(store, split, clip_len=25, step=3)
-    # 34 frames, the first 2 empty: valid 2..33; a start s needs s + 25 <= 33
-    assert sorted(clips[clips.seq_id == "001-nm-01-090"].start) == [2, 5, 8]
+    # a start s needs frames s..s+25 with a person (25 gray frames + 25 flow fields)
+    first, last = person_span(store, "001-nm-01-090")
+    assert first > 0, "the toy store's walks start with frames where nobody was found"
+    assert sorted(clips[clips.seq_id == "001-nm-01-090"].start) == list(range(first, last - 25 + 1, 3))
     assert list(clips["clip"]) == list(range(len(clips)))
-    assert clips.clip_id.is_unique and clips.clip_id.iloc[0] == f"{clips.seq_id.iloc[0]}:2"
-    assert sorted(clips.label.unique()) == [0, 1, 2]
+    assert clips.clip_id.is_unique and clips.clip_id.iloc[0] == f"{clips.seq_id.iloc[0]}:{first}"
+    train = split[split.role == "train"]
+    assert set(clips.seq_id) == set(train.seq_id)  # training rows only, every one long enough
+    assert sorted(clips.label.unique()) == list(range(train.subject.nunique()))
     again = build_clip_index(store, split, clip_len=25, step=3)
     pd.testing.assert_frame_equal(clips, again)  # stable ids
     # every clip's frames are person frames, and its flow clip exists
@@ -158,7 +160,7 @@ def test_shift_and_zoom_move_content_and_scale_flow():
 
 # ---------------------------------------------------------------------------- sources
 def test_zarr_loader_and_resident_source_give_the_same_clips(toy):
-    store, split_dir = toy
+    store, split_dir = toy.store, toy.split
     clips = build_clip_index(store, read_split(split_dir), clip_len=25, step=3)
     for modality in ("gray", "flow"):
         loader = make_loader(ZarrClips(str(store.path), clips, modality, 25), SequentialBatches(len(clips), 4),
@@ -174,18 +176,23 @@ def test_zarr_loader_and_resident_source_give_the_same_clips(toy):
 
 def test_short_sequences_are_embedded_as_one_looped_clip(toy):
     """Evaluation counts every probe: a sequence shorter than a clip loops its valid frames."""
-    store, split_dir = toy
+    store, split_dir = toy.store, toy.split
     split = read_split(split_dir).assign(role="probe")
-    assert build_clip_index(store, split, clip_len=40, step=5, roles=("probe",)).empty  # 32 valid frames < 40 + 1
-    clips = build_clip_index(store, split, clip_len=40, step=5, roles=("probe",), labels={}, loop_short=True)
+    first, last = person_span(store, split.seq_id.iloc[0])
+    long_clip = last - first + 10  # longer than the person frames: no ordinary clip fits
+    assert build_clip_index(store, split, clip_len=long_clip, step=5, roles=("probe",)).empty
+    clips = build_clip_index(store, split, clip_len=long_clip, step=5, roles=("probe",), labels={},
+                             loop_short=True)
     assert sorted(clips["seq_id"]) == sorted(split["seq_id"])  # one clip per sequence
-    assert (clips["start"] == 2).all() and (clips["length"] == 31).all()  # valid 2..33, flow needs +1
+    # the person frames first..last give last - first flow fields: the looped span
+    assert (clips["start"] == first).all() and (clips["length"] == last - first).all()
     ordinary = build_clip_index(store, split, clip_len=25, step=5, roles=("probe",), labels={},
                                 loop_short=True)
     assert (ordinary["length"] == 25).all() and len(ordinary) > len(split)  # long ones: unchanged
+    n = last - first
     for modality in ("gray", "flow"):
         seq = store.read(clips.seq_id.iloc[0], modality)
-        clip, _, _ = ZarrClips(str(store.path), clips, modality, 40)[0]
-        assert clip.shape[0] == 40
-        np.testing.assert_array_equal(clip[:31], seq[2:33])
-        np.testing.assert_array_equal(clip[31:], seq[2:11])  # looped, not padded
+        clip, _, _ = ZarrClips(str(store.path), clips, modality, long_clip)[0]
+        assert clip.shape[0] == long_clip
+        np.testing.assert_array_equal(clip[:n], seq[first:last])
+        np.testing.assert_array_equal(clip[n:], seq[first:first + long_clip - n])  # looped, not padded

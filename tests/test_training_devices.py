@@ -18,7 +18,6 @@ from training.embed import settings_from
 from training.losses import LossSet
 from training.runs import RunDir, set_rng_state
 from training.signatures import compute_signatures
-from training.toydata import write_toy_split, write_toy_store
 from training.model_build import build_net
 from training.trainer import setup_device, train
 
@@ -53,9 +52,9 @@ def test_cuda_without_index_means_this_ranks_gpu(monkeypatch):
 
 
 # ---------------------------------------------------------------------------- two gloo ranks
-def _cfg(root, split):
+def _cfg(store, split):
     return config_from_dict({
-        "data": {"store": str(root / "store"), "split": str(split), "P": 4, "K": 2, "workers": 0, "step": 3,
+        "data": {"store": str(store), "split": str(split), "P": 4, "K": 2, "workers": 0, "step": 10,
                  "flow_scale": 1.0},
         "master": {"model": "c3d", "embedding_dim": 16, "options": {"in_channels": 2, "widths": TINY}},
         "optim": {"lr": 2e-2, "schedule": "plateau", "plateau_patience": 0, "plateau_factor": 0.5},
@@ -64,7 +63,7 @@ def _cfg(root, split):
     }, "test")
 
 
-def _rank(rank: int, world: int, port: int, root, split, clips_path) -> None:
+def _rank(rank: int, world: int, port: int, root, store, split, clips_path) -> None:
     import os
 
     from training.clips import load_clip_index
@@ -72,7 +71,7 @@ def _rank(rank: int, world: int, port: int, root, split, clips_path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    cfg = _cfg(root, split)
+    cfg = _cfg(store, split)
     ctx = setup_device(cfg.train)
     clips = load_clip_index(clips_path)
     torch.manual_seed(0)
@@ -92,21 +91,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
+def two_ranks(tmp_path_factory, toy):
     from training.clips import build_clip_index, read_split, save_clip_index
 
     root = tmp_path_factory.mktemp("ddp")
-    store = write_toy_store(root / "store", subjects=4, walks={"nm": 2}, frames=30, size=52)
-    split = write_toy_split(store, root / "split", train_subjects=4)
-    clips = build_clip_index(store, read_split(split), 25, 3, roles=("train",))
+    clips = build_clip_index(toy.store, read_split(toy.split), 25, 10, roles=("train",))  # one clip per walk
     save_clip_index(clips, root / "clips.parquet")
-    mp.start_processes(_rank, args=(2, _free_port(), root, split, root / "clips.parquet"), nprocs=2,
-                       start_method="spawn")
-    return root, clips, [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    mp.start_processes(_rank, args=(2, _free_port(), root, toy.store.path, toy.split, root / "clips.parquet"),
+                       nprocs=2, start_method="spawn")
+    return root, toy, clips, [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
 def test_plateau_schedule_keeps_ranks_learning_rates_equal(two_ranks):
-    _, _, (r0, r1) = two_ranks
+    _, _, _, (r0, r1) = two_ranks
     assert r0["loss"] != r1["loss"], "the ranks must see different data"
     assert r0["lr"] == r1["lr"]
     assert min(r0["lr"]) < max(r0["lr"]), "the plateau schedule must have acted"
@@ -115,8 +112,8 @@ def test_plateau_schedule_keeps_ranks_learning_rates_equal(two_ranks):
 
 
 def test_sharded_signatures_equal_the_single_process_ones(two_ranks):
-    root, clips, (r0, r1) = two_ranks
-    cfg = _cfg(root, root / "split")
+    root, toy, clips, (r0, r1) = two_ranks
+    cfg = _cfg(toy.store.path, toy.split)
     model = build_net(cfg.master, int(clips["label"].nunique()))
     model.load_state_dict(r0["model"])
     single = compute_signatures(model, clips, settings_from(cfg), torch.device("cpu"))

@@ -192,22 +192,33 @@ def run_all(config_path: str, overrides: tuple[str, ...], out: str | None, resum
 
 @main.command("make-toy")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--subjects", default=16, show_default=True, type=click.IntRange(4))
+@click.option("--subjects", default=16, show_default=True, type=click.IntRange(4, 999))
 @click.option("--train-subjects", default=8, show_default=True, type=click.IntRange(2))
 @click.option("--views", default="090", show_default=True, help="Comma-separated CASIA-B views.")
-@click.option("--frames", default=45, show_default=True, type=click.IntRange(27))
-@click.option("--size", default=64, show_default=True, type=click.IntRange(49))
-def make_toy(out: str, subjects: int, train_subjects: int, views: str, frames: int, size: int) -> None:
-    """Write OUT/store + OUT/split of rendered walkers (nm x4, bg x1, cl x1) for demos and tests.
+@click.option("--frames", default=45, show_default=True, type=click.IntRange(28))
+@click.option("--size", default=64, show_default=True, type=click.IntRange(49), help="Crop size (px).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def make_toy(out: str, subjects: int, train_subjects: int, views: str, frames: int, size: int, seed: int) -> None:
+    """Write OUT/store + OUT/split of synthetic walkers, in seconds, for demos, tests and benchmarks.
 
-    Crops and (Farneback) flow go straight into the store: no videos, no extract-frames."""
-    from training.toydata import write_toy_split, write_toy_store
+    The walkers of `gaittools synth` (same seed, same subjects), walks nm-01..04, bg-01, cl-01;
+    crops cut at the renderer's own person boxes and cheap torch TV-L1 flow go straight into the
+    store (no videos, no extract-frames or compute-flow: demo.sh runs that real path). The split
+    is build-split's: the first --train-subjects train, the rest enrol nm-01/02 and probe
+    nm-03/04 (NM), bg-01 (BG), cl-01 (CL)."""
+    from gaittools.synth import SynthError
+    from gaittools.synth.toystore import write_toy
 
-    store = write_toy_store(Path(out) / "store", subjects, tuple(views.split(",")), {"nm": 4, "bg": 1, "cl": 1},
-                            frames, size)
-    write_toy_split(store, Path(out) / "split", train_subjects,
-                    probes={"NM": (("nm", 3), ("nm", 4)), "BG": (("bg", 1),), "CL": (("cl", 1),)})
-    click.echo(f"wrote {len(store.seq_ids())} sequences to {out}/store and the split to {out}/split")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise click.BadParameter(f"{out} exists and is not empty; choose a new folder", param_hint="OUT")
+    try:
+        toy = write_toy(out, subjects=subjects, train_subjects=train_subjects,
+                        walks=("nm-01", "nm-02", "nm-03", "nm-04", "bg-01", "cl-01"), views=views.split(","),
+                        frames=frames, crop_size=size,
+                        probes={"NM": ("nm-03", "nm-04"), "BG": ("bg-01",), "CL": ("cl-01",)}, seed=seed)
+    except SynthError as exc:  # a view that is not a CASIA-B view
+        raise click.BadParameter(str(exc), param_hint="--views") from None
+    click.echo(f"wrote {len(toy.store.seq_ids())} sequences to {toy.store.path} and the split to {toy.split}")
 
 
 @main.command("show-config")
