@@ -41,12 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gaittools.flow.params import PRESETS
+
 REPO = Path(__file__).resolve().parents[1]
 GPU_CONFIG = REPO / "training" / "configs" / "casia-b-sil-090.yaml"
 SMOKE_CONFIG = REPO / "training" / "configs" / "casia-b-sil-090-smoke.yaml"
 CPU_CONFIG = REPO / "training" / "configs" / "casia-b-sil-090-cpu.yaml"
 #: TV-L1 settings of --quick: a coarse, cheap flow that still moves with the walker.
-QUICK_TVL1 = ("nscales=2", "warps=1", "outer_iterations=2", "inner_iterations=5", "median_filtering=1")
+QUICK_TVL1 = tuple(f"{name}={value}" for name, value in PRESETS["cheap"].items())
 #: TV-L1 settings of --cpu (chosen by measurement: benchmarks/results/casia-b-sil-090-cpu.md).
 CPU_TVL1 = QUICK_TVL1
 PROBE_SETS = ("NM", "BG", "CL")

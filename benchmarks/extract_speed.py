@@ -169,13 +169,12 @@ def tracker_seconds(found, repeat: int) -> tuple[int, float]:
 
 def flow_seconds_per_pair(found, pairs: int, cheap: bool) -> float:
     """CPU seconds of OpenCV's DualTVL1 per working-height frame pair (what compute-flow
-    runs on the CPU), at OpenCV's defaults or at the cheap --quick settings."""
+    runs on the CPU), at OpenCV's defaults or at the cheap preset (casia_b_sil_090's --quick and --cpu)."""
     from gaittools.flow.opencv_backend import opencv_pair
-    from gaittools.flow.params import TVL1Params
+    from gaittools.flow.params import preset
     from gaittools.video import decode
 
-    params = TVL1Params(nscales=2, warps=1, outer_iterations=2, inner_iterations=5,
-                        median_filtering=1) if cheap else TVL1Params()
+    params = preset("cheap" if cheap else "default")
     frames = decode(found.sequences[0].path).frames
     ts = np.linspace(0, len(frames) - 2, pairs).round().astype(int)
     with Clock() as clock:

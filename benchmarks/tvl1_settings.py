@@ -20,15 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from gaittools.flow.opencv_backend import opencv_pair
-from gaittools.flow.params import TVL1Params
+from gaittools.flow.params import PRESETS, TVL1Params
 
-#: name -> overrides of OpenCV's defaults; "cheap" is what --quick used before this was measured.
-PRESETS: dict[str, dict[str, int]] = {
-    "default": {},
-    "medium": {"nscales": 3, "warps": 2, "outer_iterations": 4, "inner_iterations": 10, "median_filtering": 3},
-    "cheap": {"nscales": 2, "warps": 1, "outer_iterations": 2, "inner_iterations": 5, "median_filtering": 1},
-    "cheapest": {"nscales": 1, "warps": 1, "outer_iterations": 1, "inner_iterations": 5, "median_filtering": 1},
-}
 
 
 def frame_pairs(store_path: Path, n_pairs: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -235,6 +235,22 @@ def test_shards_split_a_store_without_overlap(tmp_path):
     assert bad.exit_code == 2 and "expected K/N with 1 <= K <= N" in bad.output
 
 
+def test_preset_with_an_override_is_what_the_store_records(tmp_path):
+    """--preset picks named settings; --tvl1 overrides on top; an unknown preset is exit 2."""
+    from gaittools.flow.params import PRESETS
+
+    store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})
+    result = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--workers", "0", "--preset", "cheapest",
+                                         "--tvl1", "inner_iterations=3"])
+    assert result.exit_code == 0, result.output
+    params = Store(store.path).attrs_of("001-nm-01-090")["flow"]["params"]
+    assert params["inner_iterations"] == 3 and params["inner_iterations"] != PRESETS["cheapest"]["inner_iterations"]
+    assert {k: params[k] for k in ("nscales", "warps", "outer_iterations", "median_filtering")} == \
+        {k: PRESETS["cheapest"][k] for k in ("nscales", "warps", "outer_iterations", "median_filtering")}
+    bad = CliRunner().invoke(_cli(), ["compute-flow", str(store.path), "--preset", "fastest"])
+    assert bad.exit_code == 2 and "fastest" in bad.output
+
+
 def test_engine_option_is_checked_and_reported(tmp_path, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     store = make_store(tmp_path / "s", seqs={"001-nm-01-090": 1})

@@ -4,7 +4,7 @@ Why: the training package, its tests, the benchmarks and ``train-copy make-toy``
 with gray crops and flow of several subjects' walks, on two CPU cores, in seconds. The real
 path (``gaittools synth`` -> extract-frames -> compute-flow, as demo.sh runs it) spends nearly
 all of its time in TV-L1 on whole frames: measured on 2 cores for 8 walks of 34 frames at the
-cheap preset below, 3.4 s (frame crop, working height 64) or 10.9 s (person crop, height 120)
+cheap settings below, 3.4 s (frame crop, working height 64) or 10.9 s (person crop, height 120)
 of flow against 0.4 s of rendering, encoding, decoding and localising; the tests' 32 walks
 would take 12-36 s. This fast mode writes the same 32 walks in about 3 s. It keeps what the
 training code sees and drops what costs:
@@ -15,7 +15,7 @@ training code sees and drops what costs:
   renderer's ground truth (its mask's tight box), the window is ``gaittools.crop``'s person
   window on it (centred on the mask's horizontal centre of mass), and the gray crop is cut by
   ``crop_frames``, as extract-frames cuts it;
-- flow is our torch TV-L1 (``gaittools.flow.tvl1_torch.tvl1``) at the cheap preset ``PARAMS``,
+- flow is our torch TV-L1 (``gaittools.flow.tvl1_torch.tvl1``) at the cheap settings ``PARAMS``,
   run on the crop pair (frame t and frame t+1, both cut with frame t's window): the store's
   flow definition (t -> t+1, cropped with windows[t], in crop pixels) at crop resolution
   instead of frame resolution, which is what makes it cheap.
@@ -57,7 +57,8 @@ from gaittools.store import Store
 from gaittools.synth.clips import ClipSpec, render_clip
 from gaittools.synth.dataset import resolve_views, resolve_walks
 
-#: The cheap TV-L1 preset: two scales, one warp, 2 x 10 iterations (OpenCV: 5, 5, 10 x 30).
+#: Cheap TV-L1 settings of the fixture: two scales, one warp, 2 x 10 iterations, median 5 (OpenCV: 5, 5,
+#: 10 x 30; compute-flow's `cheap` preset also drops the median and halves the inner iterations).
 PARAMS = TVL1Params(nscales=2, warps=1, outer_iterations=2, inner_iterations=10)
 SOURCE = "gaittools.synth.toystore"
 FPS = 25.0  # CASIA-B's

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from gaittools.flow.params import PRESETS
 from pipelines.cluster import cluster_options
 
 
@@ -48,8 +49,11 @@ def _shard(value: str | None) -> tuple[int, int] | None:
                    "graph (fewer kernel launches; for small frames). Measured by benchmarks/gpu_suite.py.")
 @click.option("--readers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads reading sequences ahead of the torch engine.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
+              help="Named TV-L1 settings: OpenCV's defaults, or cheaper ones (speed and error measured in "
+                   "gaittools/flow/params.py).")
 @click.option("--tvl1", "tvl1_params", multiple=True, metavar="NAME=VALUE",
-              help="TV-L1 parameter override, e.g. --tvl1 warps=3 (default: OpenCV's defaults).")
+              help="TV-L1 parameter override on top of the preset, e.g. --tvl1 warps=3.")
 @click.option("--overwrite", is_flag=True, help="Recompute sequences that already have flow.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Compute at most N sequences (a trial run).")
 @click.option("--shard", default=None, metavar="K/N",
@@ -57,7 +61,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
                    "split one shared store without overlap.")
 def compute_flow(
     store: str, gpu: bool, device: str | None, scheduler: str | None, workers: int | None, batch_size: str,
-    engine: str, cuda_graphs: bool, readers: int, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None, shard: str | None,
+    engine: str, cuda_graphs: bool, readers: int, preset: str, tvl1_params: tuple[str, ...], overwrite: bool, limit: int | None, shard: str | None,
 ) -> None:
     """Compute TV-L1 flow between consecutive frames of every sequence of STORE.
 
@@ -73,7 +77,7 @@ def compute_flow(
                                         parse_params)
 
     try:
-        params = parse_params(tvl1_params)
+        params = {**PRESETS[preset], **parse_params(tvl1_params)}
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--tvl1") from exc
     if (engine != "auto" or cuda_graphs) and not (gpu or device):
