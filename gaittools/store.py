@@ -284,6 +284,8 @@ class Store:
         ids = [seq_id for seq_id, _, _ in sequences]
         before = self.video_attrs(video_id)
         stale = set((before or {}).get("tracks", [])) | ({video_id} if video_id in self else set())
+        if overwrite and before is None:  # format 1: tracks held their own frames, no group listed them
+            stale |= {seq_id for seq_id in self.seq_ids() if track_video(seq_id) == video_id}
         if not overwrite and ((before or {}).get("complete") or video_id in self):
             raise StoreError(f"{self.path}: video {video_id!r} exists (use overwrite)")
         for seq_id in sorted(stale):  # first: no old track may point at the new frames

@@ -205,3 +205,18 @@ def test_format_1_stores_are_read_and_upgraded_by_a_writer(store):
     assert Store(store.path).read(TRACKS[0], "frames").shape == (40, 120, 160)  # read as it is
     Store.create(store.path, store.dataset)  # a writer: the store may now share frames
     assert json.loads(meta_path.read_text())["attributes"]["gaittools_store_format"] == STORE_FORMAT
+
+
+def test_a_format_1_video_is_read_and_overwritten_whole(store, tmp_path):
+    """Format 1: every track held its own frames and no video group listed them. They are
+    read, count as done, and an overwrite replaces all of them (none is left behind)."""
+    results = _results(store)
+    old = Store.create(tmp_path / "old", store.dataset)
+    for seq_id, arrays, attrs in results:  # the format-1 layout: frames in each track
+        old.write_sequence(seq_id, {**arrays, "frames": arrays["frames"].copy()}, attrs)
+    assert old.frames_video(TRACKS[0]) is None and old.read(TRACKS[1], "frames").shape == (40, 120, 160)
+    assert old.videos_done() == {"crossing"}
+    old.write_video("crossing", results[:1], overwrite=True)  # the rerun found one walker
+    assert old.seq_ids() == TRACKS[:1] and old.video_attrs("crossing")["tracks"] == TRACKS[:1]
+    assert len(list(old.path.rglob("frames/zarr.json"))) == 1
+
