@@ -15,8 +15,10 @@ Sections:
   made on the spot;
 - ``compute_flow``: the whole ``compute-flow`` path on a CASIA-B-sized synthetic slice
   (``benchmarks.compute_flow_speed``): pairs/s, TV-L1 busy fraction, the TV-L1 stream's ticks,
-  pairs per tick and slot occupancy, implied hours for CASIA-B; with refilled slots (the
-  default), with the batch schedule (``refill=False``), and with CUDA graphs;
+  pairs per tick and slot occupancy, implied hours for CASIA-B; for each schedule of the
+  TV-L1 stream (cohorts, the default; batch, ``refill=False``; eager: whether a real device is
+  launch-bound or full decides between them, see ``benchmarks/stream_schedule.py``), and with
+  CUDA graphs;
 - ``training``: clips/s of master and students, random input vs device-resident data, bf16
   (``benchmarks.train_speed``);
 - ``resume``: a master run stopped after a checkpoint and resumed on the device repeats the
@@ -215,17 +217,17 @@ def section_compute_flow(s: Settings) -> list[dict[str, Any]]:
     n_seqs, n_frames, (width, height) = (2, 4, (96, 72)) if s.tiny else (120, 100, (320, 240))
     params = TINY_TVL1 if s.tiny else {}
     rows = []
-    # refilled slots (the default) vs the batch schedule, and CUDA graphs (a flag until measured)
-    for refill, graphs in ((True, False), (False, False), (True, True)):
+    # the stream's schedules (counted on the CPU, timed here), and CUDA graphs (a flag until measured)
+    for schedule, graphs in (("cohorts", False), ("batch", False), ("eager", False), ("cohorts", True)):
         row: dict[str, Any] = {"sequences": n_seqs, "frames": n_frames, "size": f"{width}x{height}",
-                               "refill": refill, "cuda_graphs": graphs}
+                               "schedule": schedule, "cuda_graphs": graphs}
         if graphs and not s.cuda:
             rows.append({**row, "status": "skipped", "note": "CUDA graphs need a CUDA device"})
             continue
-        name = f"cf-{int(refill)}{int(graphs)}"
+        name = f"cf-{schedule}-{int(graphs)}"
         make_store(s.work / f"{name}-warm", 1, 3, width, height, seed=9)
         make_store(s.work / name, n_seqs, n_frames, width, height)
-        run = FlowRun(device=s.device, params=params, readers=1 if s.tiny else 8, cuda_graphs=graphs, refill=refill)
+        run = FlowRun(device=s.device, params=params, readers=1 if s.tiny else 8, cuda_graphs=graphs, refill=schedule)
         run_path(s.work / f"{name}-warm", run)
         seconds, pairs, report = run_path(s.work / name, run)
         stats = report.engine

@@ -58,7 +58,7 @@ class FlowRun:
     batch_size: int | None = None  # None: chosen from free memory
     engine: str = "auto"  # torch path: TV-L1 inner engine, auto | reference | fused
     cuda_graphs: bool = False  # torch path: replay the fused inner loop from CUDA graphs
-    refill: bool = True  # torch path: refill finished pairs' slots at once (False: batch by batch)
+    refill: bool | str = True  # torch path: the stream's schedule (True: "cohorts"; False: "batch"; or a name)
     readers: int = 4
     overwrite: bool = False
     limit: int | None = None

@@ -15,7 +15,7 @@ Pipeline of one engine::
 
 Why a stream (``gaittools.flow.stream``) rather than one ``tvl1`` call per batch: a batch takes
 no new pairs until its slowest pair is done, so a slow pair ran alone for most of a batch's
-steps (seen: 175 of 259); the stream refills each finished pair's slot from the queue at once.
+steps (seen: 175 of 259); the stream refills finished pairs' slots from the queue, a cohort at a time.
 
 Several devices: one process per device (spawned), all pulling sequences from one queue, so a
 slow device simply takes fewer. Memory: the stream's capacity (pairs held at once) comes from
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from gaittools.flow.params import TVL1Params
-from gaittools.flow.stream import StreamDataError, TVL1Stream
+from gaittools.flow.stream import StreamDataError, TVL1Stream, schedule_name
 from gaittools.flow.tvl1_torch import pick_engine, tvl1
 from gaittools.flow_crop import crop_flow_torch
 from gaittools.store import Store
@@ -161,7 +161,7 @@ class BatchedFlow:
 
     def __init__(
         self, store_path: str, device: str, params: dict, batch_size: int | None = None, readers: int = 4,
-        writers: int = 2, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
+        writers: int = 2, engine: str = "auto", cuda_graphs: bool = False, refill: bool | str = True,
     ):
         self.store = Store(store_path)
         self.device = torch.device(device)
@@ -170,7 +170,7 @@ class BatchedFlow:
         self.params = TVL1Params(**params)
         self.runner = pick_engine(self.device, self.params, engine, cuda_graphs)  # once: "auto" may fall back
         self.fixed_batch = batch_size
-        self.refill = refill  # False: a new chunk only into an empty stream (the batch schedule, to compare)
+        self.schedule = schedule_name(refill)  # the stream's admission and pool order; False: "batch", to compare
         self.readers, self.writers = max(1, readers), max(1, writers)
         self.stats = EngineStats(str(self.device), self.runner.name)
         self._caps: dict[tuple[int, int], int] = {}
@@ -303,13 +303,13 @@ class BatchedFlow:
     def _device_loop(self, batches: queue.Queue, writer: ThreadPoolExecutor, budget: _PairBudget,
                      report: Report) -> None:
         """Keep the stream's slots filled from the chunk queue and tick it until all is done."""
-        stream = TVL1Stream(self.params, self.runner, self.device, capacity=1)
+        stream = TVL1Stream(self.params, self.runner, self.device, capacity=1, schedule=self.schedule)
         pending: deque[_Batch] = deque()
         ended = False
         while True:
             ended = self._refill(stream, pending, batches, ended, writer, budget, report)
             if len(stream):
-                self._tick(stream, writer, budget, report, more=self.refill and (bool(pending) or not ended))
+                self._tick(stream, writer, budget, report, more=bool(pending) or not ended)
             elif ended and not pending:
                 break
         self.stats.ticks, self.stats.pair_steps = stream.stats.ticks, stream.stats.pair_steps
@@ -338,12 +338,10 @@ class BatchedFlow:
                 else:
                     pending.append(payload)
                 continue
-            if len(stream) and not self.refill:
-                return ended
             chunk = pending[0]
             h, w = chunk.i0.shape[1:]
             stream.capacity = self.batch_cap(h, w) * h * w
-            fit = min(stream.room(h, w), len(chunk))
+            fit = min(stream.admissible(h, w), len(chunk))
             if fit == 0:
                 return ended
             part, rest = chunk.split(fit)
@@ -509,7 +507,7 @@ def expand_devices(device: str | list[str]) -> list[str]:
 
 def run_torch(
     store_path: str, todo: list[SeqPlan], device: str | list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
+    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False, refill: bool | str = True,
 ) -> EngineStats:
     """Run the batched engine on one device in this process, or one process per device."""
     devices = expand_devices(device)
@@ -527,7 +525,7 @@ def run_torch(
 
 def _run_processes(
     store_path: str, todo: list[SeqPlan], devices: list[str], params: dict, batch_size: int | None,
-    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False, refill: bool = True,
+    readers: int, report: Report, engine: str = "auto", cuda_graphs: bool = False, refill: bool | str = True,
 ) -> EngineStats:
     import torch.multiprocessing as mp
 
@@ -576,7 +574,7 @@ def _run_processes(
 
 def _device_worker(store_path: str, device: str, params: dict, batch_size: int | None, readers: int,
                    threads: int, seqs: Any, results: Any, engine: str = "auto", cuda_graphs: bool = False,
-                   refill: bool = True) -> None:
+                   refill: bool | str = True) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     else:  # several CPU engines share the cores instead of each taking all of them

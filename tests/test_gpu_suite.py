@@ -29,10 +29,11 @@ def test_tiny_suite_runs_every_section_and_writes_both_reports(tmp_path):
     assert tvl1["fused"]["status"] == "skipped" and "CUDA" in tvl1["fused"]["note"]
     assert tvl1["fused-graphs"]["status"] == "skipped" and "need a CUDA device" in tvl1["fused-graphs"]["note"]
     assert tvl1["reference"]["opencv_cpu_pairs_per_s"] > 0
-    flow, batched, graphed = sections["compute_flow"]["rows"]
+    flow, batched, eager, graphed = sections["compute_flow"]["rows"]
     assert flow["engine"] == "reference" and flow["pairs"] == 2 * 3 and flow["casia_b_hours"] > 0
     assert flow["ticks"] > 0 and flow["pairs_per_tick"] >= 1 and 0 < flow["slot_occupancy"] <= 1
-    assert flow["refill"] and not batched["refill"] and batched["pairs"] == flow["pairs"]
+    assert [r["schedule"] for r in (flow, batched, eager)] == ["cohorts", "batch", "eager"]
+    assert batched["pairs"] == eager["pairs"] == flow["pairs"]
     assert graphed["cuda_graphs"] and graphed["status"] == "skipped"
     assert [r["model"] for r in sections["training"]["rows"]] == ["master3d (tiny widths)",
                                                                    "student3d-small (tiny widths)"]

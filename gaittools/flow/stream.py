@@ -19,27 +19,33 @@ their warp), then moves each pair on: next outer step, next warp (re-linearised)
 (upsampled flow into the next pool), or out (finished). ``tvl1_torch.tvl1`` is this stream fed
 one batch: there is one implementation of the algorithm.
 
-Which pool ticks. A tick's cost on a GPU is mostly its launches, whatever the pairs in it, so
-fewer ticks for the same pair-steps is the aim. While more pairs are to come (``more=True``):
-the pool holding the most pairs (ties: the coarser). Pairs moving on together form cohorts; a
-slow pair is joined by the next cohort reaching its level instead of running alone, and quick
-pairs are not held behind it, so their slots free up for new pairs (coarsest-first here would
-run a slow coarse pair alone while the quick ones wait: 32 ticks instead of 22 in
-``tests/test_flow_stream.py``). When nothing more is coming (``drain``, and ``tvl1``'s batch):
-the coarsest pool, which lets late pairs catch up with the pairs ahead and share their ticks;
-per level that is the longest pair's steps, never more than the classic level-by-level batch
-solver. A pool left waiting ``STARVE_TICKS`` ticks runs next, so no pair waits for the end of
-the input. Each pair's
-arithmetic does not depend on which others share its tick (every operation is per pair), so a
-pair's flow is the same whatever the schedule.
+Which pairs enter and which pool ticks (``schedule``). A tick's cost on a GPU is mostly its
+launches, whatever the pairs in it, so fewer ticks for the same pair-steps is the aim; where
+the device is full, ticks much smaller than its fill are the waste. "cohorts" (the default):
+new pairs are admitted together, once a quarter of the capacity is free (``COHORT_FREE``),
+and while more pairs are to come the coarsest pool holding at least half as many pairs as the
+fullest (``WAVE_SHARE``) ticks. A cohort then walks the pyramid as one wave, and a level's
+slow tail is left to wait for the next wave reaching its level instead of running alone.
+"eager" admits each freed slot at once and ticks the fullest pool: new pairs start at the
+coarsest level one by one, and the fullest-pool rule splits a cohort over the levels, so
+launch-bound it takes more ticks than the batch schedule. "batch" (``refill=False``) admits
+only into an empty stream: the classic batch solver, kept for comparison. When nothing more
+is coming (``drain``, and ``tvl1``'s batch), every schedule ticks the coarsest pool, which lets
+late pairs catch up with the pairs ahead and share their ticks; per level that is the longest
+pair's steps. A pool left waiting ``STARVE_TICKS`` ticks runs next, so no pair waits for the
+end of the input. Each pair's arithmetic does not depend on which others share its tick
+(every operation is per pair), so a pair's flow is the same whatever the schedule.
 
-When refilling pays (counted on the CPU, 447 real CASIA-B silhouette pairs, OpenCV's defaults,
-64 slots): the same 18,587 pair-steps take 1,238 ticks refilled vs 1,140 in batches, because
-new pairs start at the coarsest level and split the slots over the levels; but the batch
-schedule's extra ticks are its small ones (a level's slow tail). Where a device is full with
-a quarter of the slots (cost of a tick = max(1, pairs / 16)), refilled costs 1,354 vs 1,813
-(-25%); with an eighth, 2,437 vs 2,840 (-14%). A GPU holding thousands of 64x64 pairs is in
-that regime; ``benchmarks/gpu_suite.py`` measures both schedules (``refill=False``).
+Counted, not timed (``benchmarks/stream_schedule.py``: each pair's convergence recorded with
+the real solver, every schedule replayed through this stream), on 447 real CASIA-B silhouette
+pairs (nm-01 of subjects 001-009, 64x64, OpenCV's defaults, 19,686 pair-steps) through 64
+slots; costs launch-bound / full with a quarter of the slots (tick = max(1, pairs / 16)) /
+full with an eighth: batch 1,160 / 1,890 / 2,983; eager 1,328 (+14%) / 1,443 (-24%) / 2,592
+(-13%); cohorts 1,035 (-11%) / 1,439 (-24%) / 2,594 (-13%). On a generated mix (5% slow
+pairs) cohorts take 41% fewer ticks than batches, eager 25%. With 256 slots cohorts still win
+everywhere (-13% launch-bound); with 32 or fewer slots they lose launch-bound (+3% at 32),
+since a quarter of so few slots is a small cohort. A GPU holding thousands of 64x64 pairs has
+many slots; ``benchmarks/gpu_suite.py`` measures the schedules.
 
 A tick is transactional: it computes on copies and commits only on success, so a tick that
 fails (out of memory) can be retried, e.g. in smaller chunks (``max_tick_pairs``).
@@ -47,6 +53,7 @@ fails (out of memory) can be retried, e.g. in smaller chunks (``max_tick_pairs``
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -61,6 +68,26 @@ from gaittools.flow.pyramid import build_pyramid, level_sizes, resize_linear, sc
 
 #: A pool that has not run for this many ticks runs next (a bound on any pair's wait).
 STARVE_TICKS = 64
+
+#: Admission and pool order (see the module docstring): "cohorts" (the default), "eager", "batch".
+SCHEDULES = ("cohorts", "eager", "batch")
+DEFAULT_SCHEDULE = "cohorts"
+#: "cohorts": new pairs are admitted only when this share of the capacity is free (or none is held).
+COHORT_FREE = 0.25
+#: "cohorts": while more pairs are to come, the coarsest pool holding at least this share of the
+#: fullest pool's pairs ticks; smaller pools (a level's slow tail) wait for the next cohort.
+WAVE_SHARE = 0.5
+
+
+def schedule_name(refill: bool | str) -> str:
+    """The schedule a caller's ``refill`` names: True the default, False "batch", or a name."""
+    if refill is True:
+        return DEFAULT_SCHEDULE
+    if refill is False:
+        return "batch"
+    if refill not in SCHEDULES:
+        raise ValueError(f"unknown TV-L1 stream schedule {refill!r}: use one of {', '.join(SCHEDULES)}")
+    return refill
 
 
 class InnerEngine(Protocol):
@@ -112,6 +139,7 @@ class StreamStats:
     ``occupancy``: mean over ticks of the share of the capacity that worked in the tick (the
     ticked pairs' pixels, at full size, over the capacity): a batch solver's falls as its
     pairs finish and the slow ones run on alone; a refilled stream's stays up.
+    ``tick_pairs``: how many ticks ran each number of pairs (what ``cost`` prices).
     """
 
     ticks: int = 0
@@ -120,6 +148,15 @@ class StreamStats:
     pairs_out: int = 0
     occupancy_sum: float = 0.0
     max_held_pixels: int = 0
+    tick_pairs: Counter[int] = field(default_factory=Counter)
+
+    def cost(self, full_pairs: float | None = None) -> float:
+        """The ticks priced by a device model: a tick of up to ``full_pairs`` pairs costs 1
+        (its launches), a larger one proportionally more (the device is full); None: every
+        tick costs 1 (launch-bound), i.e. the tick count."""
+        if full_pairs is None:
+            return float(self.ticks)
+        return sum(count * max(1.0, pairs / full_pairs) for pairs, count in self.tick_pairs.items())
 
     @property
     def pairs_per_tick(self) -> float:
@@ -178,11 +215,15 @@ class TVL1Stream:
     ``capacity``: pixels (finest-level area summed over the held pairs) the stream may hold;
     ``room(h, w)`` says how many pairs of that size fit now (one always fits an empty stream).
     ``max_tick_pairs`` caps the pairs of one engine call (a tick runs a pool in chunks).
+    ``schedule``: when pairs are admitted (``admissible``) and which pool ticks; one of
+    ``SCHEDULES`` (or a ``refill`` bool, see ``schedule_name``).
     """
 
     def __init__(self, params: TVL1Params, runner: InnerEngine, device: torch.device | str,
-                 capacity: int, max_tick_pairs: int | None = None):
+                 capacity: int, max_tick_pairs: int | None = None, schedule: bool | str = DEFAULT_SCHEDULE):
         self.params, self.runner = params, runner
+        self.schedule = schedule_name(schedule)
+        self._admitting = False  # admission opened since the last tick (see ``admissible``)
         self.device = torch.device(device)
         self.capacity = int(capacity)
         self.max_tick_pairs = max_tick_pairs
@@ -201,6 +242,20 @@ class TVL1Stream:
         """Pairs of ``height`` x ``width`` that fit in the free capacity now."""
         free = (self.capacity - self.held_pixels) // (height * width)
         return max(int(free), 0) if self.held_pixels else max(int(free), 1)
+
+    def admissible(self, height: int, width: int) -> int:
+        """Pairs of ``height`` x ``width`` the schedule admits now: the room, or 0 if it waits.
+
+        "batch": into a stream that was empty; "eager": whenever there is room; "cohorts": once a
+        quarter of the capacity (``COHORT_FREE``) is free, so new pairs enter together. Once open,
+        admission stays open (to the room) until the next tick: chunks admitted in between
+        fill the stream as one.
+        """
+        if not self._admitting:
+            free = self.capacity - self.held_pixels
+            self._admitting = (not self.held_pixels or self.schedule == "eager"
+                               or self.schedule == "cohorts" and free >= COHORT_FREE * self.capacity)
+        return self.room(height, width) if self._admitting else 0
 
     def admit(self, frames0: torch.Tensor, frames1: torch.Tensor, tags: list[Hashable]) -> None:
         """Take (B, H, W) float32 pairs (on the stream's device) into the coarsest level."""
@@ -222,10 +277,12 @@ class TVL1Stream:
     def tick(self, more: bool = False) -> list[tuple[Hashable, torch.Tensor]]:
         """One outer step of one pool; returns (tag, flow (2, H, W)) of the pairs it finished.
 
-        ``more``: more pairs will be admitted (the pool order favours freeing slots).
+        ``more``: more pairs will be admitted (the pool order then keeps cohorts together and
+        lets slow tails wait for the next; ignored by the "batch" schedule).
         """
         if not self.pools:
             return []
+        self._admitting = False
         key = self._pick(more)
         pool = self.pools[key]
         self.last_tick_pairs = len(pool)
@@ -238,6 +295,7 @@ class TVL1Stream:
         self._last_run[key] = self.stats.ticks
         self.stats.ticks += 1
         self.stats.pair_steps += len(pool)
+        self.stats.tick_pairs[len(pool)] += 1
         self.stats.occupancy_sum += sum(info.pixels for info in pool.pairs) / max(self.capacity, 1)
         return self._advance(key, pool, u, p, still)
 
@@ -248,15 +306,20 @@ class TVL1Stream:
 
     # ------------------------------------------------------------------ internals
     def _pick(self, more: bool) -> tuple[int, int]:
-        """The pool to tick: a starving one, else the fullest (``more``) or the coarsest."""
+        """The pool to tick: a starving one; else, with ``more``, the fullest ("eager") or the
+        coarsest of those holding ``WAVE_SHARE`` of the fullest's pairs ("cohorts"); else the coarsest."""
         for key in self.pools:
             self._last_run.setdefault(key, self.stats.ticks)
         starving = [k for k in self.pools if self.stats.ticks - self._last_run[k] >= STARVE_TICKS]
         if starving:
             return min(starving, key=lambda k: self._last_run[k])
-        if not more:
-            return min(self.pools, key=lambda k: (k[0] * k[1], k))
-        return max(self.pools, key=lambda k: (len(self.pools[k]), -k[0] * k[1]))
+        candidates = list(self.pools)
+        if more and self.schedule == "eager":
+            return max(candidates, key=lambda k: (len(self.pools[k]), -k[0] * k[1]))
+        if more and self.schedule == "cohorts":
+            fullest = max(len(pool) for pool in self.pools.values())
+            candidates = [k for k in candidates if len(self.pools[k]) >= WAVE_SHARE * fullest]
+        return min(candidates, key=lambda k: (k[0] * k[1], k))
 
     def _outer_steps(self, pool: _Pool) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """One outer step of every pair of the pool on copies (in chunks of max_tick_pairs)."""
@@ -353,37 +416,36 @@ class TVL1Stream:
         self.pools[(height, width)] = new
 
 
-def stream_pairs(stream: TVL1Stream, chunks: Iterable[tuple[torch.Tensor, torch.Tensor, list[Hashable]]],
-                 refill: bool = True) -> Iterator[tuple[Hashable, torch.Tensor]]:
+def stream_pairs(stream: TVL1Stream, chunks: Iterable[tuple[torch.Tensor, torch.Tensor, list[Hashable]]]
+                 ) -> Iterator[tuple[Hashable, torch.Tensor]]:
     """Solve every pair of ``chunks`` ((I0, I1, tags) of one size each), yielding (tag, flow).
 
-    ``refill``: admit pairs whenever slots are free (the point of the stream); False admits
-    only into an empty stream, which is the batch solver's schedule, kept for comparison.
-    A chunk larger than the free room is split; its rest waits for room.
+    Pairs are admitted as the stream's schedule allows (``admissible``; "batch" only into an
+    empty stream, the batch solver's schedule, kept for comparison). A chunk larger than what
+    is admitted is split; its rest waits.
     """
     pending: list[tuple[torch.Tensor, torch.Tensor, list[Hashable]]] = []
     source = iter(chunks)
     exhausted = False
     while True:
-        if refill or not len(stream):
-            while not exhausted or pending:
-                if not pending:
-                    nxt = next(source, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    pending.append(nxt)
-                f0, f1, tags = pending[0]
-                fit = min(stream.room(*f0.shape[1:]), len(tags))
-                if fit == 0:
+        while not exhausted or pending:
+            if not pending:
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
                     break
-                stream.admit(f0[:fit], f1[:fit], list(tags[:fit]))
-                pending[0] = (f0[fit:], f1[fit:], list(tags[fit:]))
-                if fit == len(tags):
-                    pending.pop(0)
+                pending.append(nxt)
+            f0, f1, tags = pending[0]
+            fit = min(stream.admissible(*f0.shape[1:]), len(tags))
+            if fit == 0:
+                break
+            stream.admit(f0[:fit], f1[:fit], list(tags[:fit]))
+            pending[0] = (f0[fit:], f1[fit:], list(tags[fit:]))
+            if fit == len(tags):
+                pending.pop(0)
         if not len(stream):
             return
-        yield from stream.tick(more=refill and (bool(pending) or not exhausted))
+        yield from stream.tick(more=bool(pending) or not exhausted)
 
 
 def pair_chunks(frames0: torch.Tensor, frames1: torch.Tensor, size: int
