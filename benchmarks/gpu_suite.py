@@ -369,12 +369,16 @@ SECTIONS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {
 
 
 # ---------------------------------------------------------------------------- reports
-def run_suite(s: Settings, only: list[str] | None = None) -> dict[str, Any]:
+def run_suite(s: Settings, only: list[str] | None = None,
+              after_section: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+    """Every section (or ``only`` these); ``after_section`` gets the report so far after each
+    one, so that a device call cut off by its time limit still brings the finished sections back."""
     import torch
 
     report: dict[str, Any] = {
         "device": s.device, "device_name": torch.cuda.get_device_name() if s.cuda else platform.processor() or "cpu",
-        "torch": torch.__version__, "tiny": s.tiny, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
+        "torch": torch.__version__, "tiny": s.tiny, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {},
+        "seconds": 0.0}
     for name, section in SECTIONS.items():
         if only and name not in only:
             continue
@@ -390,7 +394,9 @@ def run_suite(s: Settings, only: list[str] | None = None) -> dict[str, Any]:
         report["sections"][name] = entry
         print(f"[gpu-suite] {name}: {entry['status']} in {entry['seconds']} s"
               + (f" ({entry['error']})" if "error" in entry else ""), flush=True)
-    report["seconds"] = round(sum(e["seconds"] for e in report["sections"].values()), 2)
+        report["seconds"] = round(sum(e["seconds"] for e in report["sections"].values()), 2)
+        if after_section is not None:
+            after_section(report)
     return report
 
 
@@ -443,7 +449,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-suite-"))
     try:
         report = run_suite(Settings(args.device, args.tiny, work, args.references),
-                           args.only.split(",") if args.only else None)
+                           args.only.split(",") if args.only else None,
+                           after_section=lambda partial: write_reports(partial, args.out))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

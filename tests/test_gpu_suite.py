@@ -47,3 +47,24 @@ def test_tiny_suite_runs_every_section_and_writes_both_reports(tmp_path):
     assert saved["sections"].keys() == sections.keys()
     text = (tmp_path / "out" / "gpu_suite-cpu-tiny.md").read_text()
     assert "## tvl1: ok" in text and "| size | engine |" in text
+
+
+def test_finished_sections_are_on_disk_before_the_next_one_runs(tmp_path, monkeypatch):
+    """A device call cut off by its time limit still brings back what finished: the reports
+    are rewritten after every section."""
+    import benchmarks.gpu_suite as suite
+
+    seen = []
+
+    def first(s):
+        return [{"status": "ok", "value": 1}]
+
+    def second(s):  # the report of the first section is already written when this one starts
+        seen.append(json.loads((tmp_path / "out" / "gpu_suite-cpu-tiny.json").read_text()))
+        raise KeyboardInterrupt  # the time limit
+
+    monkeypatch.setattr(suite, "SECTIONS", {"first": first, "second": second})
+    with pytest.raises(KeyboardInterrupt):
+        suite.main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")])
+    assert list(seen[0]["sections"]) == ["first"] and seen[0]["sections"]["first"]["rows"] == [{"status": "ok",
+                                                                                                "value": 1}]
