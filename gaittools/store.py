@@ -411,6 +411,35 @@ def track_video(seq_id: str) -> str | None:
     return match.group(1) if match else None
 
 
+def flow_attributes(flow: np.ndarray, valid: np.ndarray | None, *, source: str, crop_size: int, backend: str,
+                    params: Mapping[str, Any], device: str, seconds: float, **extra: Any) -> dict[str, Any]:
+    """The attributes a sequence's ``flow`` array is recorded with (the store's contract), for
+    every writer of flow: compute-flow and the synthetic training fixture.
+
+    ``flow`` (T-1, 2, S, S) in crop pixels; ``valid`` (T-1,) the pairs with a crop window
+    (None: all), over which the mean magnitude is taken (pairs with nobody are zero by
+    design); ``source`` what TV-L1 ran on ("frames", "gray", ...).
+    """
+    flow = np.asarray(flow, np.float32)
+    magnitude = np.hypot(flow[:, 0], flow[:, 1])
+    used = magnitude if valid is None else magnitude[valid]
+    return {
+        "backend": backend,
+        "params": dict(params),
+        "device": device,
+        "seconds": round(float(seconds), 4),
+        "mean_magnitude": float(used.mean()) if used.size else 0.0,
+        "n_pairs": len(flow),
+        "n_pairs_with_window": len(flow) if valid is None else int(valid.sum()),
+        "input": source,
+        "crop_size": crop_size,
+        "units": "crop pixels, t -> t+1" + ("" if source == "gray" else ", cropped with windows[t]"),
+        "dtype": "float16",
+        "tool_version": __version__,
+        **extra,
+    }
+
+
 def _update_group_attrs(path: Path, update: Mapping[str, Any]) -> None:
     """Merge ``update`` into a group's attributes with an atomic file replace."""
     meta_path = path / "zarr.json"

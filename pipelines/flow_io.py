@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gaittools import __version__
-from gaittools.store import Store
+from gaittools.store import Store, flow_attributes
 
 STAGE = "flow"
 #: Largest finite float16; flow beyond it would be stored as Inf.
@@ -247,24 +246,8 @@ def write_flow(
     computed = int(inp.pairs_with_window().sum())
     for k, (seq_id, one) in enumerate(zip(inp.seq_ids, per_seq)):
         valid = None if kept is None else kept[:, k]
-        magnitude = np.hypot(one[:, 0], one[:, 1])
-        used = magnitude if valid is None else magnitude[valid]  # pairs with nobody in view are zero by design
-        attrs = {
-            "backend": backend,
-            "params": dict(params),
-            "device": device,
-            "seconds": round(float(seconds) / len(inp.seq_ids), 4),
-            "mean_magnitude": float(used.mean()) if used.size else 0.0,
-            "n_pairs": inp.n_pairs,
-            "n_pairs_with_window": inp.n_pairs if valid is None else int(valid.sum()),
-            "input": inp.source,
-            "crop_size": inp.crop_size,
-            "units": ("crop pixels, t -> t+1, cropped with windows[t]" if inp.source == "frames"
-                      else "crop pixels, t -> t+1"),
-            "dtype": "float16",
-            "tool_version": __version__,
-            **extra,
-        }
+        attrs = flow_attributes(one, valid, source=inp.source, crop_size=inp.crop_size, backend=backend,
+                                params=params, device=device, seconds=float(seconds) / len(inp.seq_ids), **extra)
         if len(inp.seq_ids) > 1:  # its pairs were computed once for every track of the video
             attrs["shared_with"] = [s for s in inp.seq_ids if s != seq_id]
         store.add_arrays(seq_id, {"flow": one.astype(np.float16)}, {STAGE: attrs})

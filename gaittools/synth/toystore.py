@@ -43,7 +43,6 @@ import numpy as np
 import torch
 import yaml
 
-from gaittools import __version__
 from gaittools.blobs import mass_centres
 from gaittools.crop import crop_frames, crop_window, windows_for
 from gaittools.flow.params import TVL1Params
@@ -53,7 +52,7 @@ from gaittools.manifest import refresh_manifest
 from gaittools.packed_masks import pack_masks
 from gaittools.protocols import Protocol, parse_protocol
 from gaittools.splits import SplitOptions, build_split, write_split
-from gaittools.store import Store
+from gaittools.store import Store, flow_attributes
 from gaittools.synth.clips import ClipSpec, render_clip
 from gaittools.synth.dataset import resolve_views, resolve_walks
 
@@ -119,13 +118,9 @@ def walk_arrays(spec: ClipSpec, crop_size: int, lead: int, flow: bool) -> tuple[
     if flow:
         start = time.perf_counter()
         arrays["flow"], valid = crop_pair_flow(frames, windows, gray)
-        magnitude = np.hypot(*arrays["flow"][valid].astype(np.float32).transpose(1, 0, 2, 3))
-        attrs["flow"] = {"backend": "torch-tvl1", "params": asdict(PARAMS), "device": "cpu",
-                         "input": "crop pairs", "crop_size": crop_size, "n_pairs": len(frames) - 1,
-                         "n_pairs_with_window": int(valid.sum()),
-                         "mean_magnitude": float(magnitude.mean()) if magnitude.size else 0.0,
-                         "units": "crop pixels, t -> t+1, cropped with windows[t]", "dtype": "float16",
-                         "seconds": round(time.perf_counter() - start, 4), "tool_version": __version__}
+        attrs["flow"] = flow_attributes(arrays["flow"], valid, source="crop pairs", crop_size=crop_size,
+                                        backend="torch-tvl1", params=asdict(PARAMS), device="cpu",
+                                        seconds=time.perf_counter() - start)
     return arrays, attrs
 
 
