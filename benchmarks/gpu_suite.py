@@ -234,9 +234,9 @@ def section_compute_flow(s: Settings) -> list[dict[str, Any]]:
         steady = stats.pairs / stats.wall_seconds
         rows.append({**row, "status": "ok", "engine": stats.engine, "pairs": pairs, "wall_s": round(seconds, 2),
                      "pairs_per_s": round(steady, 2), "busy_fraction": round(stats.busy_fraction, 3),
-                     "largest_batch": stats.largest_batch, "ticks": stats.ticks,
-                     "pairs_per_tick": round(stats.pair_steps / max(stats.ticks, 1), 2),
-                     "slot_occupancy": round(stats.occupancy, 3),
+                     "largest_batch": stats.largest_batch, "ticks": stats.stream.ticks,
+                     "pairs_per_tick": round(stats.stream.pairs_per_tick, 2),
+                     "slot_occupancy": round(stats.stream.occupancy, 3),
                      "casia_b_hours": round(CASIA_B_PAIRS / steady / 3600, 2),
                      "params": "tiny" if s.tiny else "OpenCV defaults"})
     return rows

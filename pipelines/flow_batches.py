@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from gaittools.flow.params import TVL1Params
-from gaittools.flow.stream import StreamDataError, TVL1Stream, schedule_name
+from gaittools.flow.stream import StreamDataError, StreamStats, TVL1Stream, schedule_name
 from gaittools.flow.tvl1_torch import pick_engine, tvl1
 from gaittools.flow_crop import crop_flow_torch
 from gaittools.store import Store
@@ -67,18 +67,11 @@ class EngineStats:
     oom_halvings: int = 0
     kernel_seconds: float = 0.0  # inside TV-L1 + crop on the device (CUDA events on GPUs)
     wall_seconds: float = 0.0
-    ticks: int = 0  # outer steps run by the stream (see gaittools.flow.stream.StreamStats)
-    pair_steps: int = 0
-    occupancy_sum: float = 0.0
+    stream: StreamStats = field(default_factory=StreamStats)  # the TV-L1 stream's counted work
 
     @property
     def busy_fraction(self) -> float:
         return self.kernel_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
-
-    @property
-    def occupancy(self) -> float:
-        """Mean share of the stream's slots that worked in a tick (refilling keeps it up)."""
-        return self.occupancy_sum / self.ticks if self.ticks else 0.0
 
     def merge(self, other: EngineStats) -> EngineStats:
         engines = ",".join(sorted({e for e in (self.engine, other.engine) if e}))
@@ -86,15 +79,16 @@ class EngineStats:
             f"{self.device},{other.device}", engines, self.pairs + other.pairs, self.batches + other.batches,
             max(self.largest_batch, other.largest_batch), self.oom_halvings + other.oom_halvings,
             self.kernel_seconds + other.kernel_seconds, max(self.wall_seconds, other.wall_seconds),
-            self.ticks + other.ticks, self.pair_steps + other.pair_steps, self.occupancy_sum + other.occupancy_sum,
+            self.stream.merged(other.stream),
         )
 
     def format(self) -> str:
         rate = self.pairs / self.wall_seconds if self.wall_seconds > 0 else 0.0
-        per_tick = self.pair_steps / self.ticks if self.ticks else 0.0
+        work = self.stream
         return (
-            f"[compute-flow] torch TV-L1 ({self.engine or '?'} engine) on {self.device}: {self.pairs} pairs in {self.ticks} "
-            f"ticks ({per_tick:.1f} pairs per tick, largest {self.largest_batch}, slot occupancy {self.occupancy:.0%}), "
+            f"[compute-flow] torch TV-L1 ({self.engine or '?'} engine) on {self.device}: {self.pairs} pairs in {work.ticks} "
+            f"ticks ({work.pairs_per_tick:.1f} pairs per tick, largest {self.largest_batch}, slot occupancy "
+            f"{work.occupancy:.0%}), "
             f"{rate:.1f} pairs/s, TV-L1 busy {self.busy_fraction:.0%} of {self.wall_seconds:.1f} s, "
             f"{self.oom_halvings} out-of-memory halvings"
         )
@@ -312,8 +306,7 @@ class BatchedFlow:
                 self._tick(stream, writer, budget, report, more=bool(pending) or not ended)
             elif ended and not pending:
                 break
-        self.stats.ticks, self.stats.pair_steps = stream.stats.ticks, stream.stats.pair_steps
-        self.stats.occupancy_sum = stream.stats.occupancy_sum
+        self.stats.stream = stream.stats
 
     def _refill(self, stream: TVL1Stream, pending: deque, batches: queue.Queue, ended: bool,
                 writer: ThreadPoolExecutor, budget: _PairBudget, report: Report) -> bool:

@@ -297,12 +297,12 @@ def test_refilled_slots_give_each_pair_its_own_flow_in_sequence_order(tmp_path):
     stats = run_torch(str(store.path), plan(store)[0], "cpu", FAST, batch_size=3, readers=2, report=results.append)
     assert sorted(r.seq_id for r in results) == sorted(SEQS) and all(r.ok for r in results)
     assert stats.pairs == len(SEQS) * (T - 1) and stats.largest_batch <= 3
-    assert stats.pair_steps >= stats.ticks > 0 and 0 < stats.occupancy <= 1
+    assert stats.stream.pair_steps >= stats.stream.ticks > 0 and 0 < stats.stream.occupancy <= 1
     assert "slot occupancy" in stats.format()
     batch_store = make_store(tmp_path / "b", gray_only=True)  # the batch schedule: the same flows
     batched = run_torch(str(batch_store.path), plan(batch_store)[0], "cpu", FAST, batch_size=3, readers=2,
                         report=lambda r: None, refill=False)
-    assert batched.pair_steps == stats.pair_steps and batched.pairs == stats.pairs
+    assert batched.stream.pair_steps == stats.stream.pair_steps and batched.pairs == stats.pairs
     with torch.no_grad():
         for seq_id in SEQS:
             gray = store.read(seq_id, "gray")
@@ -423,7 +423,7 @@ def test_out_of_memory_halves_the_tick(tmp_path, monkeypatch):
     stats = fb.run_torch(str(store.path), todo, "cpu", FAST, batch_size=8, readers=2, report=results.append)
     assert all(r.ok for r in results) and len(results) == 2
     assert stats.oom_halvings >= 1 and stats.largest_batch <= 3 and stats.pairs == 2 * (T - 1)
-    assert stats.ticks > 0 and stats.pair_steps >= stats.ticks and 0 < stats.occupancy <= 1
+    assert stats.stream.ticks > 0 and stats.stream.pair_steps >= stats.stream.ticks and 0 < stats.stream.occupancy <= 1
     for seq_id, direction in (("001-nm-01-090", 1), ("001-nm-02-090", -1)):
         flow = store.read(seq_id, "flow").astype(np.float32)
         assert np.sign(flow[:, 0][_person_mask(seq_id, store)].mean()) == direction

@@ -166,6 +166,13 @@ class StreamStats:
     def occupancy(self) -> float:
         return self.occupancy_sum / self.ticks if self.ticks else 0.0
 
+    def merged(self, other: StreamStats) -> StreamStats:
+        """Both streams' counts together (one stream per device of a run)."""
+        return StreamStats(self.ticks + other.ticks, self.pair_steps + other.pair_steps,
+                           self.pairs_in + other.pairs_in, self.pairs_out + other.pairs_out,
+                           self.occupancy_sum + other.occupancy_sum,
+                           max(self.max_held_pixels, other.max_held_pixels), self.tick_pairs + other.tick_pairs)
+
     def as_dict(self) -> dict[str, float]:
         return {"ticks": self.ticks, "pair_steps": self.pair_steps, "pairs_per_tick": round(self.pairs_per_tick, 2),
                 "occupancy": round(self.occupancy, 3)}
