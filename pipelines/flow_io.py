@@ -122,7 +122,7 @@ def plan(store: Store, overwrite: bool = False, limit: int | None = None, shard:
         try:
             frames = _array_shape(store, seq_id, "frames")
             source = "frames" if frames is not None or video is not None else "gray"
-            shape = _array_shape(store, seq_id, source) or (() if video else None)
+            shape = (frames if source == "frames" else _array_shape(store, seq_id, "gray")) or (() if video else None)
         except FlowInputError:  # unreadable metadata: planned as empty, fails (recorded) when read
             source, shape = "frames", (0,)
         if shape is None:
