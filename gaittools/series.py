@@ -5,7 +5,6 @@ Boxes are (T, 4) float arrays x0, y0, x1, y1 with NaN rows where nobody is there
 
 from __future__ import annotations
 
-
 import numpy as np
 
 #: Frames either side of the rolling median of a track's box heights (one 25-frame clip).

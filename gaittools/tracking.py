@@ -154,7 +154,7 @@ def track_boxes(per_frame: list[np.ndarray], params: TrackerParams | None = None
             tr = active[i]
             tr.kalman.update(_uncut(dets[j], tr, w) if cut[j] and _established(tr, p) else dets[j])
             tr.add(t, dets[j], True)
-            tr.divided += int(dets.shape[1] > 5 and dets[j, 5] > 0)
+            tr.divided += int(_divided(dets[j]))
             tr.hits, tr.misses = tr.hits + 1, 0
             tr.confirmed |= tr.hits >= p.min_hits
         matched = {i for i, _ in matches}
@@ -245,6 +245,12 @@ def _inside(preds: np.ndarray, dets: np.ndarray) -> np.ndarray:
     return inside_fraction(preds[:, None, :], dets[None, :, :4])
 
 
+def _divided(det: np.ndarray) -> bool:
+    """Whether a detection is one person of a divided blob (``blobs.frame_blobs``' flag, its
+    sixth column; detections without it, e.g. HOG's, are not)."""
+    return len(det) > 5 and det[5] > 0
+
+
 def _established(tr: Track, p: TrackerParams) -> bool:
     return tr.confirmed and len(tr.observed) - tr.merges >= p.established
 
@@ -270,7 +276,7 @@ def _repair_merges(t: int, active: list[Track], preds: np.ndarray, dets: np.ndar
     """
     dets = dets.copy()
     for j in range(len(dets)):
-        if dets.shape[1] > 5 and dets[j, 5] > 0:
+        if _divided(dets[j]):
             continue  # one person of a divided blob (its box may reach into a neighbour's)
         holders = [i for i in free_tracks
                    if _established(active[i], p) and cover[i, j] >= p.cover]
@@ -314,7 +320,7 @@ def _join_splits(active: list[Track], preds: np.ndarray, dets: np.ndarray, p: Tr
                  free_tracks: list[int], free_dets: list[int]) -> np.ndarray:
     """Blobs mostly inside one confirmed track's prediction (and no other's) joined into one;
     never the people of a divided blob, nor a second person at another depth (``_one_body``)."""
-    candidates = [j for j in free_dets if dets.shape[1] <= 5 or dets[j, 5] == 0]
+    candidates = [j for j in free_dets if not _divided(dets[j])]
     if len(candidates) < 2:
         return dets
     inside = _inside(dets[candidates, :4], preds) >= 0.6  # (free dets, tracks): mostly inside
