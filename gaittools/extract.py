@@ -39,8 +39,7 @@ import numpy as np
 from gaittools.crop import CROP_MODES, DEFAULT_SIZE, crop_frames, resize_crops, windows_for
 from gaittools.foreground import median_background
 from gaittools.localise import Localisation, LocaliseParams, PersonTrack, localise
-from gaittools.opengait import square_silhouettes
-from gaittools.pickles import load_silhouettes
+from gaittools.pickles import load_silhouettes, square_silhouettes
 from gaittools.silhouette import sequence_silhouettes
 from gaittools.sources import SourceSequence
 from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError, decode

@@ -90,16 +90,6 @@ def to_opengait(sil: np.ndarray, width: int = OPENGAIT_SIZE) -> np.ndarray:
     return np.ascontiguousarray(sil[:, :, cut:cut + width])
 
 
-def square_silhouettes(sil: np.ndarray) -> np.ndarray:
-    """The inverse of the centre cut: (T, h, w) with w < h padded with zero columns on both
-    sides to (T, h, h), so an imported 64 x 44 pickle is not stretched into a square."""
-    T, h, w = sil.shape
-    if w >= h:
-        return sil
-    left = (h - w) // 2
-    return np.pad(sil, ((0, 0), (0, 0), (left, h - w - left)))
-
-
 def partition(split_dir: str | os.PathLike[str]) -> dict[str, list[str]]:
     """OpenGait's partition (TRAIN_SET / TEST_SET subject ids) of a split table."""
     table = read_table(split_dir, "split.parquet", ("subject", "role"), "split table",

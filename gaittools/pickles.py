@@ -101,3 +101,13 @@ def load_silhouettes(path: str | os.PathLike[str], notes: list[str] | None = Non
             notes.append(f"{arr.dtype} silhouettes in [0, 1] scaled by 255 to uint8 0-255")
         return np.rint(arr * 255.0).astype(np.uint8)
     return np.rint(arr).astype(np.uint8)
+
+
+def square_silhouettes(sil: np.ndarray) -> np.ndarray:
+    """The inverse of the centre cut: (T, h, w) with w < h padded with zero columns on both
+    sides to (T, h, h), so an imported 64 x 44 pickle is not stretched into a square."""
+    T, h, w = sil.shape
+    if w >= h:
+        return sil
+    left = (h - w) // 2
+    return np.pad(sil, ((0, 0), (0, 0), (left, h - w - left)))
