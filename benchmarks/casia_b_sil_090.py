@@ -124,7 +124,7 @@ def _invoke(group: Any, args: list[str], stage: str) -> None:
 
 
 def gaittools(args: list[str], stage: str) -> None:
-    from gaittools.cli import main
+    from gaittools.cli.main import main
 
     _invoke(main, args, stage)
 
@@ -203,8 +203,8 @@ def unpack_store(packed: Path, store: Path, subjects: set[str] | None) -> None:
 
 def copy_subjects(source_dir: Path, store: Path, subjects: set[str]) -> None:
     """A new store holding the chosen subjects' sequences, through the Store API."""
-    from gaittools.manifest import refresh_manifest
-    from gaittools.store import Store
+    from gaittools.store.manifest import refresh_manifest
+    from gaittools.store.zarr_store import Store
 
     given = Store(source_dir)
     new = Store.create(store, given.dataset)

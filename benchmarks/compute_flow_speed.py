@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gaittools.store import Store  # noqa: E402
+from gaittools.store.zarr_store import Store  # noqa: E402
 from pipelines.cluster import default_workers  # noqa: E402
 from pipelines.compute_flow import FlowRun, compute_flow, parse_params  # noqa: E402
 
@@ -44,7 +44,7 @@ def make_store(path: Path, n_seqs: int, n_frames: int, width: int, height: int, 
     """Walkers: a textured body-sized block crossing a textured still scene, with windows and crops."""
     import cv2
 
-    from gaittools.crop import crop_frames
+    from gaittools.person.crop import crop_frames
 
     rng = np.random.default_rng(seed)
     store = Store.create(path, dataset="generic")

@@ -42,10 +42,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gaittools.extract import ExtractOptions, extract_sequence, load_background  # noqa: E402
-from gaittools.sources import discover  # noqa: E402
-from gaittools.store import TIME_CHUNKS, ZSTD_LEVELS, Store  # noqa: E402
-from gaittools.video import open_capture  # noqa: E402
+from gaittools.person.extract import ExtractOptions, extract_sequence, load_background  # noqa: E402
+from gaittools.sources.discover import discover  # noqa: E402
+from gaittools.store.zarr_store import TIME_CHUNKS, ZSTD_LEVELS, Store  # noqa: E402
+from gaittools.sources.video import open_capture  # noqa: E402
 from pipelines.extract import extract_task, run_extract  # noqa: E402
 
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "casia-b-mini" / "videos"
@@ -96,7 +96,7 @@ PARTS = ("decode + gray", "localise + crop", "store write, frames zstd", "store 
 def frames_zstd_seconds(found, repeat: int) -> float:
     """Best CPU seconds to zstd-compress every sequence's frames as the store does, and only
     that: with the bare decode it bounds the best ratio a store of zstd frames can reach."""
-    from gaittools.video import decode
+    from gaittools.sources.video import decode
 
     frames = [decode(seq.path).frames for seq in found.sequences]
     codec = numcodecs.Zstd(level=ZSTD_LEVELS["frames"])
@@ -113,8 +113,8 @@ def frames_zstd_seconds(found, repeat: int) -> float:
 
 def breakdown(found, store_path: Path, repeat: int) -> dict[str, tuple[float, float]]:
     """Best (wall, cpu) seconds of each part of the path, the write with either frames codec."""
-    from gaittools.extract import localise_and_crop
-    from gaittools.video import decode
+    from gaittools.person.extract import localise_and_crop
+    from gaittools.sources.video import decode
 
     backgrounds = {s.background: load_background(s.background) for s in found.sequences if s.background}
     results = [extract_sequence(seq, ExtractOptions(), backgrounds.get(seq.background)) for seq in found.sequences]
@@ -146,11 +146,11 @@ def breakdown(found, store_path: Path, repeat: int) -> dict[str, tuple[float, fl
 def tracker_seconds(found, repeat: int) -> tuple[int, float]:
     """Frames and best CPU seconds of the tracker alone (``track_boxes`` on every sequence's
     blobs, computed once beforehand)."""
-    from gaittools.blobs import frame_blobs
-    from gaittools.foreground import clean_packed, foreground, shrink
-    from gaittools.localise import LocaliseParams
-    from gaittools.tracking import track_boxes
-    from gaittools.video import decode
+    from gaittools.person.blobs import frame_blobs
+    from gaittools.person.foreground import clean_packed, foreground, shrink
+    from gaittools.person.localise import LocaliseParams
+    from gaittools.person.tracking import track_boxes
+    from gaittools.sources.video import decode
 
     p = LocaliseParams()
     per_sequence = []
@@ -172,7 +172,7 @@ def flow_seconds_per_pair(found, pairs: int, cheap: bool) -> float:
     runs on the CPU), at OpenCV's defaults or at the cheap preset (casia_b_sil_090's --quick and --cpu)."""
     from gaittools.flow.opencv_backend import opencv_pair
     from gaittools.flow.params import preset
-    from gaittools.video import decode
+    from gaittools.sources.video import decode
 
     params = preset("cheap" if cheap else "default")
     frames = decode(found.sequences[0].path).frames

@@ -80,11 +80,11 @@ def make_references(out: Path = REFERENCES, workdir: Path | None = None) -> dict
     import pandas as pd
     from click.testing import CliRunner
 
-    from gaittools.cli import main as gaittools_main
-    from gaittools.crop import crop_frames
+    from gaittools.cli.main import main as gaittools_main
+    from gaittools.person.crop import crop_frames
     from gaittools.flow import TVL1Params, opencv_tvl1
     from gaittools.flow.flo import write_flo
-    from gaittools.video import decode
+    from gaittools.sources.video import decode
 
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="gpu-suite-refs-") as tmp:
@@ -252,7 +252,7 @@ def section_training(s: Settings) -> list[dict[str, Any]]:
     import torch
 
     from benchmarks.train_speed import _model, measure
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
     from training.clips import build_clip_index, read_split
     from training.data import PKBatchSampler, ResidentClips, crop_size, iterate_batches
     from training.model_build import model_modality
@@ -326,7 +326,7 @@ def section_resume(s: Settings) -> list[dict[str, Any]]:
 
 
 def section_export(s: Settings) -> list[dict[str, Any]]:
-    from gaittools import deploy
+    from gaittools.deploy import runtime as deploy
     from training import export as ex
     from training.config import ModelConfig
     from training.model_build import build_net

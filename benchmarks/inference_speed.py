@@ -6,7 +6,7 @@ present, else a synthetic walker):
 - student signatures per second: eager, ``torch.compile``, ONNX Runtime, and TensorRT where
   torch-tensorrt and CUDA are there (the last three are real exports with the parity check);
 - the master path: TV-L1 flow on the device (``gaittools.flow.tvl1``) of whole working-
-  resolution frames, cropped to 64 x 64 windows (``gaittools.flow_crop``), then the master;
+  resolution frames, cropped to 64 x 64 windows (``gaittools.flow.crop``), then the master;
 - the shared front end both paths need (decode + localise + crop, CPU), once per sequence.
 
 and prints clips/s and the speed-ups, per clip (a clip needs 24 flow pairs of its own) and per
@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gaittools import deploy  # noqa: E402
+from gaittools.deploy import runtime as deploy  # noqa: E402
 from training.export import export_bundle  # noqa: E402
 from training.models import build_model, count_parameters  # noqa: E402
 
@@ -93,7 +93,7 @@ def walking_video(n: int) -> tuple[Path, str]:
 
 def front_end_seconds(frames: np.ndarray, repeats: int) -> tuple[float, np.ndarray, np.ndarray]:
     """Localise + crop one sequence (decode is measured separately): what both paths share."""
-    from gaittools.extract import localise_and_crop
+    from gaittools.person.extract import localise_and_crop
 
     out: dict[str, Any] = {}
 
@@ -141,7 +141,7 @@ def export_rate(model: torch.nn.Module, fmt: str, clips: np.ndarray, args: argpa
 def flow_rate(frames: np.ndarray, windows: np.ndarray, args: argparse.Namespace) -> tuple[float, str]:
     """Flow pairs/s: TV-L1 on the device for whole working frames, then the crop to S x S."""
     from gaittools.flow import TVL1Params, tvl1
-    from gaittools.flow_crop import crop_flow_torch
+    from gaittools.flow.crop import crop_flow_torch
     from pipelines.compute_flow import parse_params
 
     overrides = parse_params(args.tvl1)
@@ -164,7 +164,7 @@ def flow_rate(frames: np.ndarray, windows: np.ndarray, args: argparse.Namespace)
 def opencv_flow_rate(frames: np.ndarray, windows: np.ndarray, args: argparse.Namespace) -> float:
     """Pairs/s of OpenCV's CPU DualTVL1 (one core) + the numpy crop: the CPU master path."""
     from gaittools.flow import TVL1Params, opencv_tvl1
-    from gaittools.flow_crop import crop_flow
+    from gaittools.flow.crop import crop_flow
     from pipelines.compute_flow import parse_params
 
     params = TVL1Params(**parse_params(args.tvl1))
@@ -183,7 +183,7 @@ def main() -> None:
     torch.manual_seed(0)
     student = build_model(args.student, embedding_dim=args.embedding_dim).eval().to(dev)
     master = build_model(args.master, embedding_dim=args.embedding_dim).eval().to(dev)
-    from gaittools.video import decode
+    from gaittools.sources.video import decode
 
     video, source = walking_video(max(args.seq_frames, CLIP_LEN + 1))
     decode_s = timed(lambda: decode(video), 1, "cpu", warmup=0)

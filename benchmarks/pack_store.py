@@ -27,7 +27,7 @@ DEVICE_CARRY_LIMIT = 64 * 2**20
 
 def pack(store: Path, archive: Path, with_flow: bool = False) -> Path:
     """Write ``archive`` (tar.gz, the store under ``store/``) atomically; returns its path."""
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
 
     opened = Store(store)
     if not with_flow:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store
         if args.source:
-            from gaittools.cli import main as gaittools
+            from gaittools.cli.main import main as gaittools
 
             store = Path(tmp) / "store"
             code = gaittools.main(["extract-frames", "--dataset", "opengait-pkl", str(args.source), str(store)],

@@ -76,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "silhouette-iou-casia-b-mini.md")
     ap.add_argument("--store", type=Path, default=None, help="Reuse (or keep) this store.")
     args = ap.parse_args(argv)
-    from gaittools.pickles import load_silhouettes
-    from gaittools.store import Store
+    from gaittools.sources.pickles import load_silhouettes
+    from gaittools.store.zarr_store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         store_path = args.store or Path(tmp) / "store"
         if not (store_path / "zarr.json").exists():
-            subprocess.run([sys.executable, "-m", "gaittools.cli", "extract-frames", str(args.videos),
+            subprocess.run([sys.executable, "-m", "gaittools.cli.main", "extract-frames", str(args.videos),
                             str(store_path), "--workers", "0"], check=True, cwd=REPO)
         store = Store(store_path)
         rows, worst, all_iou = [], [], []

@@ -110,7 +110,7 @@ def main() -> None:
     store, split = args.store, args.split
     if not store:
         store, split = (str(p) for p in toy_store(Path(args.toy)))
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
 
     clips = build_clip_index(Store(store), read_split(split), args.clip_len, 5)
     n_classes = int(clips["label"].nunique())

@@ -26,7 +26,7 @@ from gaittools.flow.params import PRESETS, TVL1Params
 
 def frame_pairs(store_path: Path, n_pairs: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n_pairs`` consecutive gray-crop pairs with the person in both, spread over sequences."""
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
 
     store = Store(store_path)
     ids = store.seq_ids()

@@ -13,13 +13,13 @@ Planning, reading, checking and writing a sequence (the rules below) live in
 
 Both read a sequence's ``frames`` (or, for stores imported from silhouette pickles, which have
 no frames, its ``gray`` crops), compute flow t -> t+1, crop it with frame t's window to the
-crop's pixel scale (``gaittools.flow_crop``), refuse NaN/Inf, and write ``flow`` float16 with
+crop's pixel scale (``gaittools.flow.crop``), refuse NaN/Inf, and write ``flow`` float16 with
 ``Store.add_arrays`` (atomic). A sequence counts as done when its attributes say so (they are
 written after the array), so a killed run resumes cleanly: done sequences are skipped unless
 ``overwrite``, failed or interrupted ones are computed again. Failures are recorded per
 sequence (stage ``flow``) and never stop the others; the manifest is refreshed at the end.
 
-The track sequences ``<video>.t<k>`` of one video share its frames (``gaittools.store``): the
+The track sequences ``<video>.t<k>`` of one video share its frames (``gaittools.store.zarr_store``): the
 plan makes them one unit, whose pairs (those some track has a window for) go through TV-L1
 once; each track's flow is then cropped with its own windows and written as its own array,
 exactly as if it had been computed alone. The summary counts pairs stored and pairs computed.
@@ -36,12 +36,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from gaittools.flow_crop import crop_flow
-from gaittools.manifest import refresh_manifest
-from gaittools.store import Store
+from gaittools.flow.crop import crop_flow
+from gaittools.store.manifest import refresh_manifest
+from gaittools.store.zarr_store import Store
 from pipelines.flow_io import (STAGE, DeviceFailure, FlowInputError, SeqPlan, SeqResult, SequenceInput, has_flow, plan,
                                read_input, record_failure, write_flow)
-from gaittools.progress import Meter, Progress, Summary
+from gaittools.cli.progress import Meter, Progress, Summary
 
 __all__ = ["STAGE", "DeviceFailure", "FlowInputError", "FlowRun", "SeqPlan", "SeqResult", "SequenceInput", "compute_flow",
            "has_flow", "parse_params", "plan", "read_input", "record_failure", "write_flow"]

@@ -29,12 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gaittools.extract import ExtractOptions, extract_sequences, load_background
-from gaittools.manifest import refresh_manifest
-from gaittools.sources import Discovery, SourceError, SourceSequence, discover
-from gaittools.store import Store, StoreError
+from gaittools.person.extract import ExtractOptions, extract_sequences, load_background
+from gaittools.store.manifest import refresh_manifest
+from gaittools.sources.discover import Discovery, SourceError, SourceSequence, discover
+from gaittools.store.zarr_store import Store, StoreError
 from pipelines.cluster import dask_client, in_process, limit_native_threads
-from gaittools.progress import Progress, Summary
+from gaittools.cli.progress import Progress, Summary
 
 STAGE = "extract"
 
@@ -144,8 +144,8 @@ def background_task(path: Path, working_height: int) -> Any:
 
 def _describe(exc: BaseException) -> str:
     """Our own errors already name the file; anything else gets its type and last frame."""
-    from gaittools.pickles import PickleError, UnsafePickle
-    from gaittools.video import VideoError
+    from gaittools.sources.pickles import PickleError, UnsafePickle
+    from gaittools.sources.video import VideoError
 
     if isinstance(exc, (VideoError, PickleError, UnsafePickle)):
         return str(exc)

@@ -40,8 +40,8 @@ import torch
 from gaittools.flow.params import TVL1Params
 from gaittools.flow.stream import StreamDataError, StreamStats, TVL1Stream, schedule_name
 from gaittools.flow.tvl1_torch import pick_engine, tvl1
-from gaittools.flow_crop import crop_flow_torch
-from gaittools.store import Store
+from gaittools.flow.crop import crop_flow_torch
+from gaittools.store.zarr_store import Store
 from pipelines.flow_io import DeviceFailure, SeqPlan, SeqResult, SequenceInput, read_input, record_failure, write_flow
 
 #: Largest batch ever formed (pairs); beyond it a batch only costs host memory.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gaittools.store import Store, flow_attributes
+from gaittools.store.zarr_store import Store, flow_attributes
 
 STAGE = "flow"
 #: Largest finite float16; flow beyond it would be stored as Inf.

@@ -77,7 +77,7 @@ def copy_toy(toy, dest: Path):
     """A writable copy of the session's toy store and split under ``dest``."""
     import shutil
 
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
     from gaittools.synth.toystore import ToyData
 
     shutil.copytree(toy.store.path, dest / "store")

@@ -34,7 +34,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Pat
 
 
 def test_store_holds_gray_and_flow_of_the_chosen_subjects(chain):
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
 
     out, _ = chain
     store = Store(out / "store")
@@ -129,7 +129,7 @@ def test_bad_subjects_option_is_a_clear_error():
 
 def test_pack_and_unpack_round_trip(chain, tmp_path):
     from benchmarks.pack_store import pack, unpack
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
 
     out, _ = chain
     with pytest.raises(SystemExit, match="holds flow"):  # the chain's store has flow by now

@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, need_data
 
-from gaittools.flow_crop import crop_flow, crop_flow_torch, crop_weights
-from gaittools.manifest import read_manifest
-from gaittools.store import Store
+from gaittools.flow.crop import crop_flow, crop_flow_torch, crop_weights
+from gaittools.store.manifest import read_manifest
+from gaittools.store.zarr_store import Store
 from pipelines.compute_flow import FlowRun, compute_flow, has_flow
 
 
@@ -165,8 +165,8 @@ def test_crop_flow_takes_the_window_region():
 
 
 def test_crop_flow_matches_how_gray_is_cropped():
-    """Same windows, same resampling as extract-frames' crops (gaittools.crop), so flow[t] ~ gray[t]."""
-    from gaittools import crop
+    """Same windows, same resampling as extract-frames' crops (gaittools.person.crop), so flow[t] ~ gray[t]."""
+    from gaittools.person import crop
     rng = np.random.default_rng(3)
     field = rng.normal(size=(2, 2, H, W)).astype(np.float32)
     windows = np.array([[5, 3, 41, 39], [-6, 10, 30, 46]], np.float32)  # whole pixels; one partly outside
@@ -526,7 +526,7 @@ def test_resume_after_a_killed_run(tmp_path):
     make_store(tmp_path / "s", seqs=seqs)
     shutil.copytree(tmp_path / "s", tmp_path / "ref")
     assert _run(tmp_path / "ref").ok
-    cmd = [sys.executable, "-c", "from gaittools.cli import main; main()", "compute-flow", str(tmp_path / "s"),
+    cmd = [sys.executable, "-c", "from gaittools.cli.main import main; main()", "compute-flow", str(tmp_path / "s"),
            "--workers", "0", *FAST_CLI]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = Store(tmp_path / "s")
@@ -554,7 +554,7 @@ def test_resume_after_a_killed_run(tmp_path):
 
 
 def _cli():
-    from gaittools.cli import main
+    from gaittools.cli.main import main
 
     return main
 
@@ -568,7 +568,7 @@ def test_casia_b_mini_flow_follows_the_walker(tmp_path):
     """
     videos = need_data("casia-b-mini", "videos")
     from pipelines import extract
-    from gaittools.extract import ExtractOptions
+    from gaittools.person.extract import ExtractOptions
 
     source = tmp_path / "videos"
     source.mkdir()

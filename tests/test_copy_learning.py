@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import need_data
-from gaittools.pickles import load_silhouettes
+from gaittools.sources.pickles import load_silhouettes
 from training.losses import LossSet, copy_loss, mean_target_loss
 from training.models.c3d import C3DNet
 from training.monitor import CollapseGuard, embedding_cosine, gradient_shares

@@ -19,8 +19,8 @@ import torch
 from click.testing import CliRunner
 
 from conftest import DATA, REPO, need_data
-from gaittools import deploy
-from gaittools.store import Store
+from gaittools.deploy import runtime as deploy
+from gaittools.store.zarr_store import Store
 from training import export as ex
 from training.models.c3d import C3DNet
 
@@ -95,7 +95,7 @@ def test_fresh_process_reloads_without_training(bundles, real_clips, tmp_path):
     root = bundles["onnx"].root.parent
     script = (
         "import sys, numpy as np\n"
-        "from gaittools.deploy import load_signature_model\n"
+        "from gaittools.deploy.runtime import load_signature_model\n"
         f"clips = np.load({str(tmp_path / 'clips.npy')!r})\n"
         "for fmt in ('onnx', 'exported-program'):\n"
         f"    m = load_signature_model({str(root)!r} + '/' + fmt, device='cpu')\n"
@@ -312,7 +312,7 @@ def test_cli_export_bad_batch_and_missing_weights(tmp_path):
 
 
 def test_master_export_takes_flow_and_identify_refuses_it(tmp_path):
-    from gaittools.cli import main
+    from gaittools.cli.main import main
 
     torch.manual_seed(1)
     master = C3DNet(2, TINY, embedding_dim=32).eval()

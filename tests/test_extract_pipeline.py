@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import DATA, REPO, need_data
-from gaittools.cli import main
-from gaittools.manifest import read_manifest
-from gaittools.store import Store, StoreError
+from gaittools.cli.main import main
+from gaittools.store.manifest import read_manifest
+from gaittools.store.zarr_store import Store, StoreError
 
 from dask_helpers import dask_cluster_in
 
@@ -173,7 +173,7 @@ def test_raw_frames_codec_stores_the_same_frames_uncompressed(reference_store, t
 # ---------------------------------------------------------------------------- kill and resume
 def test_killed_run_resumes_to_the_same_store(run_source, reference_store, tmp_path):
     store = tmp_path / "store"
-    cmd = [sys.executable, "-m", "gaittools.cli", "extract-frames", str(run_source), str(store), "--workers", "1"]
+    cmd = [sys.executable, "-m", "gaittools.cli.main", "extract-frames", str(run_source), str(store), "--workers", "1"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

@@ -16,15 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import DATA, REPO, need_data
-from gaittools.cli import main
-from gaittools.crop import crop_window
-from gaittools.extract import ExtractOptions, extract_sequence, load_background, localise_and_crop
-from gaittools.layouts import parse_generic
-from gaittools.blobs import box_iou
-from gaittools.localise import localise
-from gaittools.manifest import read_manifest
-from gaittools.sources import SourceSequence, discover
-from gaittools.store import Store
+from gaittools.cli.main import main
+from gaittools.person.crop import crop_window
+from gaittools.person.extract import ExtractOptions, extract_sequence, load_background, localise_and_crop
+from gaittools.sources.layouts import parse_generic
+from gaittools.person.blobs import box_iou
+from gaittools.person.localise import localise
+from gaittools.store.manifest import read_manifest
+from gaittools.sources.discover import SourceSequence, discover
+from gaittools.store.zarr_store import Store
 
 VIDEOS = DATA / "casia-b-mini" / "videos"
 SILHOUETTES = DATA / "casia-b-sil-090"

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import DATA, need_data
-from gaittools.crop import crop_frames, crop_window, resize_crops, windows_for
-from gaittools.localise import localise
-from gaittools.series import fill_gaps, smooth_boxes
-from gaittools.pickles import PickleError, UnsafePickle, load_array, load_silhouettes, loads_array
-from gaittools.sources import SourceError, detect_dataset, discover
-from gaittools.video import VideoError, decode
-from gaittools.progress import Meter, Progress, eta
+from gaittools.person.crop import crop_frames, crop_window, resize_crops, windows_for
+from gaittools.person.localise import localise
+from gaittools.person.series import fill_gaps, smooth_boxes
+from gaittools.sources.pickles import PickleError, UnsafePickle, load_array, load_silhouettes, loads_array
+from gaittools.sources.discover import SourceError, detect_dataset, discover
+from gaittools.sources.video import VideoError, decode
+from gaittools.cli.progress import Meter, Progress, eta
 
 CLIP = DATA / "casia-b-mini" / "videos" / "001-nm-01-090.avi"
 
@@ -65,7 +65,7 @@ def test_pickle_of_other_things_or_garbage_is_a_clear_error(tmp_path):
 
 
 def test_float_silhouettes_in_0_1_are_scaled_with_a_warning(tmp_path):
-    from gaittools.extract import extract_sequence
+    from gaittools.person.extract import extract_sequence
 
     rng = np.random.default_rng(0)
     binary = (rng.random((30, 64, 64)) > 0.7).astype(np.float32)  # what some exports store: x / 255
@@ -162,7 +162,7 @@ def test_localise_finds_drawn_walker_and_nobody_in_empty_scene():
 
 @pytest.mark.parametrize("method", ["mog2", "knn"])
 def test_localise_with_opencv_subtractors(method):
-    from gaittools.localise import LocaliseParams
+    from gaittools.person.localise import LocaliseParams
 
     frames, truth, scene = _walker_frames()
     loc = localise(frames, background=scene, params=LocaliseParams(method=method))
@@ -172,7 +172,7 @@ def test_localise_with_opencv_subtractors(method):
 
 
 def test_frame_folder_sequence_extracts_to_contract(tmp_path):
-    from gaittools.extract import ExtractOptions, extract_sequence
+    from gaittools.person.extract import ExtractOptions, extract_sequence
 
     frames, truth, _ = _walker_frames(T=12, H=120, W=160)
     folder = tmp_path / "tum" / "p003" / "b02"
@@ -315,7 +315,7 @@ def test_progress_rates_eta_and_summary():
 def test_cli_refuses_a_folder_without_sequences(tmp_path):
     from click.testing import CliRunner
 
-    from gaittools.cli import main
+    from gaittools.cli.main import main
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("nothing to see")
@@ -351,8 +351,8 @@ def _reference_clean(masks):
 
 @pytest.mark.parametrize("shape", [(4, 120, 160), (3, 37, 64), (3, 20, 65), (2, 9, 200), (2, 5, 3)])
 def test_packed_morphology_is_opencvs_ellipse_open_and_close(shape):
-    from gaittools.foreground import CLOSE_KERNEL, OPEN_KERNEL, clean_masks
-    from gaittools.packed_masks import pack_masks, unpack_masks
+    from gaittools.person.foreground import CLOSE_KERNEL, OPEN_KERNEL, clean_masks
+    from gaittools.person.packed_masks import pack_masks, unpack_masks
 
     for kernel, size in ((OPEN_KERNEL, (3, 3)), (CLOSE_KERNEL, (5, 9))):
         drawn = np.zeros(size[::-1], np.uint8)
@@ -367,8 +367,8 @@ def test_packed_morphology_is_opencvs_ellipse_open_and_close(shape):
 
 
 def test_blobs_keep_people_at_two_depths_apart_and_join_the_parts_of_one_body():
-    from gaittools.blobs import frame_blobs
-    from gaittools.packed_masks import pack_masks
+    from gaittools.person.blobs import frame_blobs
+    from gaittools.person.packed_masks import pack_masks
 
     masks = np.zeros((3, 100, 160), np.uint8)
     # frame 0: a near body (rows 20-95) and a far one (rows 30-75) sharing columns 60-70,
@@ -406,8 +406,8 @@ def _stick_body(mask: np.ndarray, x: int, front: int, back: int, arm: int = 0) -
 
 
 def test_a_wide_blob_of_people_side_by_side_is_divided_and_one_body_is_not():
-    from gaittools.blobs import frame_blobs
-    from gaittools.packed_masks import pack_masks
+    from gaittools.person.blobs import frame_blobs
+    from gaittools.person.packed_masks import pack_masks
 
     masks = np.zeros((4, 100, 160), np.uint8)
     _stick_body(masks[0], 50, 12, 12, arm=40)  # frame 0: two people holding hands
@@ -431,8 +431,8 @@ def test_a_wide_blob_of_people_side_by_side_is_divided_and_one_body_is_not():
 
 
 def test_mass_centres_on_packed_masks_match_the_plain_sums():
-    from gaittools.blobs import mass_centres
-    from gaittools.packed_masks import pack_masks
+    from gaittools.person.blobs import mass_centres
+    from gaittools.person.packed_masks import pack_masks
 
     masks = _noisy_masks(T=8, h=40, w=130, seed=5)
     rng = np.random.default_rng(5)
@@ -453,7 +453,7 @@ def test_mass_centres_on_packed_masks_match_the_plain_sums():
 
 
 def test_shrink_medians_and_crops_equal_their_plain_definitions():
-    from gaittools.foreground import _row_medians, median_background, shrink
+    from gaittools.person.foreground import _row_medians, median_background, shrink
 
     rng = np.random.default_rng(3)
     noise = rng.integers(0, 256, (7, 240, 320), dtype=np.uint8)
@@ -481,7 +481,7 @@ def test_shrink_medians_and_crops_equal_their_plain_definitions():
 
 
 def test_moving_camera_stops_early_with_the_full_answer():
-    from gaittools import foreground as loc
+    from gaittools.person import foreground as loc
 
     frames, _, scene = _walker_frames(T=30)
     panned = np.stack([np.roll(scene, 2 * t, axis=1) for t in range(30)])
@@ -502,8 +502,8 @@ def test_moving_camera_stops_early_with_the_full_answer():
 
 
 def test_blockwise_threshold_is_the_plain_definition():
-    from gaittools.foreground import foreground, refined_background
-    from gaittools.packed_masks import unpack_masks
+    from gaittools.person.foreground import foreground, refined_background
+    from gaittools.person.packed_masks import unpack_masks
 
     rng = np.random.default_rng(7)
     for T, h, w in ((37, 60, 90), (5, 21, 33), (16, 8, 64)):
@@ -520,8 +520,8 @@ def test_blockwise_threshold_is_the_plain_definition():
 
 
 def test_blobs_with_zero_min_area_and_empty_frames():
-    from gaittools.blobs import frame_blobs
-    from gaittools.packed_masks import pack_masks
+    from gaittools.person.blobs import frame_blobs
+    from gaittools.person.packed_masks import pack_masks
 
     masks = np.zeros((3, 20, 40), bool)
     masks[1, 2:18, 5:9] = True
@@ -550,7 +550,7 @@ def test_opencv_and_ffmpeg_stay_quiet_about_a_broken_video(tmp_path):
 
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(range(256)) * 8)
-    script = ("from gaittools.video import VideoError, decode\n"
+    script = ("from gaittools.sources.video import VideoError, decode\n"
               f"try:\n    decode({str(bad)!r})\nexcept VideoError as e:\n    print(e)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
@@ -561,7 +561,7 @@ def test_opencv_and_ffmpeg_stay_quiet_about_a_broken_video(tmp_path):
 def test_rolling_median_is_nanmedian_over_each_window():
     import warnings
 
-    from gaittools.series import rolling_median
+    from gaittools.person.series import rolling_median
 
     rng = np.random.default_rng(11)
     for _ in range(50):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gaittools.cli import main
+from gaittools.cli.main import main
 from gaittools.flow import FloError, flow_to_color, read_flo, write_flo
 from gaittools.flow.colour import colour_wheel
 from gaittools.flow.flo import endpoint_error, known_mask

@@ -24,10 +24,10 @@ import torch
 from click.testing import CliRunner
 
 from conftest import DATA, REPO
-from gaittools import deploy
-from gaittools.cli import main
-from gaittools.clips import clip_starts
-from gaittools.identify import (
+from gaittools.deploy import runtime as deploy
+from gaittools.cli.main import main
+from gaittools.deploy.clips import clip_starts
+from gaittools.deploy.identify import (
     STATUS_NO_PERSON,
     STATUS_OK,
     STATUS_TOO_SHORT,
@@ -103,8 +103,8 @@ def test_gallery_roundtrip_match_and_model_refusal(tmp_path):
 
 # ---------------------------------------------------------------------------- end to end
 def _crops(video: Path) -> np.ndarray:
-    from gaittools.extract import localise_and_crop
-    from gaittools.video import decode
+    from gaittools.person.extract import localise_and_crop
+    from gaittools.sources.video import decode
 
     frames = decode(video, working_height=CLIP["working_height"]).frames
     _, windows, gray, _ = localise_and_crop(frames, mode="person", size=CLIP["crop_size"])
@@ -272,7 +272,7 @@ def test_identify_in_a_fresh_process_computes_no_flow_and_imports_no_training(wo
         "    for name in names:\n"
         "        if hasattr(owner, name):\n"
         "            setattr(owner, name, trap)\n"
-        "from gaittools.cli import main\n"
+        "from gaittools.cli.main import main\n"
         "try:\n"
         f"    main(['identify', {str(probe)!r}, '--model', {str(world['bundle'])!r}, "
         f"'--gallery', {str(gallery)!r}, '--json', '--device', 'cpu'])\n"
@@ -335,10 +335,10 @@ def test_two_walkers_are_told_apart_by_a_gallery_of_their_own_tracks(world, scen
     in frames 35-79: each track is named after its own person (the near or the far one, told
     by the track's box height). The halves are too short for a sequence median without the
     walkers: the whole clip's median is their background."""
-    from gaittools.foreground import median_background
-    from gaittools.identify import answer_for, signatures_of_video
-    from gaittools.localise import localise
-    from gaittools.video import decode
+    from gaittools.person.foreground import median_background
+    from gaittools.deploy.identify import answer_for, signatures_of_video
+    from gaittools.person.localise import localise
+    from gaittools.sources.video import decode
 
     model = deploy.load_signature_model(world["bundle"], device="cpu")
     background = median_background(decode(scenes / "crossing.avi", CLIP["working_height"]).frames, 31)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gaittools.identify import (STATUS_OK, Gallery, GalleryError, SequenceSignature, answer_for,
+from gaittools.deploy.identify import (STATUS_OK, Gallery, GalleryError, SequenceSignature, answer_for,
                                 calibrate_threshold)
 
 

@@ -1,7 +1,8 @@
 """The layering of docs/architecture.md, checked on the source: who may import whom.
 
 From the top: the command line -> ``pipelines`` and ``training`` -> the ``gaittools`` library.
-The library never imports the layers above it, ``training`` never imports ``pipelines``, and no
+Inside the library, rooms (subpackages) in the order data flows; a room imports only rooms
+before it in ``ROOMS`` (and itself). The library never imports the layers above it, ``training`` never imports ``pipelines``, and no
 modules import each other in a cycle (imports inside functions count: they still tie the
 modules together). Read from the source with ``ast``, so nothing is imported to check it.
 """
@@ -13,6 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gaittools", "pipelines", "training")
+#: The library's rooms, lowest first: inputs, people, motion, storage, protocols, deployment,
+#: synthetic data, the command line.
+ROOMS = ("sources", "person", "flow", "store", "protocols", "deploy", "synth", "cli")
 
 
 def _modules() -> dict[str, Path]:
@@ -103,3 +107,41 @@ def test_no_import_cycles():
 
 def test_the_checker_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _room(module: str) -> str | None:
+    """``gaittools.person.blobs`` -> ``person``; the package root itself has no room."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "gaittools" else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Library module -> the modules it imports from a room above its own."""
+    rank = {room: i for i, room in enumerate(ROOMS)}
+    found = {}
+    for module, targets in graph.items():
+        room = _room(module)
+        if room is None:
+            continue
+        up = sorted(t for t in targets if _room(t) is not None and rank[_room(t)] > rank[room])
+        if up:
+            found[module] = up
+    return found
+
+
+def test_the_library_is_its_rooms():
+    """Every library module lives in a named room: ``ls gaittools/`` reads as the pipeline."""
+    package = ROOT / "gaittools"
+    loose = sorted(p.name for p in package.glob("*.py") if p.name != "__init__.py")
+    rooms = sorted(p.name for p in package.iterdir() if (p / "__init__.py").exists())
+    assert loose == [] and rooms == sorted(ROOMS)
+
+
+def test_no_room_imports_one_above_it():
+    assert upward_imports(import_graph()) == {}
+
+
+def test_the_room_checker_sees_an_upward_import():
+    graph = {"gaittools.sources.video": {"gaittools.store.zarr_store"},
+             "gaittools.store.zarr_store": {"gaittools.sources.video"}}
+    assert upward_imports(graph) == {"gaittools.sources.video": ["gaittools.store.zarr_store"]}

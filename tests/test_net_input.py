@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gaittools import deploy
-from gaittools.identify import signature_of_crops
-from gaittools.net_input import fit_to_input, normalise_gray
+from gaittools.deploy import runtime as deploy
+from gaittools.deploy.identify import signature_of_crops
+from gaittools.deploy.net_input import fit_to_input, normalise_gray
 from training.data import AugmentParams, augment
 
 

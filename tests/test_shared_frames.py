@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import pipelines.compute_flow as compute_flow_module
-from gaittools.extract import ExtractOptions
-from gaittools.store import FRAMES_VIDEO, STORE_FORMAT, Store, StoreError
+from gaittools.person.extract import ExtractOptions
+from gaittools.store.zarr_store import FRAMES_VIDEO, STORE_FORMAT, Store, StoreError
 from gaittools.synth.crowd import write_scenes
 from pipelines.compute_flow import FlowRun, compute_flow
 from pipelines.extract import run_extract

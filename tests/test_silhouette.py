@@ -1,4 +1,4 @@
-"""Silhouettes (gaittools.silhouette) and the OpenGait bridge (gaittools.opengait).
+"""Silhouettes (gaittools.person.silhouette) and the OpenGait bridge (gaittools.store.opengait).
 
 The normalisation is checked against a reference written the way OpenGait's pretreatment
 describes it (crop rows, resize the band to height S keeping its aspect, find the half-mass
@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gaittools.cli import main
-from gaittools.pickles import ALLOWED_GLOBALS, PickleError, UnsafePickle, load_array
-from gaittools.silhouette import normalise_silhouette, normalise_silhouettes
-from gaittools.store import Store
+from gaittools.cli.main import main
+from gaittools.sources.pickles import ALLOWED_GLOBALS, PickleError, UnsafePickle, load_array
+from gaittools.person.silhouette import normalise_silhouette, normalise_silhouettes
+from gaittools.store.zarr_store import Store
 
 
 # ---------------------------------------------------------------------------- normalisation
@@ -106,8 +106,8 @@ def test_empty_mask_gives_zeros_and_a_sliver_still_spans_the_height():
 
 # ---------------------------------------------------------------------------- extract-frames
 def test_extract_frames_stores_the_synthetic_walkers_silhouette(tmp_path):
-    from gaittools.extract import ExtractOptions, extract_sequence
-    from gaittools.sources import discover
+    from gaittools.person.extract import ExtractOptions, extract_sequence
+    from gaittools.sources.discover import discover
     from gaittools.synth import generate_dataset, render_clip, spec_of
 
     out = generate_dataset(tmp_path / "synth", layout="casia-b", subjects=1, walks=["nm-01"],

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gaittools.cli import main
-from gaittools.layouts import CASIA_B_VIEWS, casia_b_id, tum_gaid_id
-from gaittools.manifest import to_frame, write_manifest
-from gaittools.protocols import ProtocolError, load_protocol, packaged_protocol, parse_protocol
-from gaittools.splits import SplitError, SplitOptions, build_split, validation_ids, write_split
-from gaittools.store import Store
+from gaittools.cli.main import main
+from gaittools.sources.layouts import CASIA_B_VIEWS, casia_b_id, tum_gaid_id
+from gaittools.store.manifest import to_frame, write_manifest
+from gaittools.protocols.protocol import ProtocolError, load_protocol, packaged_protocol, parse_protocol
+from gaittools.protocols.splits import SplitError, SplitOptions, build_split, validation_ids, write_split
+from gaittools.store.zarr_store import Store
 
 CASIA_WALKS = [("nm", n) for n in range(1, 7)] + [("bg", 1), ("bg", 2), ("cl", 1), ("cl", 2)]
 N_VIEWS = len(CASIA_B_VIEWS)  # 11

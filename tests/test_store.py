@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from gaittools.manifest import read_manifest, refresh_manifest
-from gaittools.store import Store, StoreError
+from gaittools.store.manifest import read_manifest, refresh_manifest
+from gaittools.store.zarr_store import Store, StoreError
 
 
 def _seq_attrs(seq_id: str) -> dict:

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gaittools.cli import main
-from gaittools.layouts import (parse_casia_b, parse_casia_b_background, parse_tum_gaid,
+from gaittools.cli.main import main
+from gaittools.sources.layouts import (parse_casia_b, parse_casia_b_background, parse_tum_gaid,
                                tum_gaid_id_from_folder)
 from gaittools.synth import SynthError, generate_dataset, render_clip, spec_of
 from gaittools.synth.clips import ClipSpec

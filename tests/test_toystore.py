@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gaittools.crop import crop_frames
-from gaittools.manifest import read_manifest
+from gaittools.person.crop import crop_frames
+from gaittools.store.manifest import read_manifest
 from gaittools.synth import render_clip
 from gaittools.synth.clips import ClipSpec
 from gaittools.synth.toystore import toy_protocol

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gaittools.blobs import iou_matrix
-from gaittools.cli import main
-from gaittools.extract import ExtractOptions, extract_sequences
-from gaittools.layouts import parse_generic
-from gaittools.manifest import read_manifest
-from gaittools.sources import SourceSequence
+from gaittools.person.blobs import iou_matrix
+from gaittools.cli.main import main
+from gaittools.person.extract import ExtractOptions, extract_sequences
+from gaittools.sources.layouts import parse_generic
+from gaittools.store.manifest import read_manifest
+from gaittools.sources.discover import SourceSequence
 from gaittools.synth.crowd import SCENES, write_scenes
 
 
@@ -112,9 +112,9 @@ def test_two_people_born_as_one_blob_at_two_depths_part_as_they_walk_apart(scene
     """The crossing scene from frame 35, mid-crossing: the near and the far walker are one
     blob when the clip starts; the far one is not joined to the near one's track as they
     part (a second person, not a piece of the first), so each gets its own pure track."""
-    from gaittools.foreground import median_background
-    from gaittools.localise import localise
-    from gaittools.video import decode
+    from gaittools.person.foreground import median_background
+    from gaittools.person.localise import localise
+    from gaittools.sources.video import decode
 
     out, found = scenes
     truth = found["crossing"][0]["boxes"][:, 35:]
@@ -129,7 +129,7 @@ def test_two_people_born_as_one_blob_at_two_depths_part_as_they_walk_apart(scene
 
 
 def test_a_track_inside_a_person_twice_its_height_is_a_body_part():
-    from gaittools.localise import PersonTrack, _result
+    from gaittools.person.localise import PersonTrack, _result
 
     t = np.arange(40.0)[:, None]
 
@@ -166,7 +166,7 @@ def test_extract_frames_writes_one_sequence_per_walker_with_track_columns(scenes
 
 
 def test_walking_needs_consistent_travel_not_waving_or_jumping():
-    from gaittools.tracking import walking
+    from gaittools.person.tracking import walking
 
     t = np.arange(60.0)
     h = 100 + 0 * t
@@ -191,8 +191,8 @@ def test_walking_needs_consistent_travel_not_waving_or_jumping():
 def test_preview_writes_a_montage_per_sequence(scenes, tmp_path):
     import cv2
 
-    from gaittools.preview import ROW_HEIGHT
-    from gaittools.store import Store
+    from gaittools.store.preview import ROW_HEIGHT
+    from gaittools.store.zarr_store import Store
 
     out, found = scenes
     store = Store.create(tmp_path / "store", "generic")

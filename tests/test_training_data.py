@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gaittools.store import Store
+from gaittools.store.zarr_store import Store
 from training.clips import build_clip_index, clip_starts, read_split
 from training.config import ConfigError, config_from_dict, load_config
 from training.data import (AugmentParams, PKBatchSampler, ResidentClips, SequentialBatches, ZarrClips, augment,

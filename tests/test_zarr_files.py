@@ -7,7 +7,7 @@ import pytest
 import zarr
 import zarr.codecs
 
-from gaittools.zarr_files import array_metadata, write_array, write_group
+from gaittools.store.zarr_files import array_metadata, write_array, write_group
 
 CASES = [  # (shape, dtype, chunk rows, zstd level)
     ((35, 24, 32), np.uint8, 16, 1),       # edge chunk of 3 rows, padded

@@ -5,7 +5,7 @@ Every training command takes ``--config`` (YAML, validated) and ``--set KEY=VALU
 Run under ``torchrun --nproc-per-node N -m training.cli ...`` for DDP: nothing else changes.
 ``export`` comes from ``training.export`` and is listed only when that module is installed.
 
-Errors are one line (``gaittools.cli_errors``): exit 2 for a usage error (bad arguments, a
+Errors are one line (``gaittools.cli.errors``): exit 2 for a usage error (bad arguments, a
 bad config, missing inputs). The training commands check their inputs (store, split, master
 run) before they create the run directory, and a start that fails anyway (before the first
 checkpoint) removes the directory it created, so the next try starts clean.
@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 
 from gaittools import __version__
-from gaittools.cli_errors import GuardedGroup, InputError
+from gaittools.cli.errors import GuardedGroup, InputError
 from training.config import Config, ConfigError, load_config
 from training.runs import RunError
 
@@ -65,7 +65,7 @@ def _config(path: str, overrides: tuple[str, ...]) -> Config:
 
 def _check_inputs(cfg: Config, config_path: str) -> None:
     """The store and split a training command reads, checked before any run directory exists."""
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
     from training.clips import read_split
 
     for key, value, make in (("data.store", cfg.data.store, "gaittools extract-frames"),

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gaittools.clips import clip_starts as shared_clip_starts
-from gaittools.clips import valid_runs
-from gaittools.manifest import read_table
-from gaittools.store import Store
+from gaittools.deploy.clips import clip_starts as shared_clip_starts
+from gaittools.deploy.clips import valid_runs
+from gaittools.store.manifest import read_table
+from gaittools.store.zarr_store import Store
 
 SPLIT_COLUMNS = ("seq_id", "subject", "condition", "seq_num", "view", "role", "probe_set")
 CLIP_COLUMNS = ("clip", "clip_id", "seq_id", "subject", "condition", "seq_num", "view", "role",

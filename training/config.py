@@ -50,7 +50,7 @@ class DataConfig:
     clip_len: int = 25
     step: int = 5
     #: Side of the square network input; None = the store's crop size S. Smaller: the centre
-    #: cut of the S x S crops; larger: a bilinear resize (``gaittools.net_input``, the rule
+    #: cut of the S x S crops; larger: a bilinear resize (``gaittools.deploy.net_input``, the rule
     #: that deployment applies too).
     input_size: int | None = None
     P: int = 8

@@ -11,7 +11,7 @@ Two ways to get raw clips to the device, one augmentation for both:
   the optimiser steps. For CASIA-B at 64 x 64 this is a few GB of gray and ~4x that of flow.
 
 ``augment`` then turns raw clips into the network input (B, C, T, H, W) on whatever device
-they are: the crops are brought to ``input_size`` by ``gaittools.net_input.fit_to_input`` (a
+they are: the crops are brought to ``input_size`` by ``gaittools.deploy.net_input.fit_to_input`` (a
 centre cut when smaller: the same rule deployment applies), then per-clip shift, zoom and
 horizontal flip in ONE ``grid_sample``; gray scaled to x/255 - 0.5, flow multiplied by
 ``flow_scale`` and by the zoom (a magnified image has magnified displacements), dx negated
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gaittools.net_input import fit_to_input, normalise_gray
-from gaittools.store import Store
+from gaittools.deploy.net_input import fit_to_input, normalise_gray
+from gaittools.store.zarr_store import Store
 from training.clips import LENGTH
 
 GRAY, FLOW = "gray", "flow"

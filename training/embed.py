@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gaittools.progress import Meter
+from gaittools.cli.progress import Meter
 from training.data import (AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader,
                            stored_array)
 from training.trainer import is_3d

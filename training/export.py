@@ -1,7 +1,7 @@
 """``train-copy export``: a run's model -> a deployment bundle (TensorRT, ONNX or torch.export).
 
 What is exported: only the signature. The graph maps float32 clips (N, 1, T, I, I), already
-fitted to the run's input size I and scaled x/255 - 0.5 (``gaittools.net_input``, which
+fitted to the run's input size I and scaled x/255 - 0.5 (``gaittools.deploy.net_input``, which
 training applies too), to (N, d) float32 L2-normalised signatures (``SignatureNet``): logits are a
 training device, and normalising inside the graph means no deployment can forget it. With
 ``--fp16`` the weights and arithmetic are half precision but the graph casts at its edges, so
@@ -11,8 +11,8 @@ every bundle has the same float32 interface.
 times the run's ``flow_scale``; parity on the store's flow clips): useful for benchmarks and
 evaluation, refused by ``gaittools identify``, which is flow-free.
 
-Formats (file inside the bundle, described by ``gaittools.bundle``, which owns the format;
-loaders in ``gaittools.deploy``, which needs no training code):
+Formats (file inside the bundle, described by ``gaittools.deploy.bundle``, which owns the format;
+loaders in ``gaittools.deploy.runtime``, which needs no training code):
 
 - ``onnx`` (``model.onnx``): torch.onnx's dynamo exporter (onnxscript), falling back to the
   TorchScript exporter if it fails; batch dimension dynamic (or fixed with ``--batch N``).
@@ -23,7 +23,7 @@ loaders in ``gaittools.deploy``, which needs no training code):
   on the exported program) saved as an ExportedProgram that ``torch.export.load`` reloads
   once ``torch_tensorrt`` is imported. Optional extra; needs CUDA.
 
-Parity check after every export: the bundle is reloaded through ``gaittools.deploy`` (the
+Parity check after every export: the bundle is reloaded through ``gaittools.deploy.runtime`` (the
 same code ``gaittools identify`` uses) and its signatures are compared with the eager fp32
 model on real clips from the run's store (the split's held-out roles first; random clips only
 when the store is absent, and the bundle says so). Pass: minimum cosine similarity >= 0.999
@@ -52,8 +52,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gaittools import deploy
-from gaittools.bundle import BUNDLE_FILE, MODEL_FILES, Bundle, describe, read_bundle, write_bundle_meta
+from gaittools.deploy import runtime as deploy
+from gaittools.deploy.bundle import BUNDLE_FILE, MODEL_FILES, Bundle, describe, read_bundle, write_bundle_meta
 from training.model_build import model_from_run
 from training.models import count_parameters
 from training.runs import RunError
@@ -387,7 +387,7 @@ def clip_settings(cfg: Any, store_path: str | None, input_size: int | None = Non
     ``crop_size`` (the checkpoint's record of it) is used when the store is gone."""
     extract: dict[str, Any] = {}
     if store_path and Path(store_path).exists():
-        from gaittools.store import Store
+        from gaittools.store.zarr_store import Store
 
         store = Store(store_path)
         seq_ids = store.seq_ids()
@@ -423,7 +423,7 @@ def parity_clips(cfg: Any, clip: dict[str, Any], n: int = PARITY_CLIPS, seed: in
 
 
 def _store_clips(store_path: str, split: str, t: int, size: int, n: int, modality: str) -> np.ndarray:
-    from gaittools.store import Store
+    from gaittools.store.zarr_store import Store
     from training.clips import clip_starts, read_split, valid_frames
 
     store = Store(store_path)

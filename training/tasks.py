@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gaittools.store import Store
+from gaittools.store.zarr_store import Store
 from training.clips import LENGTH, build_clip_index, load_clip_index, read_split, save_clip_index
 from training.config import Config
 from training.data import FLOW, GRAY, crop_size

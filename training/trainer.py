@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gaittools.progress import eta
+from gaittools.cli.progress import eta
 from training.config import Config, OptimConfig, TrainConfig
 from training.data import (AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
                            augment, crop_size, iterate_batches, make_loader, stored_array)

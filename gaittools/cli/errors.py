@@ -39,7 +39,7 @@ class RunStopped(click.ClickException):
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The library's error types: each carries a message written for the user."""
-    from gaittools.store import StoreError
+    from gaittools.store.zarr_store import StoreError
 
     return (ValueError, KeyError, StoreError, OSError)
 

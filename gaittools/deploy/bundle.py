@@ -9,7 +9,7 @@ searched with another. A bundle is a directory that carries both::
       model.onnx | model.pt2 | model.trt.ep    the exported network
 
 Written by ``train-copy export`` (``training.export``, through :func:`describe` and
-:func:`write_bundle_meta`), read by ``gaittools.deploy`` (through :func:`read_bundle`): one
+:func:`write_bundle_meta`), read by ``gaittools.deploy.runtime`` (through :func:`read_bundle`): one
 module owns the format, and the deployment side needs no training code.
 
 ``bundle.json`` (``bundle_version`` 1)::
@@ -29,7 +29,7 @@ module owns the format, and the deployment side needs no training code.
     output  {name "signature", dim d, l2_normalised true, dtype "float32"}
     clip    {length T, step, crop_size S, input_size, crop_mode "person"|"frame", working_height}
             (crop_size: the stored crops' side, which enroll/identify crop to; input_size: the
-            network's side, reached by ``gaittools.net_input.fit_to_input``, as in training;
+            network's side, reached by ``gaittools.deploy.net_input.fit_to_input``, as in training;
             absent in older bundles, which took crop_size as the network's side)
     normalisation {scale 1/255, offset -0.5, formula "x / 255 - 0.5"}   (gray; a flow master:
                   {scale flow_scale, offset 0, formula "flow_px * flow_scale"})
@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gaittools.net_input import NORMALISATION
+from gaittools.deploy.net_input import NORMALISATION
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "gaitcopy-signature-bundle"

@@ -1,9 +1,9 @@
 """Flow-free identification: video -> gray crops -> student clip signatures -> nearest identity.
 
-The deployed path of GaitCopy: decode (``gaittools.video``), find, track and crop the people
-(``gaittools.localise`` and ``gaittools.extract.track_crops``, the per-track path of
+The deployed path of GaitCopy: decode (``gaittools.sources.video``), find, track and crop the people
+(``gaittools.person.localise`` and ``gaittools.person.extract.track_crops``, the per-track path of
 extract-frames), cut clips of T frames every ``step`` frames, run the exported student
-(``gaittools.deploy``), and compare with a gallery. No optical flow is computed or imported
+(``gaittools.deploy.runtime``), and compare with a gallery. No optical flow is computed or imported
 anywhere on this path: that is the point of the student.
 
 Decisions (documented for users of ``gaittools enroll`` / ``identify``):
@@ -17,7 +17,7 @@ Decisions (documented for users of ``gaittools enroll`` / ``identify``):
   consecutive frames that hold the person (a frame whose crop window is finite), like training.
   Frames are cropped to the bundle's ``crop_size`` (the store's S) with the store's recipe;
   the model then fits them to its input size exactly as training did
-  (``gaittools.net_input``: a centre cut of 60 from 64, for instance).
+  (``gaittools.deploy.net_input``: a centre cut of 60 from 64, for instance).
 - Per-video signature: the mean of the clip signatures (each L2-normalised by the model),
   renormalised to unit length. Averaging unit vectors is the usual way to pool a sequence; it
   weights every clip equally.
@@ -59,8 +59,8 @@ from typing import Any
 
 import numpy as np
 
-from gaittools.clips import clip_starts, longest_run
-from gaittools.deploy import SignatureModel
+from gaittools.deploy.clips import clip_starts, longest_run
+from gaittools.deploy.runtime import SignatureModel
 
 DEFAULT_THRESHOLD = 0.8
 GALLERY_FORMAT = "gaitcopy-gallery"
@@ -133,9 +133,9 @@ def signatures_of_video(path: str | os.PathLike[str], model: SignatureModel,
     model's training data was (``tracks``: ``walkers`` every walking track, ``longest`` the
     longest one), and pool each track's signature; one entry per track, in order of birth,
     or a single one without a track when nobody walks."""
-    from gaittools.extract import track_crops
-    from gaittools.localise import localise
-    from gaittools.video import DEFAULT_WORKING_HEIGHT, decode
+    from gaittools.person.extract import track_crops
+    from gaittools.person.localise import localise
+    from gaittools.sources.video import DEFAULT_WORKING_HEIGHT, decode
 
     bundle = model.bundle
     frames = decode(path, working_height=bundle.working_height or DEFAULT_WORKING_HEIGHT).frames

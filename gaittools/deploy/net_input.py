@@ -3,7 +3,7 @@
 The store keeps S x S crops (default S = 64); a network may want another side, ``input_size``
 (GaitCopy's 3D-CNNs: 60, the CPU demos: 52). Training (``training.data.augment``, which
 serves the training steps and the evaluation embeddings) and deployment
-(``gaittools.deploy.SignatureModel``, which serves export parity, ``enroll`` and ``identify``)
+(``gaittools.deploy.runtime.SignatureModel``, which serves export parity, ``enroll`` and ``identify``)
 both call :func:`fit_to_input` and :func:`normalise_gray`, so for the same crops they give the
 same network input, bit for bit (``tests/test_net_input.py``).
 

@@ -2,7 +2,7 @@
 
 A bundle is a directory holding an exported network and ``bundle.json``, which says how its
 input is made and which weights made it; the format is defined, written and parsed by
-``gaittools.bundle``. This module runs the network (ONNX Runtime, torch.export, TensorRT).
+``gaittools.deploy.bundle``. This module runs the network (ONNX Runtime, torch.export, TensorRT).
 
 The exported graph maps a float32 (N, C, T, I, I) clip batch (I = input_size), already scaled by the
 normalisation, to (N, d) float32 *L2-normalised* signatures: normalising inside the graph means
@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gaittools.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, FORMATS, MODEL_FILES, Bundle,
+from gaittools.deploy.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, FORMATS, MODEL_FILES, Bundle,
                               BundleError, read_bundle, sha256_of, write_bundle_meta)
-from gaittools.net_input import NORMALISATION, fit_to_input, normalise_gray
+from gaittools.deploy.net_input import NORMALISATION, fit_to_input, normalise_gray
 
 __all__ = ["BUNDLE_FILE", "BUNDLE_FORMAT", "BUNDLE_VERSION", "FORMATS", "MODEL_FILES", "NORMALISATION", "Bundle",
            "BundleError", "SignatureModel", "load_signature_model", "model_from_bundle", "normalise_clips",

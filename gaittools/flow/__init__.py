@@ -1,5 +1,6 @@
 """TV-L1 optical flow: a batched PyTorch solver (CPU/CUDA) matching OpenCV's DualTVL1, the
-OpenCV backend itself, Middlebury .flo files and colour coding.
+OpenCV backend itself, Middlebury .flo files, colour coding, and flow cut to crop windows.
+Imports nothing else of gaittools.
 
 Importing this package does not import triton; the fused CUDA kernels load on first use.
 """

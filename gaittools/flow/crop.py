@@ -15,7 +15,7 @@ Coordinates: a window ``x0, y0, x1, y1`` is in continuous frame coordinates wher
 ``[x0 + j w / S, x0 + (j + 1) w / S)``. Downsampling averages the frame pixels a crop pixel
 covers (area weights, like ``cv2.INTER_AREA``); upsampling interpolates linearly. Parts of a
 window outside the frame get zero flow (nothing is known there). For the whole-pixel windows of
-``gaittools.crop`` this is exactly ``crop_window``'s pad-and-INTER_AREA, so flow[t] and gray[t]
+``gaittools.person.crop`` this is exactly ``crop_window``'s pad-and-INTER_AREA, so flow[t] and gray[t]
 are resampled alike (tested).
 """
 

@@ -23,7 +23,7 @@ between two humps of comparable height, where each side spans most of the blob's
 (an arm held out is a low hump of a few rows, not a person), again on each side for three or
 more. This needs no history, so it works from the first frame, before any track exists; the
 tracker still repairs merges of established tracks from their predictions
-(``gaittools.tracking``), e.g. people at different depths, whose humps differ too much.
+(``gaittools.person.tracking``), e.g. people at different depths, whose humps differ too much.
 Only blobs wider than ``WIDE`` heights are looked at, so it costs nothing on single walkers.
 (OpenCV's HOG people detector could say the same, but costs about as much per blob as the
 whole tracker per frame, and misses bodies under ~100 px.)
@@ -34,7 +34,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gaittools.packed_masks import BIT_PLANES, BITS, WORD, column_masks, unpack_masks
+from gaittools.person.packed_masks import BIT_PLANES, BITS, WORD, column_masks, unpack_masks
 
 #: A component smaller than this fraction of a neighbour's area, near its box, is part of it.
 FRAGMENT = 0.15

@@ -24,7 +24,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gaittools.series import REACH, rolling_median
+from gaittools.person.series import REACH, rolling_median
 
 CROP_MODES = ("person", "frame")
 DEFAULT_SIZE = 64

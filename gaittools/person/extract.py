@@ -5,13 +5,13 @@ track's boxes, windows and crops) is the part that inference (enroll/identify) r
 frames it decoded itself, so that a probe video is cropped exactly as the training data was,
 one track at a time.
 
-Arrays (the contract in the team brief and gaittools.manifest):
+Arrays (the contract in the team brief and gaittools.store.manifest):
     frames  uint8 (T, H, W)     gray at the working height
     boxes   float32 (T, 4)      walker's box, frame pixels, NaN where nobody
     windows float32 (T, 4)      crop window that produced gray[t], NaN where no crop
     gray    uint8 (T, S, S)     crops; all-zero where nobody
     sil     uint8 (T, S, S)     the walker's silhouette, 0/255, OpenGait's normalisation
-                                (gaittools.silhouette); all-zero where nobody. Added without a
+                                (gaittools.person.silhouette); all-zero where nobody. Added without a
                                 store-format bump: stores made before it lack it
 
 Decisions recorded here:
@@ -36,13 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from gaittools.crop import CROP_MODES, DEFAULT_SIZE, crop_frames, resize_crops, windows_for
-from gaittools.foreground import median_background
-from gaittools.localise import Localisation, LocaliseParams, PersonTrack, localise
-from gaittools.pickles import load_silhouettes, square_silhouettes
-from gaittools.silhouette import sequence_silhouettes
-from gaittools.sources import SourceSequence
-from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError, decode
+from gaittools.person.crop import CROP_MODES, DEFAULT_SIZE, crop_frames, resize_crops, windows_for
+from gaittools.person.foreground import median_background
+from gaittools.person.localise import Localisation, LocaliseParams, PersonTrack, localise
+from gaittools.sources.pickles import load_silhouettes, square_silhouettes
+from gaittools.person.silhouette import sequence_silhouettes
+from gaittools.sources.discover import SourceSequence
+from gaittools.sources.video import DEFAULT_WORKING_HEIGHT, VideoError, decode
 
 #: Frames of one training clip (gaitcopy-method.md); fewer crops than this -> ``short``.
 CLIP_LENGTH = 25

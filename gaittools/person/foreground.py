@@ -6,7 +6,7 @@ dataset's empty-scene image when there is one (CASIA-B's ``SSS-bkgrd-VVV`` clip)
 per-pixel median of the sequence (a walker covers any pixel only briefly), or OpenCV's
 MOG2/KNN. A pixel is foreground when it differs by more than ``threshold`` plus twice the
 frame's median difference (so a global exposure change does not turn the whole frame on).
-Masks are bit-packed (32 columns a word, ``gaittools.packed_masks``) from the threshold on;
+Masks are bit-packed (32 columns a word, ``gaittools.person.packed_masks``) from the threshold on;
 the opening and closing are exactly OpenCV's morphology, as whole-sequence numpy operations.
 ``moving_camera`` tells when background subtraction cannot work at all (a panning camera).
 """
@@ -18,7 +18,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from gaittools.packed_masks import column_masks, dilate, erode, pack_masks, unpack_masks
+from gaittools.person.packed_masks import column_masks, dilate, erode, pack_masks, unpack_masks
 
 METHODS = ("median", "mog2", "knn")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gaittools.blobs import box_iou
+from gaittools.person.blobs import box_iou
 
 #: The default people detector's 64x128 window holds a body about 32 wide and 96 tall.
 HOG_BODY_SHRINK = (0.25, 0.125)

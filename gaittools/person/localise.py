@@ -2,18 +2,18 @@
 
 The pipeline, one module per job:
 
-1. ``gaittools.foreground``: background subtraction on frames shrunk to ``analysis_height``
+1. ``gaittools.person.foreground``: background subtraction on frames shrunk to ``analysis_height``
    (empty-scene image, sequence median, or OpenCV's MOG2/KNN), bit-packed, opened and closed;
    ``moving_camera`` says when that cannot work.
-2. ``gaittools.blobs``: person candidates per frame, 2D connected components with the parts
+2. ``gaittools.person.blobs``: person candidates per frame, 2D connected components with the parts
    of one body merged back (not runs of occupied columns, which merged people at different
    depths).
-3. ``gaittools.tracking``: a Kalman + Hungarian multi-person tracker (birth, death,
+3. ``gaittools.person.tracking``: a Kalman + Hungarian multi-person tracker (birth, death,
    re-association after occlusions, merged blobs repaired from the predictions) and which
    tracks are walkers.
-4. ``gaittools.series``: each track's short gaps filled, outlier heights (merges,
+4. ``gaittools.person.series``: each track's short gaps filled, outlier heights (merges,
    reflections, partial bodies) repaired, a centred moving average.
-5. ``gaittools.hog``: when the background model fails (moving camera, most of the frame
+5. ``gaittools.person.hog``: when the background model fails (moving camera, most of the frame
    "foreground"), OpenCV's HOG people detector gives the boxes instead, then the same tracking.
 
 ``localise`` returns every confirmed track (``Localisation.tracks``) and, as ``boxes`` and
@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gaittools.blobs import frame_blobs, inside_fraction, mass_centres
-from gaittools.foreground import (METHODS, clean_packed, foreground, median_fraction,
+from gaittools.person.blobs import frame_blobs, inside_fraction, mass_centres
+from gaittools.person.foreground import (METHODS, clean_packed, foreground, median_fraction,
                                   moving_camera, shrink)
-from gaittools.hog import hog_detections
-from gaittools.packed_masks import unpack_masks
-from gaittools.series import fill_gaps, repair_outliers, smooth_boxes
-from gaittools.tracking import Track, TrackerParams, track_boxes, walking
+from gaittools.person.hog import hog_detections
+from gaittools.person.packed_masks import unpack_masks
+from gaittools.person.series import fill_gaps, repair_outliers, smooth_boxes
+from gaittools.person.tracking import Track, TrackerParams, track_boxes, walking
 
 #: Frames of one training clip: a walker must travel consistently over this many frames.
 CLIP_FRAMES = 25

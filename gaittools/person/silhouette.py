@@ -3,7 +3,7 @@
 Silhouette methods (GaitSet, GaitPart, GaitGL, GaitBase) train on binary masks cropped to the
 body's rows, scaled to height S, and cut S wide around the body's horizontal centre. In frame
 coordinates that is a square window as high as the mask's rows, centred on that column, so
-the normalisation is ``gaittools.crop.crop_window`` (the one crop function) on the mask,
+the normalisation is ``gaittools.person.crop.crop_window`` (the one crop function) on the mask,
 thresholded back to 0/255.
 
 Decisions:
@@ -28,9 +28,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gaittools.crop import DEFAULT_SIZE, crop_window
-from gaittools.foreground import median_background
-from gaittools.localise import LocaliseParams
+from gaittools.person.crop import DEFAULT_SIZE, crop_window
+from gaittools.person.foreground import median_background
+from gaittools.person.localise import LocaliseParams
 
 #: Fraction of the box's width (each side) and height (top and bottom) added around the tracked
 #: box: boxes are smoothed over frames, so a swinging foot or arm reaches outside them.

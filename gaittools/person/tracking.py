@@ -14,13 +14,13 @@ on what breaks it in crowds:
 - death: a confirmed track coasts on its prediction for up to ``max_age`` frames unseen, so a
   person hidden behind a pillar or another person is picked up again where the prediction
   says (re-association); after that it ends;
-- merges (the blob repair of ``gaittools.blobs``): one blob that holds the predicted boxes of
+- merges (the blob repair of ``gaittools.person.blobs``): one blob that holds the predicted boxes of
   two or more confirmed tracks, and is clearly larger than each, is two people whose pixels
   touch. It is matched to none of them: each keeps its predicted box for that frame (flagged
   as repaired), so identities survive crossings on their velocities;
 - splits: several blobs that lie inside one track's prediction and nobody else's are one body
   that fell apart (partly hidden by a pillar, say); they are joined before matching, unless
-  ``gaittools.blobs`` divided them out of one wide blob on purpose (flag in column 5);
+  ``gaittools.person.blobs`` divided them out of one wide blob on purpose (flag in column 5);
 - a track matched to such a divided blob's person counts it in ``divided``: a merge
   repaired by the blob's shape, with no prediction needed.
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from gaittools.blobs import inside_fraction, iou_matrix
+from gaittools.person.blobs import inside_fraction, iou_matrix
 
 #: Net travel over one clip, in body heights, for a track to be a walker (a slow walk does
 #: about 0.7 a second).

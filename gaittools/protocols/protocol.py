@@ -23,7 +23,7 @@ import yaml
 FORMAT = 1
 PACKAGE = "manifests"
 
-#: Datasets whose sequence naming build-split knows (gaittools.layouts).
+#: Datasets whose sequence naming build-split knows (gaittools.sources.layouts).
 DATASETS: tuple[str, ...] = ("casia-b", "tum-gaid")
 
 _TOP_KEYS = {

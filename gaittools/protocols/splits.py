@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from gaittools.layouts import casia_b_id, tum_gaid_id
-from gaittools.manifest import DONE, write_manifest
-from gaittools.protocols import Protocol, Setting, resolve_subjects
-from gaittools.store import atomic_write_text
+from gaittools.sources.layouts import casia_b_id, tum_gaid_id
+from gaittools.store.manifest import DONE, write_manifest
+from gaittools.protocols.protocol import Protocol, Setting, resolve_subjects
+from gaittools.store.zarr_store import atomic_write_text
 
 ROLES: tuple[str, ...] = ("train", "val", "gallery", "probe")
 
@@ -37,7 +37,7 @@ SPLIT_COLUMNS: dict[str, str] = {
     "probe_set": "string",
 }
 
-#: dataset -> seq_id from (subject, condition, seq_num, view), the naming of gaittools.layouts.
+#: dataset -> seq_id from (subject, condition, seq_num, view), the naming of gaittools.sources.layouts.
 SEQ_IDS: dict[str, Callable[[int, str, int, str], str]] = {
     "casia-b": lambda s, c, n, v: casia_b_id(s, c, n, v),
     "tum-gaid": lambda s, c, n, v: tum_gaid_id(s, c, n),

@@ -1,6 +1,6 @@
 """Finding the sequences of a dataset folder, named by the dataset's own rules.
 
-``discover(root, dataset)`` lists every sequence with its parsed name (gaittools.layouts),
+``discover(root, dataset)`` lists every sequence with its parsed name (gaittools.sources.layouts),
 its kind (video file, frame folder, OpenGait pickle) and, for CASIA-B, the empty-scene clip
 ``SSS-bkgrd-VVV`` of its subject and view when the folder has it. A file whose name does not
 parse is not guessed at: it goes to ``skipped`` with the reason, and the run goes on.
@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gaittools.layouts import (
+from gaittools.sources.layouts import (
     FRAME_SUFFIXES,
     VIDEO_SUFFIXES,
     BadName,

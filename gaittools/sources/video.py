@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gaittools.layouts import FRAME_SUFFIXES
+from gaittools.sources.layouts import FRAME_SUFFIXES
 
 DEFAULT_WORKING_HEIGHT = 240
 #: Frame folders carry no rate; TUM-GAID and generic folders are assumed at this fps unless told.

@@ -6,7 +6,7 @@ record), ``rebuild_manifest`` can always recreate the file, for instance after a
 
 Sequence attributes written by the stages (the contract between stages)::
 
-    name:    {dataset, seq_id, subject, condition, seq_num, view}   (gaittools.layouts)
+    name:    {dataset, seq_id, subject, condition, seq_num, view}   (gaittools.sources.layouts)
     source:  the file or folder it came from
     fps:     frames per second of the source
     extract: {n_frames, n_crops, height, width, coverage, n_tracks, n_walkers, short,
@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from gaittools.store import Store
+from gaittools.store.zarr_store import Store
 
 #: Column -> pandas dtype. Order is the file's column order.
 COLUMNS: dict[str, str] = {

@@ -5,7 +5,7 @@ sequence: a uint8 array (T, 64, 64), or (T, 64, 44) for the configs that train o
 44 columns. ``export_opengait`` writes exactly that from the store's ``sil`` (silhouettes made
 by extract-frames) or ``gray`` (stores imported from OpenGait pickles, whose ``gray`` holds
 silhouettes), so that our data can be trained on by the field's model zoo, and reads back
-unchanged through ``extract-frames --dataset opengait-pkl`` (gaittools.pickles).
+unchanged through ``extract-frames --dataset opengait-pkl`` (gaittools.sources.pickles).
 
 Decisions:
 - Only plain numpy arrays are pickled (``pickle.dumps(ndarray)``): the file references
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gaittools.crop import resize_crops
-from gaittools.manifest import read_table
-from gaittools.store import Store, atomic_write_bytes, atomic_write_text
+from gaittools.person.crop import resize_crops
+from gaittools.store.manifest import read_table
+from gaittools.store.zarr_store import Store, atomic_write_bytes, atomic_write_text
 
 #: Arrays that hold silhouettes: ``sil`` (extract-frames) or ``gray`` of pickle imports.
 EXPORT_ARRAYS = ("sil", "gray")

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from gaittools.flow.colour import flow_to_color
-from gaittools.store import Store
+from gaittools.store.zarr_store import Store
 
 BOX_COLOUR = (0, 200, 0)  # BGR
 WINDOW_COLOUR = (0, 140, 255)

@@ -12,7 +12,7 @@ optionally ``zstd``. Why ``.``, not zarr's usual ``/``: each chunk is then one f
 dearest part of writing a small array (0.1-1 ms each on the sandboxed and network file
 systems users run on), and ``/`` needed ~48 directories per sequence.
 Edge chunks are padded with the fill value to the full chunk shape, as the format requires.
-Reading stays with zarr-python (``gaittools.store``), which handles every codec and layout.
+Reading stays with zarr-python (``gaittools.store.zarr_store``), which handles every codec and layout.
 """
 
 from __future__ import annotations

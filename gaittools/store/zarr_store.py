@@ -13,7 +13,7 @@ Layout::
     STORE/videos/<video_id>/              the frames that the track sequences of one video share
         frames  uint8  (T, H, W)          attrs: tracks (their seq ids), complete (all written)
     STORE/failures/<seq_id>.json          why a sequence failed (removed once it succeeds)
-    STORE/manifest.parquet                one row per sequence (gaittools.manifest)
+    STORE/manifest.parquet                one row per sequence (gaittools.store.manifest)
     STORE/.staging/                       work in progress; never read as data
 
 Why staging and rename: a sequence group appears under ``sequences/`` only by an atomic
@@ -54,7 +54,7 @@ import numpy as np
 import zarr
 
 from gaittools import __version__
-from gaittools.zarr_files import write_array, write_group
+from gaittools.store.zarr_files import write_array, write_group
 
 STORE_FORMAT = 2
 #: Formats this version reads: 1 differs only in lacking shared frames (``videos/``).

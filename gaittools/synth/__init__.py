@@ -1,4 +1,5 @@
-"""Synthetic gait datasets in CASIA-B / TUM-GAID layout, with ground truth.
+"""Synthetic gait datasets in CASIA-B / TUM-GAID layout, with ground truth, and the toy training store.
+May import: sources, person, flow, store, protocols.
 
 Why: every stage of the toolkit must run (tests, CI, the README demo) where the real datasets
 are absent, and the data must make the GaitCopy point: identity is in the motion, not in the

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gaittools.layouts import (CASIA_B_VIEWS, casia_b_background_id, casia_b_id, tum_gaid_id)
+from gaittools.sources.layouts import (CASIA_B_VIEWS, casia_b_background_id, casia_b_id, tum_gaid_id)
 from gaittools.synth.clips import BACKGROUND, TUM_GAID_VIEW, ClipSpec, render_clip, subject_gait
 from gaittools.synth.writing import write_avi, write_frame_folder, write_parquet
 

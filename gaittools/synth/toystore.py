@@ -12,7 +12,7 @@ training code sees and drops what costs:
 - the walkers are ``gaittools.synth``'s own (``render_clip``: same subjects, gaits, clothes,
   bags and coats, cameras, hall and camera noise as ``gaittools synth`` with the same seed);
 - no video is encoded or decoded and nobody is localised: each frame's person box is the
-  renderer's ground truth (its mask's tight box), the window is ``gaittools.crop``'s person
+  renderer's ground truth (its mask's tight box), the window is ``gaittools.person.crop``'s person
   window on it (centred on the mask's horizontal centre of mass), and the gray crop is cut by
   ``crop_frames``, as extract-frames cuts it;
 - flow is our torch TV-L1 (``gaittools.flow.tvl1_torch.tvl1``) at the cheap settings ``PARAMS``,
@@ -25,7 +25,7 @@ training code sees and drops what costs:
 - the store holds gray, boxes, windows and flow, not the frames or silhouettes (training
   reads neither).
 
-The split is ``gaittools.splits.build_split`` under a protocol written for the fixture
+The split is ``gaittools.protocols.splits.build_split`` under a protocol written for the fixture
 (``toy_protocol``): the first ``train_subjects`` subjects train on every walk, the others
 are enrolled with the ``gallery`` walks and probed with the ``probes`` walks.
 """
@@ -43,16 +43,16 @@ import numpy as np
 import torch
 import yaml
 
-from gaittools.blobs import mass_centres
-from gaittools.crop import crop_frames, crop_window, windows_for
+from gaittools.person.blobs import mass_centres
+from gaittools.person.crop import crop_frames, crop_window, windows_for
 from gaittools.flow.params import TVL1Params
 from gaittools.flow.tvl1_torch import tvl1
-from gaittools.layouts import casia_b_id
-from gaittools.manifest import refresh_manifest
-from gaittools.packed_masks import pack_masks
-from gaittools.protocols import Protocol, parse_protocol
-from gaittools.splits import SplitOptions, build_split, write_split
-from gaittools.store import Store, flow_attributes
+from gaittools.sources.layouts import casia_b_id
+from gaittools.store.manifest import refresh_manifest
+from gaittools.person.packed_masks import pack_masks
+from gaittools.protocols.protocol import Protocol, parse_protocol
+from gaittools.protocols.splits import SplitOptions, build_split, write_split
+from gaittools.store.zarr_store import Store, flow_attributes
 from gaittools.synth.clips import ClipSpec, render_clip
 from gaittools.synth.dataset import resolve_views, resolve_walks
 

@@ -1,1 +1,1 @@
-"""The `gaittools` subcommands that drive Dask pipelines; `gaittools.cli` loads them by name."""
+"""The `gaittools` subcommands that drive Dask pipelines; `gaittools.cli.main` loads them by name."""

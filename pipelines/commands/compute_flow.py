@@ -70,9 +70,9 @@ def compute_flow(
     crops themselves. Done sequences are skipped (resume); failures are listed and recorded,
     and the exit code is 1 when any sequence failed.
     """
-    from gaittools.store import StoreError
+    from gaittools.store.zarr_store import StoreError
     from pipelines.cluster import ClusterPathError
-    from gaittools.cli_errors import RunStopped
+    from gaittools.cli.errors import RunStopped
     from pipelines.compute_flow import (DeviceFailure, DeviceUnavailable, FlowRun, compute_flow as run_compute_flow,
                                         parse_params)
 

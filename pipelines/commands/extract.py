@@ -49,9 +49,9 @@ def extract_frames(source: str, store: str, dataset: str, crop_mode: str, crop_s
     resumes: finished sequences are skipped, failed ones retried. Names that do not parse are
     listed and skipped; bad files are listed with the reason. Exit code 1 if anything failed.
     """
-    from gaittools.extract import ExtractOptions
-    from gaittools.sources import SourceError
-    from gaittools.store import StoreError
+    from gaittools.person.extract import ExtractOptions
+    from gaittools.sources.discover import SourceError
+    from gaittools.store.zarr_store import StoreError
     from pipelines.cluster import ClusterPathError
     from pipelines.extract import run_extract
 
@@ -70,8 +70,8 @@ def extract_frames(source: str, store: str, dataset: str, crop_mode: str, crop_s
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 def manifest(store: str) -> None:
     """Rebuild STORE/manifest.parquet from the store's own attributes and failure records."""
-    from gaittools.manifest import refresh_manifest
-    from gaittools.store import Store, StoreError
+    from gaittools.store.manifest import refresh_manifest
+    from gaittools.store.zarr_store import Store, StoreError
 
     try:
         df = refresh_manifest(Store(store))

@@ -1,9 +1,9 @@
 """``gaittools enroll``, ``identify`` and ``calibrate``: flow-free recognition with an exported student.
 
 Both take ``--model BUNDLE`` (a directory written by ``train-copy export``; see
-``gaittools.deploy``) and run on CPU (ONNX Runtime or torch.export) or GPU (TensorRT, torch,
+``gaittools.deploy.runtime``) and run on CPU (ONNX Runtime or torch.export) or GPU (TensorRT, torch,
 or onnxruntime-gpu) per ``--device``. Decisions about clips, pooling, distance, the unknown
-threshold, people-less and short videos are documented in ``gaittools.identify``.
+threshold, people-less and short videos are documented in ``gaittools.deploy.identify``.
 
 One bad video never stops the others: it is reported (status "error", or skipped at enrolment)
 and the command exits with status 1 after handling the rest.
@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from gaittools.identify import (
+from gaittools.deploy.identify import (
     DEFAULT_THRESHOLD,
     STATUS_ERROR,
     STATUS_OK,
@@ -31,13 +31,13 @@ from gaittools.identify import (
     signature_of_video,
     signatures_of_video,
 )
-from gaittools.progress import Meter
+from gaittools.cli.progress import Meter
 
 DEVICE_HELP = "cpu, cuda[:N], or auto (CUDA when the backend and a GPU are there)."
 
 
 def _load_model(model: Path, device: str, batch_size: int):  # -> SignatureModel
-    from gaittools.deploy import BundleError, load_signature_model
+    from gaittools.deploy.runtime import BundleError, load_signature_model
 
     try:
         loaded = load_signature_model(model, device=device, batch_size=batch_size)
@@ -53,8 +53,8 @@ def _background(path: Path | None, working_height: int | None) -> np.ndarray | N
     """The empty-scene image at the model's working height (median of a clip, or an image)."""
     if path is None:
         return None
-    from gaittools.extract import load_background
-    from gaittools.video import DEFAULT_WORKING_HEIGHT, VideoError
+    from gaittools.person.extract import load_background
+    from gaittools.sources.video import DEFAULT_WORKING_HEIGHT, VideoError
 
     try:
         return load_background(path, working_height or DEFAULT_WORKING_HEIGHT)
@@ -213,7 +213,7 @@ def calibrate(videos: tuple[Path, ...], ids: tuple[str, ...], model_path: Path, 
     """Set the gallery's unknown threshold from labelled videos of validation identities.
 
     Give walks NOT enrolled of enrolled people and walks of people not in the gallery; the
-    threshold with the lowest balanced error is stored in the gallery (see gaittools.identify).
+    threshold with the lowest balanced error is stored in the gallery (see gaittools.deploy.identify).
     """
     identities = _split_ids(ids)
     if len(identities) != len(videos):

@@ -21,9 +21,9 @@ import click
 def export_opengait(store: Path, out: Path, array: str, split_dir: Path | None, width: str) -> None:
     """Write STORE's silhouettes as OUT/SSS/CC-NN/VVV/VVV.pkl (uint8 arrays only), readable by
     OpenGait and by `extract-frames --dataset opengait-pkl`."""
-    from gaittools.opengait import ExportError, export_opengait as run
-    from gaittools.pickles import PickleError
-    from gaittools.store import StoreError
+    from gaittools.store.opengait import ExportError, export_opengait as run
+    from gaittools.sources.pickles import PickleError
+    from gaittools.store.zarr_store import StoreError
 
     try:
         result = run(store, out, array, int(width), split_dir)

@@ -17,8 +17,8 @@ import click
 def preview(store: str, seq_ids: tuple[str, ...], out: Path, columns: int) -> None:
     """Write a montage per sequence of STORE (all, or the SEQ ids given): frames with the
     person's box, crop window and track id; the crops; the flow in Middlebury colours."""
-    from gaittools.preview import write_previews
-    from gaittools.store import StoreError
+    from gaittools.store.preview import write_previews
+    from gaittools.store.zarr_store import StoreError
 
     try:
         written = write_previews(store, out, list(seq_ids) or None, columns)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from gaittools.manifest import read_manifest
-from gaittools.protocols import Protocol, ProtocolError, load_protocol, packaged_protocol
-from gaittools import splits
-from gaittools.splits import Split, SplitError, SplitOptions, summary_lines, write_split
-from gaittools.store import Store, StoreError
+from gaittools.store.manifest import read_manifest
+from gaittools.protocols.protocol import Protocol, ProtocolError, load_protocol, packaged_protocol
+from gaittools.protocols import splits
+from gaittools.protocols.splits import Split, SplitError, SplitOptions, summary_lines, write_split
+from gaittools.store.zarr_store import Store, StoreError
 
 
 @click.command("build-split")
@@ -76,7 +76,7 @@ def _check_store_dataset(store: Path, protocol: Protocol) -> None:
     """A store says which dataset it holds; a bare manifest is checked by its dataset column."""
     if store.is_dir() and (store / "zarr.json").is_file():
         held = Store(store).dataset
-        # OpenGait pickles are CASIA-B silhouettes named as CASIA-B (gaittools.layouts)
+        # OpenGait pickles are CASIA-B silhouettes named as CASIA-B (gaittools.sources.layouts)
         if held != protocol.dataset and not (held == "opengait-pkl" and protocol.dataset == "casia-b"):
             raise StoreError(f"{store}: a store of dataset {held!r}, not {protocol.dataset!r}")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from gaittools.layouts import CASIA_B_VIEWS
-from gaittools.progress import Meter
+from gaittools.sources.layouts import CASIA_B_VIEWS
+from gaittools.cli.progress import Meter
 
 
 def _views(text: str) -> list[str]:
@@ -32,7 +32,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 class _Progress:
-    """Prints clips done, rate and ETA (``gaittools.progress.Meter``) at most once a second."""
+    """Prints clips done, rate and ETA (``gaittools.cli.progress.Meter``) at most once a second."""
 
     def __init__(self) -> None:
         self.last = 0.0

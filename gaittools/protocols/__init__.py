@@ -1,0 +1,3 @@
+"""Evaluation protocols as data and the split tables built from them.
+May import: sources, person, flow, store.
+"""
