@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from training.models import MODEL_NAMES, build_model, count_parameters
 from training.models.c3d import LAYER_GEOMETRY, MASTER_WIDTHS, STUDENT_WIDTHS
-from training.models.gaitset import N_STRIPS, horizontal_pyramid
+from training.models.gaitset import N_STRIPS, PYRAMID_BINS
+from training.models.parts import strip_pool
 
 # Figures from docs/gaitcopy-method.md (d = 1024 for the 3D nets, 62 strips x 128 for GaitSet).
 DOCUMENTED = {"master3d": 8.85e6, "student3d-small": 2.08e6, "gaitset-gray": 1.58e6}
@@ -62,19 +63,26 @@ def test_forward_backward_outputs_and_gradients(name):
     model = build_model(name, n_classes=5)
     clips = torch.randn(2, model.in_channels, *SHAPES[name])
     outputs = model(clips)
-    assert set(outputs) == {"embedding", "features", "logits"}
+    strips = getattr(model, "n_strips", None)  # set networks: per-strip codes and classifiers
+    assert set(outputs) == {"embedding", "features", "logits"} | ({"strips"} if strips else set())
     assert outputs["embedding"].shape == (2, model.embedding_dim)
     assert outputs["features"].shape[0] == 2  # what the code layer reads (gradient-share probe)
     (on_path,) = torch.autograd.grad(outputs["embedding"].square().sum(), outputs["features"], retain_graph=True)
     assert on_path.abs().sum() > 0  # the embedding is computed from "features"
-    assert outputs["logits"].shape == (2, 5)
     labels = torch.tensor([1, 3])
-    (F.cross_entropy(outputs["logits"], labels) + outputs["embedding"].square().mean()).backward()
+    if strips:
+        assert outputs["strips"].shape == (2, strips, model.strip_dim)
+        assert outputs["logits"].shape == (2, strips, 5)
+        logits, labels = outputs["logits"].flatten(0, 1), labels.repeat_interleave(strips)
+    else:
+        assert outputs["logits"].shape == (2, 5)
+        logits = outputs["logits"]
+    (F.cross_entropy(logits, labels) + outputs["embedding"].square().mean()).backward()
     for pname, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), pname
         assert parameter.grad.abs().sum() > 0, f"{pname} got no gradient"
     assert model.modality == ("flow" if name.endswith(("flow", "master3d")) else "gray")
-    assert set(build_model(name)(clips)) == {"embedding", "features"}
+    assert set(build_model(name)(clips)) == {"embedding", "features"} | ({"strips"} if strips else set())
 
 
 @pytest.mark.parametrize("name,shape", [("student3d-small", (25, 60, 60)),
@@ -126,7 +134,7 @@ def test_horizontal_pyramid_matches_adaptive_pooling(height):
     maps = torch.randn(2, 3, height, 5)
     reference = torch.cat([F.adaptive_avg_pool2d(maps, (n, 1)) + F.adaptive_max_pool2d(maps, (n, 1))
                            for n in (1, 2, 4, 8, 16)], dim=2).squeeze(3)
-    torch.testing.assert_close(horizontal_pyramid(maps), reference)
+    torch.testing.assert_close(strip_pool(maps, PYRAMID_BINS), reference)
 
 
 def test_registry_errors_and_gaitset_sizes():

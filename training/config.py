@@ -69,6 +69,12 @@ class DataConfig:
     #: The store array gray-modality models read: gray crops, or sil (the silhouettes
     #: extract-frames stores; OpenGait's input, for the field's silhouette baselines).
     gray_array: str = "gray"
+    #: What a training sample is: "clip" (clip_len consecutive frames, the authors' 3D family)
+    #: or "walk" (``frames`` drawn from the whole walk as a set: the set networks; evaluation
+    #: then embeds every frame of a walk as one set).
+    unit: str = "clip"
+    #: Frames drawn per walk and step when ``unit`` is "walk" (GaitSet/GaitBase use 30).
+    frames: int = 30
 
 
 @dataclass
@@ -99,7 +105,7 @@ class LossConfig:
     triplet_margin: float = 0.2
     #: batch_all (mean over violating triplets) or batch_hard.
     triplet_mining: str = "batch_all"
-    #: The copy objective (``training.losses.copy_loss``): cosine, contrastive, relational,
+    #: The copy objective (``training.losses.copy_loss``): cosine, strip_cosine, contrastive, relational,
     #: huber_sum (the authors'), smooth_l1, huber, mse.
     copy: str = "cosine"
     #: More copy terms added to ``copy``, name -> weight (e.g. {relational: 1.0}).
@@ -176,6 +182,8 @@ class Config:
             (self.data.step >= 1, "data.step must be >= 1"),
             (self.data.P >= 2, "data.P must be >= 2 (triplets need two subjects)"),
             (self.data.K >= 1, "data.K must be >= 1"),
+            (self.data.unit in UNITS, f"data.unit must be one of {UNITS}"),
+            (self.data.frames >= 1, "data.frames must be >= 1"),
             (self.data.workers >= 0, "data.workers must be >= 0"),
             (0 <= self.data.zoom < 0.5, "data.zoom must be in [0, 0.5)"),
             (self.data.flow_scale > 0, "data.flow_scale must be > 0"),
@@ -222,7 +230,8 @@ class Config:
 RETIRED = frozenset({"data.eval_batch", "eval.protocols"})
 
 #: Copy objectives, defined in ``training.losses.copy_loss``.
-COPY_LOSSES = ("cosine", "contrastive", "relational", "huber_sum", "smooth_l1", "huber", "mse")
+UNITS = ("clip", "walk")
+COPY_LOSSES = ("cosine", "strip_cosine", "contrastive", "relational", "huber_sum", "smooth_l1", "huber", "mse")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "step", "cosine", "plateau")
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gaittools.cli.progress import Meter
+from gaittools.store.zarr_store import Store
 from training.data import (AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader,
                            stored_array)
-from training.trainer import is_3d
+from training.trainer import autocast_enabled, is_3d
+from training.walks import LENGTH, is_walk_table, read_walk
 
 
 @dataclass
@@ -61,7 +64,7 @@ def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: 
         x = augment(raw.x, AugmentParams.identity(len(raw.clip), flip), input_size, settings.flow_scale)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and settings.amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_enabled(device, settings.amp)):
             emb = model(x)["embedding"].float()
         out.append((F.normalize(emb, dim=1) if normalise else emb).cpu())
         done += len(raw.clip)
@@ -70,6 +73,63 @@ def embed_clips(model: nn.Module, clips: pd.DataFrame, modality: str, settings: 
             print(f"{progress}: {done}/{len(clips)} clips, {meter.rate:.0f} clips/s, ETA {meter.eta()}", flush=True)
     model.train(was_training)
     return torch.cat(out)
+
+
+def embed_table(model: nn.Module, table: pd.DataFrame, modality: str, settings: EmbedSettings,
+                device: torch.device, flip: bool = False, normalise: bool = True,
+                progress: str | None = None) -> torch.Tensor:
+    """Embeddings of a clip table or of a walk table (``training.walks``), in its row order."""
+    embed = embed_walks if is_walk_table(table) else embed_clips
+    return embed(model, table, modality, settings, device, flip=flip, normalise=normalise, progress=progress)
+
+
+@torch.no_grad()
+def embed_walks(model: nn.Module, walks: pd.DataFrame, modality: str, settings: EmbedSettings,
+                device: torch.device, flip: bool = False, normalise: bool = True,
+                progress: str | None = None, max_frames: int = 2048) -> torch.Tensor:
+    """(N, d) float32 CPU embeddings of whole walks: every frame of a walk is one set.
+
+    Walks of similar length go through together: each walk's frames are repeated up to the
+    longest of its batch, which leaves its set maximum -- and so its signature -- unchanged
+    (tested), while the network sees a few large batches instead of many small ones.
+    ``max_frames`` bounds the frames of one batch (memory), not of a walk."""
+    if walks.empty:
+        return torch.zeros(0, getattr(model, "embedding_dim", 0))
+    store = Store(settings.store)
+    size = crop_size(settings.store, walks["seq_id"].iloc[0], stored_array(modality, settings.gray_array))
+    input_size = settings.input_size or size
+    order = np.argsort(walks[LENGTH].to_numpy(), kind="stable")
+    was_training = model.training
+    model.eval()
+    out = torch.zeros(len(walks), getattr(model, "embedding_dim", 0))
+    meter, done = Meter(len(walks)), 0
+    for group in _length_groups(walks[LENGTH].to_numpy()[order], max_frames):
+        rows = order[group]
+        sets = [read_walk(store, walks.iloc[i], modality, settings.gray_array) for i in rows]
+        longest = max(len(s) for s in sets)
+        raw = torch.from_numpy(np.stack([np.resize(s, (longest, *s.shape[1:])) for s in sets])).to(device)
+        x = augment(raw, AugmentParams.identity(len(rows), flip), input_size, settings.flow_scale)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_enabled(device, settings.amp)):
+            emb = model(x)["embedding"].float()
+        out[torch.as_tensor(rows)] = (F.normalize(emb, dim=1) if normalise else emb).cpu()
+        done += len(rows)
+        if progress:
+            meter.update(done)
+            print(f"{progress}: {done}/{len(walks)} walks, {meter.rate:.1f} walks/s, ETA {meter.eta()}", flush=True)
+    model.train(was_training)
+    return out
+
+
+def _length_groups(sorted_lengths: np.ndarray, max_frames: int) -> list[np.ndarray]:
+    """Consecutive positions of length-sorted walks, each group's (count x longest) <= max_frames."""
+    groups, start = [], 0
+    for end in range(1, len(sorted_lengths) + 1):
+        longest = max(int(sorted_lengths[end - 1]), 1)
+        if end - start > 1 and (end - start) * longest > max_frames:
+            groups.append(np.arange(start, end - 1))
+            start = end - 1
+    groups.append(np.arange(start, len(sorted_lengths)))
+    return groups
 
 
 def settings_from(cfg: Any, workers: int | None = None) -> EmbedSettings:

@@ -2,7 +2,8 @@
 
 - ``ce``: cross-entropy on ``outputs["logits"]`` against subject ``labels``.
 - ``triplet``: batch-all or batch-hard triplet loss on the L2-normalised
-  ``outputs["embedding"]`` (Euclidean distance, margin 0.2 by default).
+  ``outputs["embedding"]`` (Euclidean distance, margin 0.2 by default); per strip on
+  ``outputs["strips"]`` where a set network gives them.
 - ``smooth_l1`` / ``huber`` / ``mse``: copy losses between the student's L2-normalised
   embedding and the master's signature for the same clip (``targets``, stored normalised and
   re-normalised here, which changes nothing for unit vectors but guards against raw codes).
@@ -32,42 +33,45 @@ MINING: tuple[str, ...] = ("batch_all", "batch_hard")
 
 
 def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances (B, B); clamped before the sqrt so the zero diagonal has a
-    finite (zero) gradient."""
-    norms = embeddings.square().sum(dim=1)
-    squared = norms[:, None] + norms[None, :] - 2 * embeddings @ embeddings.T
+    """Euclidean distances (..., B, B) of (..., B, d); clamped before the sqrt so the zero
+    diagonal has a finite (zero) gradient."""
+    norms = embeddings.square().sum(dim=-1)
+    squared = norms[..., :, None] + norms[..., None, :] - 2 * embeddings @ embeddings.transpose(-1, -2)
     return squared.clamp_min(1e-12).sqrt()
 
 
 def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
                  mining: str = "batch_all") -> torch.Tensor:
-    """Triplet loss on L2-normalised embeddings.
+    """Triplet loss on L2-normalised embeddings (B, d), or per strip on strip codes (B, n, d).
 
     ``batch_all`` averages the hinge over the triplets that still violate the margin (the
     average over all triplets would be diluted by the many easy ones as training
     progresses); ``batch_hard`` uses each anchor's farthest positive and nearest negative.
-    A batch without any valid triplet gives 0 (still part of the graph)."""
+    Strips: each strip is normalised and mined on its own (a coat changes the torso's
+    neighbours, not the legs'), and the strips' losses are averaged. A batch without any
+    valid triplet gives 0 (still part of the graph)."""
     if mining not in MINING:
         raise ValueError(f"unknown triplet mining {mining!r}; known: {', '.join(MINING)}")
-    distances = pairwise_distances(F.normalize(embeddings, dim=1))
+    codes = embeddings if embeddings.dim() == 3 else embeddings[:, None]
+    distances = pairwise_distances(F.normalize(codes, dim=-1).transpose(0, 1))  # (n, B, B)
     same = labels[:, None] == labels[None, :]
     not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     positive = same & not_self
     negative = ~same
     if mining == "batch_hard":
-        hardest_positive = distances.masked_fill(~positive, float("-inf")).amax(dim=1)
-        hardest_negative = distances.masked_fill(~negative, float("inf")).amin(dim=1)
+        hardest_positive = distances.masked_fill(~positive, float("-inf")).amax(dim=-1)
+        hardest_negative = distances.masked_fill(~negative, float("inf")).amin(dim=-1)
         valid = positive.any(dim=1) & negative.any(dim=1)
         hinge = F.relu(hardest_positive - hardest_negative + margin)
         hinge = torch.where(valid, hinge, torch.zeros_like(hinge))
-        return hinge.sum() / valid.sum().clamp_min(1)
+        return (hinge.sum(dim=-1) / valid.sum().clamp_min(1)).mean()
     valid = positive[:, :, None] & negative[:, None, :]  # (anchor, positive, negative)
-    hinge = F.relu(distances[:, :, None] - distances[:, None, :] + margin) * valid
-    return hinge.sum() / (hinge > 0).sum().clamp_min(1)
+    hinge = F.relu(distances[..., :, :, None] - distances[..., :, None, :] + margin) * valid
+    return (hinge.sum(dim=(1, 2, 3)) / (hinge > 0).sum(dim=(1, 2, 3)).clamp_min(1)).mean()
 
 
 def copy_loss(embedding: torch.Tensor, target: torch.Tensor, kind: str = "cosine",
-              delta: float = 0.5, temperature: float = 0.1) -> torch.Tensor:
+              delta: float = 0.5, temperature: float = 0.1, strips: int = 1) -> torch.Tensor:
     """How far the student's signatures are from the master's (``target``, unit vectors).
 
     Why several: the obvious per-element average (``smooth_l1``/``huber``/``mse`` on normalised
@@ -76,6 +80,9 @@ def copy_loss(embedding: torch.Tensor, target: torch.Tensor, kind: str = "cosine
     The scale-free terms below are O(1) per sample at any d:
 
     - ``cosine``: mean over the batch of 1 - cos(s, t) (= ||s/|s| - t||^2 / 2 per sample);
+    - ``strip_cosine``: the same per horizontal strip of a set network (``strips`` strips of
+      equal size), averaged: each body part copies the master's code of that part, so a strip
+      the master finds weak is not drowned by the strong ones in one whole-vector cosine;
     - ``contrastive``: InfoNCE over the batch: each student signature must be nearer its own
       master signature than the other clips' (temperature ``temperature``), so it copies what
       tells clips apart, not just the common direction all signatures share;
@@ -87,6 +94,10 @@ def copy_loss(embedding: torch.Tensor, target: torch.Tensor, kind: str = "cosine
     """
     if kind == "huber_sum":
         return F.huber_loss(embedding, target.to(embedding.dtype), delta=delta, reduction="sum")
+    if kind == "strip_cosine":
+        student = F.normalize(embedding.reshape(len(embedding), strips, -1), dim=2)
+        master = F.normalize(target.to(student.dtype).reshape(student.shape), dim=2)
+        return (1 - (student * master).sum(dim=2)).mean()
     student = F.normalize(embedding, dim=1)
     master = F.normalize(target.to(student.dtype), dim=1)
     if kind == "cosine":
@@ -106,11 +117,12 @@ def copy_loss(embedding: torch.Tensor, target: torch.Tensor, kind: str = "cosine
 
 
 @torch.no_grad()
-def mean_target_loss(target: torch.Tensor, kind: str, delta: float = 0.5, temperature: float = 0.1) -> torch.Tensor:
+def mean_target_loss(target: torch.Tensor, kind: str, delta: float = 0.5, temperature: float = 0.1,
+                     strips: int = 1) -> torch.Tensor:
     """The copy loss of a student that outputs the batch's mean target for every clip: the
     value a collapsed student sits at (``training.monitor.CollapseGuard`` compares with it)."""
     mean = F.normalize(target.float().mean(dim=0, keepdim=True), dim=1).expand_as(target)
-    return copy_loss(mean, target.float(), kind, delta, temperature)
+    return copy_loss(mean, target.float(), kind, delta, temperature, strips)
 
 
 class LossSet(nn.Module):
@@ -157,10 +169,15 @@ class LossSet(nn.Module):
             if "logits" not in outputs:
                 raise ValueError("loss 'ce' needs a 'logits' output: build the model with "
                                  "n_classes > 0")
-            return F.cross_entropy(outputs["logits"].float(), labels)
+            logits = outputs["logits"].float()
+            if logits.dim() == 3:  # one classifier per strip (BN neck): their mean loss
+                return F.cross_entropy(logits.transpose(1, 2), labels[:, None].expand(-1, logits.shape[1]))
+            return F.cross_entropy(logits, labels)
         if name == "triplet":
-            return triplet_loss(outputs["embedding"].float(), labels, self.margin, self.mining)
-        return copy_loss(outputs["embedding"].float(), targets, name, self.delta, self.temperature)
+            codes = outputs["strips"] if "strips" in outputs else outputs["embedding"]
+            return triplet_loss(codes.float(), labels, self.margin, self.mining)
+        strips = outputs["strips"].shape[1] if "strips" in outputs else 1
+        return copy_loss(outputs["embedding"].float(), targets, name, self.delta, self.temperature, strips)
 
     def forward(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None

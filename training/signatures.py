@@ -1,6 +1,8 @@
 """The frozen master's signatures: the targets the students copy.
 
-Computed once after master training, for every training clip and for its mirror (flipped
+Computed once after master training, for every training clip (or whole walk, for set
+networks: the student that sees 30 frames of a walk copies the master's signature of the
+whole walk) and for its mirror (flipped
 horizontally, dx negated): a student that sees a flipped gray clip is asked for the master's
 signature of the flipped flow clip, not of the original, because a mirrored walk is a
 different (mirrored) motion.
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.data import FLOW
-from training.embed import EmbedSettings, embed_clips
+from training.embed import EmbedSettings, embed_table
 
 FILE = "signatures.pt"
 
@@ -45,8 +47,8 @@ def compute_signatures(master: nn.Module, clips: pd.DataFrame, settings: EmbedSe
         p.requires_grad_(False)
     share = clips.iloc[_shard(len(clips), rank, world)]
     tag = f" [rank {rank}/{world}]" if world > 1 else ""
-    plain = embed_clips(master, share, FLOW, settings, device, flip=False, progress=f"signatures{tag}")
-    mirrored = embed_clips(master, share, FLOW, settings, device, flip=True,
+    plain = embed_table(master, share, FLOW, settings, device, flip=False, progress=f"signatures{tag}")
+    mirrored = embed_table(master, share, FLOW, settings, device, flip=True,
                            progress=f"signatures (mirrored){tag}")
     mine = torch.stack([plain, mirrored], dim=1)
     if world == 1:

@@ -5,7 +5,7 @@
 - ``train_student``: gray student copying those signatures (copy loss + optional triplet),
   or with ``no_copy`` the identification losses only: the baseline the method is measured
   against. It trains on the master run's clip table, so clip ids match the signatures.
-- ``evaluate_run``: clip embeddings of the split's gallery and probe sequences ->
+- ``evaluate_run``: clip (or whole-walk) embeddings of the split's gallery and probe sequences ->
   ``training.evaluate`` tables, printed and written as CSV + PNGs (``training.plots``: rank-1
   bars, probe view x gallery view heatmaps) in ``RUN/eval``.
 
@@ -25,13 +25,14 @@ from gaittools.store.zarr_store import Store
 from training.clips import LENGTH, build_clip_index, load_clip_index, read_split, save_clip_index
 from training.config import Config
 from training.data import FLOW, GRAY, crop_size
-from training.embed import embed_clips, settings_from
+from training.embed import embed_table, settings_from
 from training.losses import LossSet, mean_target_loss
 from training.model_build import build_net, load_run_model, model_modality
 from training.monitor import CollapseGuard
 from training.runs import RunDir, RunError, seed_everything
 from training.signatures import SignatureTable, compute_signatures, save_signatures
-from training.trainer import DeviceContext, barrier, setup_device, train
+from training.trainer import DeviceContext, barrier, precision, setup_device, train
+from training.walks import build_walk_index, for_modality
 
 CLIPS_FILE = "clips.parquet"
 
@@ -49,11 +50,15 @@ def _training_clips(run: RunDir, cfg: Config, ctx: DeviceContext) -> pd.DataFram
     if ctx.is_main and not path.is_file():
         store = Store(cfg.data.store)
         split = read_split(cfg.data.split)
-        clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=tuple(cfg.data.train_roles))
+        if cfg.data.unit == "walk":
+            clips = build_walk_index(store, split, FLOW, roles=tuple(cfg.data.train_roles))
+        else:
+            clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step,
+                                     roles=tuple(cfg.data.train_roles))
         if clips.empty:
-            raise ValueError(f"{cfg.data.split}: no training clips of {cfg.data.clip_len} frames in {store.path}")
+            raise ValueError(f"{cfg.data.split}: no training {cfg.data.unit}s in {store.path}")
         save_clip_index(clips, path)
-        print(f"{len(clips)} training clips of {clips['seq_id'].nunique()} sequences, "
+        print(f"{len(clips)} training {cfg.data.unit}s of {clips['seq_id'].nunique()} sequences, "
               f"{clips['label'].nunique()} subjects", flush=True)
     barrier(ctx)
     return load_clip_index(path)
@@ -65,6 +70,7 @@ def _model_info(cfg: Config, role: str, model_cfg: Any, model: nn.Module, n_clas
         "role": role, "model": model_cfg.model, "model_options": dict(model_cfg.options),
         "embedding_dim": int(model.embedding_dim), "n_classes": n_classes, "modality": model_modality(model),
         "clip_len": cfg.data.clip_len, "step": cfg.data.step, "crop_size": size,
+        "unit": cfg.data.unit, "frames": cfg.data.frames if cfg.data.unit == "walk" else None,
         "input_size": cfg.data.input_size or size, "flow_scale": cfg.data.flow_scale,
         "normalisation": "gray: x/255 - 0.5; flow: x * flow_scale",
         # CPU results are bit-reproducible for a seed only at the same thread count
@@ -90,7 +96,8 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
     if ctx.is_main:
         size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], FLOW)
         run.save_model(model, _model_info(cfg, "master", cfg.master, model, n_classes, size,
-                                          {"clips_per_s": result.clips_per_s}))
+                                          {"clips_per_s": result.clips_per_s,
+                                           "precision": precision(ctx.device, cfg.train.amp)}))
         save_signatures(run.path, clips, signatures, {"clip_len": cfg.data.clip_len, "step": cfg.data.step,
                                                       "flow_scale": cfg.data.flow_scale,
                                                       "master_model": cfg.master.model})
@@ -107,13 +114,18 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     if not master_clips_path.is_file():
         raise RunError(f"{master.path}: not a finished master run (no {CLIPS_FILE})")
     mcfg = master.config()
-    if (mcfg.data.clip_len, mcfg.data.step) != (cfg.data.clip_len, cfg.data.step):
+    if mcfg.data.unit != cfg.data.unit:
+        raise ValueError(f"student data.unit {cfg.data.unit!r} differs from the master's {mcfg.data.unit!r} "
+                         f"({master.config_path}): a student copies signatures of the master's own units")
+    if cfg.data.unit == "clip" and (mcfg.data.clip_len, mcfg.data.step) != (cfg.data.clip_len, cfg.data.step):
         raise ValueError(f"student clip_len/step {cfg.data.clip_len}/{cfg.data.step} differ from the "
                          f"master's {mcfg.data.clip_len}/{mcfg.data.step} ({master.config_path})")
     info = {"role": "student", "model": cfg.student.model, "master_run": str(Path(master_run).resolve()),
             "copy": not no_copy}
     run = _open_run(out, cfg, info, resume, ctx)
     clips = load_clip_index(master_clips_path)
+    if cfg.data.unit == "walk":  # same walks and ids, the gray frames each offers
+        clips = for_modality(Store(cfg.data.store), clips, GRAY)
     if ctx.is_main and not (run.path / CLIPS_FILE).is_file():
         save_clip_index(clips, run.path / CLIPS_FILE)
     if no_copy:
@@ -135,10 +147,11 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
             targets = table.targets(raw.clip, aug.flip)
             total, parts = losses(outputs, labels=raw.label, targets=targets)
             parts["copy_mean_target"] = mean_target_loss(targets, cfg.loss.copy, cfg.loss.copy_delta,
-                                                         cfg.loss.copy_temperature)
+                                                         cfg.loss.copy_temperature, strips)
             return total, parts
     seed_everything(cfg.train_for("student").seed)
     model = build_net(cfg.student, n_classes)
+    strips = getattr(model, "n_strips", 1)
     if model_modality(model) != GRAY:
         raise ValueError(f"student model {cfg.student.model!r} reads flow; a student must read gray")
     if not no_copy and table.dim != model.embedding_dim:
@@ -150,7 +163,8 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     if ctx.is_main:
         size = crop_size(cfg.data.store, clips["seq_id"].iloc[0], GRAY)
         run.save_model(model, _model_info(cfg, "student", cfg.student, model, n_classes, size,
-                                          {"copy": not no_copy, "clips_per_s": result.clips_per_s}))
+                                          {"copy": not no_copy, "clips_per_s": result.clips_per_s,
+                                           "precision": precision(ctx.device, cfg.train_for("student").amp)}))
         run.update_info(finished=True, steps=result.steps, torch_threads=torch.get_num_threads())
     barrier(ctx)
     return run
@@ -171,17 +185,21 @@ def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | 
     model.to(dev)
     split = read_split(split_dir)
     store = Store(cfg.data.store)
-    clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=("gallery", "probe"), labels={},
-                             loop_short=True)
+    walks = cfg.data.unit == "walk"
+    if walks:
+        clips = build_walk_index(store, split, info["modality"], roles=("gallery", "probe"), labels={})
+    else:
+        clips = build_clip_index(store, split, cfg.data.clip_len, cfg.data.step, roles=("gallery", "probe"),
+                                 labels={}, loop_short=True)
     wanted = split[split["role"].isin(("gallery", "probe")) & split["seq_id"].isin(set(store.seq_ids()))]
     without = sorted(set(wanted["seq_id"]) - set(clips["seq_id"]))
     if without:
         print(f"warning: {len(without)} gallery/probe sequences hold no frame with the person "
               f"and are not evaluated (e.g. {without[0]})", flush=True)
-    looped = clips.loc[clips[LENGTH] < cfg.data.clip_len, "seq_id"].nunique()
+    looped = 0 if walks else clips.loc[clips[LENGTH] < cfg.data.clip_len, "seq_id"].nunique()
     if looped:
         print(f"{looped} gallery/probe sequences shorter than one clip: embedded as one looped clip", flush=True)
-    embeddings = embed_clips(model, clips, info["modality"], settings_from(cfg, workers), dev,
+    embeddings = embed_table(model, clips, info["modality"], settings_from(cfg, workers), dev,
                              progress=f"embedding {run.path.name}")
     result = evaluate(embeddings, clips, k=cfg.eval.k)
     out = run.path / "eval"

@@ -5,9 +5,14 @@ LOCAL_RANK): only then is a process group created and the model wrapped in DDP; 
 takes its share of the subjects of every P x K batch (``PKBatchSampler``). Rank 0 alone
 writes logs, checkpoints and signatures.
 
-On CUDA the forward/backward runs under bf16 autocast (no loss scaling needed). 3D models use
-``channels_last_3d`` (NDHWC) on CUDA (cuDNN's fast kernels) and on CPU too, where oneDNN's
-3D convolutions measured 2-3x faster than the NCDHW path for our small stacks.
+With ``train.amp`` the forward runs under bf16 autocast (no loss scaling needed) on CUDA, and
+on a CPU whose oneDNN has bf16 kernels (AVX512-BF16 or AMX: ``bf16_supported``); elsewhere fp32.
+The run records which (``precision``). 3D models use ``channels_last_3d`` (NDHWC) on CUDA
+(cuDNN's fast kernels) and on CPU too, where oneDNN's 3D convolutions measured 2-3x faster than
+the NCDHW path for our small stacks.
+
+Set networks train on whole walks (``data.unit: walk``): batch ``step`` is P x K walks with
+``data.frames`` frames drawn from each (``training.walks``), still a function of (seed, step).
 
 What a step is: draw batch ``step`` (a function of seed and step), augment it on the device
 with parameters drawn for (seed, step), forward, loss, backward, optimiser step, scheduler
@@ -36,6 +41,7 @@ from training.data import (AugmentParams, PKBatchSampler, RawBatch, ResidentClip
 from training.model_build import model_modality
 from training.monitor import CollapseGuard, embedding_cosine, gradient_shares
 from training.runs import RunDir, seed_everything, set_rng_state
+from training.walks import ResidentWalks
 
 #: objective(outputs, batch, augmentation) -> (total loss, {name: detached 0-d tensor}).
 #: Parts stay tensors until a log step, so logging does not synchronise the GPU every step.
@@ -82,6 +88,23 @@ def setup_device(train_cfg: TrainConfig) -> DeviceContext:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return DeviceContext(device, rank, world)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast runs on fast kernels here: CUDA, or a CPU with bf16 instructions
+    (without them oneDNN emulates bf16 and is slower than fp32)."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_enabled(device: torch.device, amp: bool) -> bool:
+    return amp and bf16_supported(device)
+
+
+def precision(device: torch.device, amp: bool) -> str:
+    """What a run computed in, for its records: "bf16-autocast" or "fp32"."""
+    return "bf16-autocast" if autocast_enabled(device, amp) else "fp32"
 
 
 def barrier(ctx: DeviceContext) -> None:
@@ -183,7 +206,13 @@ def train(
 
     sampler = PKBatchSampler(clips["label"].to_numpy(), dcfg.P, dcfg.K, tcfg.seed, start, n_steps,
                              ctx.rank, ctx.world)
-    if dcfg.gpu_resident:
+    if dcfg.unit == "walk":  # walks are always resident: frames are drawn anywhere in a walk
+        walks = ResidentWalks(dcfg.store, clips, modality, dcfg.frames, tcfg.seed * 1000 + ctx.rank, ctx.device,
+                              dcfg.gray_array)
+        _log(ctx, f"{modality} of {len(clips)} walks resident on {ctx.device} ({walks.nbytes / 2**20:.0f} MiB), "
+                  f"{dcfg.frames} frames per walk, {precision(ctx.device, tcfg.amp)}")
+        batches = walks.batches(sampler, start)
+    elif dcfg.gpu_resident:
         source: Any = ResidentClips(dcfg.store, clips, modality, dcfg.clip_len, ctx.device, dcfg.gray_array)
         _log(ctx, f"{modality} of {clips['seq_id'].nunique()} sequences resident on {ctx.device} "
                   f"({source.nbytes / 2**20:.0f} MiB)")
@@ -191,21 +220,25 @@ def train(
         source = make_loader(ZarrClips(dcfg.store, clips, modality, dcfg.clip_len, dcfg.cache_sequences,
                                        dcfg.gray_array),
                              sampler, dcfg.workers, pin_memory=ctx.cuda)
+    if dcfg.unit != "walk":
+        batches = iterate_batches(source, sampler, ctx.device)
     writer = run.tensorboard() if run is not None and ctx.is_main else None
     history: list[dict[str, Any]] = []
     window: list[dict[str, torch.Tensor]] = []
     t_window, clips_window, t_all, clips_all = time.perf_counter(), 0, time.perf_counter(), 0
     net.train()
     step = start
-    for step, raw in zip(range(start, n_steps), iterate_batches(source, sampler, ctx.device)):
+    for step, raw in zip(range(start, n_steps), batches):
         aug = AugmentParams.draw(len(raw.clip), tcfg.seed * 1000 + ctx.rank, step, dcfg.shift_px, dcfg.zoom,
                                  dcfg.flip, input_size)
         x = augment(raw.x, aug, input_size, dcfg.flow_scale)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.cuda and tcfg.amp):
-            outputs = net(x)
-        outputs = {k: v.float() for k, v in outputs.items()}
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast_enabled(ctx.device, tcfg.amp)):
+            computed = net(x)
+        # losses read float32 copies; gradient shares are measured at the computed features,
+        # which every copy descends from (a bf16 tensor's .float() is a new node)
+        outputs = {k: v.float() for k, v in computed.items()}
         loss, parts = objective(outputs, raw, aug)
         done = step + 1
         log_now = done % tcfg.log_every == 0 or done == n_steps
@@ -213,7 +246,7 @@ def train(
         if log_now:
             probe["embedding_cosine"] = embedding_cosine(outputs["embedding"])
             if terms is not None and "features" in outputs and not ctx.distributed:
-                probe.update(gradient_shares(terms(), outputs["features"]))
+                probe.update(gradient_shares(terms(), computed["features"]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

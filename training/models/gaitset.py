@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.models.parts import SeparateFCs, set_max, strip_pool
+
 PYRAMID_BINS: tuple[int, ...] = (1, 2, 4, 8, 16)
 N_STRIPS: int = 2 * sum(PYRAMID_BINS)  # 62: two branches (frame-set and global)
 
@@ -42,31 +44,7 @@ def _conv(in_channels: int, out_channels: int, kernel: int) -> list[nn.Module]:
 
 def _set_max(frames: torch.Tensor, batch: int) -> torch.Tensor:
     """(B*T, C, H, W) -> (B, C, H, W): the max over each clip's frames."""
-    return frames.reshape(batch, -1, *frames.shape[1:]).amax(dim=1)
-
-
-def _strip_rows(height: int, bins: tuple[int, ...]) -> list[tuple[int, int]]:
-    """Row range [start, end) of every strip, with adaptive pooling's edges."""
-    return [(i * height // n, -(-(i + 1) * height // n)) for n in bins for i in range(n)]
-
-
-def horizontal_pyramid(maps: torch.Tensor, bins: tuple[int, ...] = PYRAMID_BINS) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, sum(bins)): mean + max of every horizontal strip of every bin.
-
-    Equal to ``adaptive_avg_pool2d + adaptive_max_pool2d`` to (n, 1) per bin, but written as
-    one matmul (strip means from row means) and one gather (strip maxima from row maxima,
-    short strips padded by repeating their last row) over the static height: few graph nodes,
-    and ``adaptive_max_pool2d`` has no ONNX export."""
-    rows = _strip_rows(maps.shape[2], bins)
-    longest = max(end - start for start, end in rows)
-    averaging = torch.tensor([[1.0 / (end - start) if start <= row < end else 0.0
-                               for row in range(maps.shape[2])] for start, end in rows],
-                             dtype=maps.dtype, device=maps.device)
-    gather = torch.tensor([[min(start + j, end - 1) for j in range(longest)]
-                           for start, end in rows], device=maps.device)
-    means = maps.mean(dim=3) @ averaging.T
-    maxima = maps.amax(dim=3)[:, :, gather].amax(dim=3)
-    return means + maxima
+    return set_max(frames.reshape(batch, -1, *frames.shape[1:]))
 
 
 class GaitSet(nn.Module):
@@ -84,8 +62,7 @@ class GaitSet(nn.Module):
         self.frame_block3 = nn.Sequential(*_conv(64, 128, 3), *_conv(128, 128, 3))
         self.global_block1 = nn.Sequential(*_conv(32, 64, 3), *_conv(64, 64, 3), nn.MaxPool2d(2))
         self.global_block2 = nn.Sequential(*_conv(64, 128, 3), *_conv(128, 128, 3))
-        self.strip_fc = nn.Parameter(torch.empty(N_STRIPS, 128, strip_dim))
-        nn.init.xavier_uniform_(self.strip_fc)
+        self.strip_fc = SeparateFCs(N_STRIPS, 128, strip_dim)
         self.classifier = nn.Linear(self.embedding_dim, n_classes) if n_classes > 0 else None
 
     @property
@@ -102,8 +79,8 @@ class GaitSet(nn.Module):
         g = self.global_block2(g + _set_max(x, batch))
         x = _set_max(self.frame_block3(x), batch)
         g = g + x
-        strips = torch.cat([horizontal_pyramid(x), horizontal_pyramid(g)], dim=2)  # (B, 128, 62)
-        codes = torch.einsum("bcs,scd->bsd", strips, self.strip_fc)
+        strips = torch.cat([strip_pool(x, PYRAMID_BINS), strip_pool(g, PYRAMID_BINS)], dim=2)  # (B, 128, 62)
+        codes = self.strip_fc(strips)
         embedding = codes.flatten(1)
         outputs = {"embedding": embedding, "features": strips}  # the strip FCs' input
         if self.classifier is not None:
