@@ -99,6 +99,8 @@ def embed_walks(model: nn.Module, walks: pd.DataFrame, modality: str, settings: 
     size = crop_size(settings.store, walks["seq_id"].iloc[0], stored_array(modality, settings.gray_array))
     input_size = settings.input_size or size
     order = np.argsort(walks[LENGTH].to_numpy(), kind="stable")
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
     out = torch.zeros(len(walks), getattr(model, "embedding_dim", 0))

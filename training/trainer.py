@@ -9,7 +9,8 @@ With ``train.amp`` the forward runs under bf16 autocast (no loss scaling needed)
 on a CPU whose oneDNN has bf16 kernels (AVX512-BF16 or AMX: ``bf16_supported``); elsewhere fp32.
 The run records which (``precision``). 3D models use ``channels_last_3d`` (NDHWC) on CUDA
 (cuDNN's fast kernels) and on CPU too, where oneDNN's 3D convolutions measured 2-3x faster than
-the NCDHW path for our small stacks.
+the NCDHW path for our small stacks; 2D set networks use ``channels_last`` weights (measured
+1.3-1.6x faster on this CPU with bf16, ``benchmarks/train_speed.py``).
 
 Set networks train on whole walks (``data.unit: walk``): batch ``step`` is P x K walks with
 ``data.frames`` frames drawn from each (``training.walks``), still a function of (seed, step).
@@ -188,6 +189,8 @@ def train(
     channels_last = tcfg.channels_last and is_3d(model)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
+    elif tcfg.channels_last:  # 2D frame networks: NHWC weights, oneDNN converts the frames
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), ocfg)
     scheduler = build_scheduler(optimizer, ocfg, n_steps)
     start = 0
