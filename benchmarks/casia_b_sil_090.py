@@ -52,8 +52,10 @@ QUICK_TVL1 = tuple(f"{name}={value}" for name, value in PRESETS["cheap"].items()
 #: TV-L1 settings of --cpu (chosen by measurement: benchmarks/results/casia-b-sil-090-cpu.md).
 CPU_TVL1 = QUICK_TVL1
 PROBE_SETS = ("NM", "BG", "CL")
-#: variant -> config overrides of the student; "3d" is the config's own student.
+#: variant -> config overrides of the student; "set" (walk configs) and "3d" (the authors' clip
+#: family) are the config's own student.
 VARIANTS: dict[str, Callable[[int], list[str]]] = {
+    "set": lambda d: [],
     "3d": lambda d: [],
     "gaitset": lambda d: ["student.model=gaitset-gray", "student.options={}", f"student.embedding_dim={d}"],
 }
@@ -62,6 +64,7 @@ RANK1_COLUMN = "same_view_rank1"
 RANK1_METHOD = "clip-knn"
 SEQUENCE_RULE = "sequence-mean"
 GROUP_NAMES = {("master", ""): "flow master", ("3d", "yes"): "3D student, copy", ("3d", "no"): "3D student, no copy",
+               ("set", "yes"): "set student, copy", ("set", "no"): "set student, no copy",
                ("gaitset", "yes"): "GaitSet student, copy", ("gaitset", "no"): "GaitSet student, no copy"}
 
 
@@ -392,13 +395,29 @@ def parameter_count(run: Path) -> int:
 
 
 # ---------------------------------------------------------------------------- export
-def best_student(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def config_unit(config: Path) -> str:
+    """``walk`` (set networks: whole walks, sequence 1-NN) or ``clip`` (the authors' 3D family)."""
+    import yaml
+
+    return (yaml.safe_load(config.read_text()).get("data") or {}).get("unit", "clip")
+
+
+def rules_for(unit: str) -> tuple[str, ...]:
+    """Decision rules a table reports: the clip k-NN vote is the clip family's only."""
+    return (SEQUENCE_RULE,) if unit == "walk" else (SEQUENCE_RULE, RANK1_METHOD)
+
+
+def rank1_key(probe_set: str, rule: str) -> str:
+    return probe_set if rule == RANK1_METHOD else f"{probe_set}_{rule}"
+
+
+def best_student(runs: list[dict[str, Any]], rule: str = RANK1_METHOD) -> dict[str, Any]:
     students = [r for r in runs if r["copy"] is not None]
-    return max(students, key=lambda r: sum(r[p] for p in PROBE_SETS))
+    return max(students, key=lambda r: sum(r[rank1_key(p, rule)] for p in PROBE_SETS))
 
 
-def export_best(chain: Chain, tensorrt: bool) -> None:
-    best = best_student(chain.runs)
+def export_best(chain: Chain, tensorrt: bool, rule: str = RANK1_METHOD) -> None:
+    best = best_student(chain.runs, rule)
     formats = ["onnx"] + (["tensorrt"] if tensorrt else [])
     for fmt in formats:
         stage = f"export-{fmt}"
@@ -427,22 +446,23 @@ def tensorrt_available(device: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- report
-def results_table(chain: Chain) -> list[dict[str, Any]]:
-    """One row per run: both rules' rank-1 per probe set, probe counts, size, wall times."""
+def results_table(chain: Chain, rules: tuple[str, ...] = (SEQUENCE_RULE, RANK1_METHOD)) -> list[dict[str, Any]]:
+    """One row per run: each rule's rank-1 per probe set, probe counts, size, wall times."""
     rows = []
     for r in chain.runs:
         row = {"run": r["run"], "variant": r["variant"],
                "copy": "" if r["copy"] is None else ("yes" if r["copy"] else "no"), "seed": r["seed"],
                "parameters": r["parameters"]}
-        for rule, suffix in ((SEQUENCE_RULE, f"_{SEQUENCE_RULE}"), (RANK1_METHOD, "")):
-            row.update({f"{p} {rule}": round(r[p + suffix], 2) for p in PROBE_SETS})
+        for rule in rules:
+            row.update({f"{p} {rule}": round(r[rank1_key(p, rule)], 2) for p in PROBE_SETS})
         row.update({f"n_{p}": r[f"n_{p}"] for p in PROBE_SETS})
         row.update({"train_s": round(r["train_s"], 1), "eval_s": round(r["eval_s"], 1)})
         rows.append(row)
     return rows
 
 
-def group_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def group_table(rows: list[dict[str, Any]], rules: tuple[str, ...] = (SEQUENCE_RULE, RANK1_METHOD)
+                ) -> list[dict[str, Any]]:
     """Mean and sample standard deviation over seeds per (variant, copy)."""
     import statistics
 
@@ -453,7 +473,7 @@ def group_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (variant, copy), members in groups.items():
         out: dict[str, Any] = {"model": GROUP_NAMES.get((variant, copy), f"{variant} {copy}"),
                                "seeds": len(members), "parameters": members[0]["parameters"]}
-        for rule in (SEQUENCE_RULE, RANK1_METHOD):
+        for rule in rules:
             for p in PROBE_SETS:
                 values = [m[f"{p} {rule}"] for m in members]
                 sd = statistics.stdev(values) if len(values) > 1 else float("nan")
@@ -477,12 +497,18 @@ def _md_table(rows: list[dict[str, Any]]) -> list[str]:
             + ["| " + " | ".join(_cell(r[c]) for c in cols) + " |" for r in rows])
 
 
+RULE_NOTES = {
+    "walk": f"`{SEQUENCE_RULE}` = sequence 1-NN, each walk embedded whole (every frame as one set); "
+            "the authors' clip k-NN vote applies to the clip family only.",
+    "clip": f"`{SEQUENCE_RULE}` = sequence-mean 1-NN (OpenGait's rule), `{RANK1_METHOD}` = clip 7-NN vote "
+            "(the authors').",
+}
+
+
 def markdown(rows: list[dict[str, Any]], stages: dict[str, float], exports: list[dict[str, Any]],
-             header: str) -> str:
-    lines = [header, "", f"Same-view rank-1 (%), view 090; `{SEQUENCE_RULE}` = sequence-mean 1-NN "
-             f"(OpenGait's rule), `{RANK1_METHOD}` = clip 7-NN vote (the authors'). Mean ± sample std "
-             "over seeds.", ""]
-    lines += _md_table(group_table(rows))
+             header: str, unit: str = "clip") -> str:
+    lines = [header, "", f"Same-view rank-1 (%), view 090; {RULE_NOTES[unit]} Mean ± sample std over seeds.", ""]
+    lines += _md_table(group_table(rows, rules_for(unit)))
     lines += ["", "Every run:", ""] + _md_table(rows)
     lines += ["", "| stage | wall s |", "|---|---|"]
     lines += [f"| {name} | {sec:.1f} |" for name, sec in stages.items()]
@@ -492,18 +518,19 @@ def markdown(rows: list[dict[str, Any]], stages: dict[str, float], exports: list
     return "\n".join(lines) + "\n"
 
 
-def write_results(chain: Chain, header: str, settings: dict[str, Any]) -> dict[str, Path]:
+def write_results(chain: Chain, header: str, settings: dict[str, Any], unit: str = "clip") -> dict[str, Path]:
     import pandas as pd
 
-    rows = results_table(chain)
+    rules = rules_for(unit)
+    rows = results_table(chain, rules)
     paths = {"csv": chain.out / "results.csv", "json": chain.out / "results.json",
              "md": chain.out / "results.md"}
     pd.DataFrame(rows).to_csv(paths["csv"], index=False)
-    paths["json"].write_text(json.dumps({"settings": settings, "results": rows, "groups": group_table(rows),
+    paths["json"].write_text(json.dumps({"settings": settings, "results": rows, "groups": group_table(rows, rules),
                                          "stages_s": chain.stages, "exports": chain.exports,
                                          "total_s": sum(chain.stages.values())},
                                         indent=2, default=str))
-    text = markdown(rows, chain.stages, chain.exports, header)
+    text = markdown(rows, chain.stages, chain.exports, header, unit)
     paths["md"].write_text(text)
     print("\n" + text, flush=True)
     return paths
@@ -539,7 +566,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps-scale", type=float, default=1.0, help="Multiply every run's steps (or epochs).")
     p.add_argument("--epochs", type=float, default=None, help="Train every run this many epochs instead.")
     p.add_argument("--variants", default=None, help=f"Student variants of {sorted(VARIANTS)} "
-                                                    "(default 3d,gaitset; --cpu: 3d).")
+                                                    "(default 3d,gaitset; --cpu: set).")
     p.add_argument("--seeds", default=None, help="Student seeds, e.g. 0,1,2 (default 0; --cpu: 0,1,2).")
     p.add_argument("--master-seeds", default="0", help="Master seeds; students copy the first (default 0).")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores); recorded.")
@@ -559,7 +586,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "e.g. benchmarks/results/casia-b-sil-090-cpu.")
     p.add_argument("--no-tensorrt", action="store_true", help="Skip the TensorRT export even if available.")
     args = p.parse_args(argv)
-    args.variants = args.variants or ("3d" if args.cpu else "3d,gaitset")
+    args.variants = args.variants or ("set" if args.cpu else "3d,gaitset")
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         p.error(f"--variants: unknown {unknown}; known {sorted(VARIANTS)}")
@@ -639,7 +666,8 @@ def run_chain(args: argparse.Namespace, chain: Chain, store: Path, split: Path, 
     specs = plan_runs(config, sets, args.variants.split(","), chain.out / "runs", args.seeds, args.master_seeds,
                       args.gaitset_steps)
     train_all(chain, specs, split)
-    export_best(chain, tensorrt_available(device) and not args.no_tensorrt)
+    unit = config_unit(config)
+    export_best(chain, tensorrt_available(device) and not args.no_tensorrt, rules_for(unit)[-1])
     settings = {"device": device, "config": str(config), "subjects": args.subjects or "all",
                 "tvl1": list(tvl1), "flow_backend": args.flow_backend, "gaitset_steps": args.gaitset_steps,
                 "steps_scale": args.steps_scale, "epochs": args.epochs, "seeds": args.seeds,
@@ -647,7 +675,7 @@ def run_chain(args: argparse.Namespace, chain: Chain, store: Path, split: Path, 
                 "command": args.command,
                 **machine_facts(torch.get_num_threads())}
     header = f"# GaitCopy on CASIA-B silhouettes, view 090 ({settings['torch_device_name']})"
-    paths = write_results(chain, header, settings)
+    paths = write_results(chain, header, settings, unit)
     if args.publish:
         paths.update(publish(paths, args.publish, settings))
     return paths

@@ -12,7 +12,7 @@ Format (every key optional; defaults shown by ``train-copy config-template``)::
     student: {model: student3d-small, embedding_dim, options: {...}}
     optim:  {name: adam|sgd, lr, weight_decay, momentum, schedule: none|step|cosine|plateau,
              step_size, gamma, plateau_patience, plateau_factor}
-    loss:   {ce_weight, triplet_weight, triplet_margin, triplet_mining, copy: cosine|contrastive|relational|huber_sum|smooth_l1|huber|mse, copy_extra, copy_temperature,
+    loss:   {ce_weight, triplet_weight, triplet_margin, triplet_mining, triplet_normalise, copy: cosine|strip_cosine|contrastive|relational|huber_sum|smooth_l1|huber|mse, copy_extra, copy_temperature,
              copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin}
     train:  {steps, epochs, amp, channels_last, seed, log_every, ckpt_every, device}
     eval:   {k, batch_size}
@@ -105,6 +105,9 @@ class LossConfig:
     triplet_margin: float = 0.2
     #: batch_all (mean over violating triplets) or batch_hard.
     triplet_mining: str = "batch_all"
+    #: Triplet distances between L2-normalised codes (true) or raw codes (false, OpenGait's
+    #: GaitBase, where a BN neck keeps the scale in check).
+    triplet_normalise: bool = True
     #: The copy objective (``training.losses.copy_loss``): cosine, strip_cosine, contrastive, relational,
     #: huber_sum (the authors'), smooth_l1, huber, mse.
     copy: str = "cosine"

@@ -41,7 +41,7 @@ def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
-                 mining: str = "batch_all") -> torch.Tensor:
+                 mining: str = "batch_all", normalise: bool = True) -> torch.Tensor:
     """Triplet loss on L2-normalised embeddings (B, d), or per strip on strip codes (B, n, d).
 
     ``batch_all`` averages the hinge over the triplets that still violate the margin (the
@@ -49,11 +49,13 @@ def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float =
     progresses); ``batch_hard`` uses each anchor's farthest positive and nearest negative.
     Strips: each strip is normalised and mined on its own (a coat changes the torso's
     neighbours, not the legs'), and the strips' losses are averaged. A batch without any
-    valid triplet gives 0 (still part of the graph)."""
+    valid triplet gives 0 (still part of the graph). ``normalise=False`` measures raw codes
+    (OpenGait's GaitBase: a common offset of all codes then cancels in every distance)."""
     if mining not in MINING:
         raise ValueError(f"unknown triplet mining {mining!r}; known: {', '.join(MINING)}")
     codes = embeddings if embeddings.dim() == 3 else embeddings[:, None]
-    distances = pairwise_distances(F.normalize(codes, dim=-1).transpose(0, 1))  # (n, B, B)
+    codes = F.normalize(codes, dim=-1) if normalise else codes
+    distances = pairwise_distances(codes.transpose(0, 1))  # (n, B, B)
     same = labels[:, None] == labels[None, :]
     not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     positive = same & not_self
@@ -133,7 +135,8 @@ class LossSet(nn.Module):
     training loop what to pass."""
 
     def __init__(self, weights: Mapping[str, float], margin: float = 0.2,
-                 mining: str = "batch_all", delta: float = 0.5, temperature: float = 0.1) -> None:
+                 mining: str = "batch_all", delta: float = 0.5, temperature: float = 0.1,
+                 normalise: bool = True) -> None:
         super().__init__()
         unknown = sorted(set(weights) - set(LOSS_NAMES))
         if unknown:
@@ -146,6 +149,7 @@ class LossSet(nn.Module):
         if mining not in MINING:
             raise ValueError(f"unknown triplet mining {mining!r}; known: {', '.join(MINING)}")
         self.margin, self.mining, self.delta, self.temperature = margin, mining, delta, temperature
+        self.normalise = normalise
         #: The weighted terms of the latest call, still in the graph: what the trainer's
         #: gradient-share probe differentiates (``training.trainer.gradient_shares``).
         self.terms: dict[str, torch.Tensor] = {}
@@ -175,7 +179,7 @@ class LossSet(nn.Module):
             return F.cross_entropy(logits, labels)
         if name == "triplet":
             codes = outputs["strips"] if "strips" in outputs else outputs["embedding"]
-            return triplet_loss(codes.float(), labels, self.margin, self.mining)
+            return triplet_loss(codes.float(), labels, self.margin, self.mining, self.normalise)
         strips = outputs["strips"].shape[1] if "strips" in outputs else 1
         return copy_loss(outputs["embedding"].float(), targets, name, self.delta, self.temperature, strips)
 

@@ -88,7 +88,8 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
     if model_modality(model) != FLOW:
         raise ValueError(f"master model {cfg.master.model!r} reads gray; a master must read flow")
     losses = LossSet({"ce": cfg.loss.ce_weight, "triplet": cfg.loss.triplet_weight},
-                     margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining)
+                     margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining,
+                         normalise=cfg.loss.triplet_normalise)
     guard = CollapseGuard(n_classes)
     result = train(run, model, lambda out_, raw, aug: losses(out_, labels=raw.label), clips, cfg, "master",
                    ctx, resume, terms=lambda: losses.terms, guard=guard)
@@ -131,7 +132,8 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     if no_copy:
         n_classes = int(clips["label"].nunique()) if cfg.loss.ce_weight > 0 else 0
         losses = LossSet({"ce": cfg.loss.ce_weight, "triplet": cfg.loss.triplet_weight},
-                         margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining)
+                         margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining,
+                         normalise=cfg.loss.triplet_normalise)
 
         def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
             return losses(outputs, labels=raw.label)
@@ -141,6 +143,7 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
         losses = LossSet({cfg.loss.copy: cfg.loss.copy_weight, **cfg.loss.copy_extra,
                           "triplet": cfg.loss.copy_triplet_weight},
                          margin=cfg.loss.copy_triplet_margin, mining=cfg.loss.triplet_mining,
+                         normalise=cfg.loss.triplet_normalise,
                          delta=cfg.loss.copy_delta, temperature=cfg.loss.copy_temperature)
 
         def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
