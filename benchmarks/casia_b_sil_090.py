@@ -10,9 +10,11 @@ work, not a fresh interpreter's imports):
 3. split: ``build-split casia-b --protocol large --views 090 --val-fraction 0`` (train 001-074,
    test 075-099 same-view: gallery nm-01..04, probes NM nm-05/06, BG bg-01/02, CL cl-01/02);
 4. master: ``train-copy master`` (flow);
-5. students: per variant (``3d``: the config's student; ``gaitset``: gaitset-gray), with copy
-   loss and without (``--no-copy``);
-6. evaluate every run (``train-copy evaluate``; same-view rank-1, clip-knn = the authors' rule);
+5. students: per variant (``set`` or ``3d``: the config's student; ``gaitset``: gaitset-gray),
+   with copy loss and without (``--no-copy``);
+6. evaluate every run (``train-copy evaluate``; same-view rank-1: sequence 1-NN for set networks,
+   which embed each walk whole; the clip family adds clip-knn, the authors' rule);
+   the template baseline (``train-copy template``: GEI + PCA + LDA), the tables' first row;
 7. export the best student (mean NM/BG/CL rank-1): ONNX always, TensorRT when torch-tensorrt
    and CUDA are there; each export passes its parity check or the stage fails.
 
@@ -63,7 +65,7 @@ VARIANTS: dict[str, Callable[[int], list[str]]] = {
 RANK1_COLUMN = "same_view_rank1"
 RANK1_METHOD = "clip-knn"
 SEQUENCE_RULE = "sequence-mean"
-GROUP_NAMES = {("master", ""): "flow master", ("3d", "yes"): "3D student, copy", ("3d", "no"): "3D student, no copy",
+GROUP_NAMES = {("template", ""): "template (GEI + PCA + LDA)", ("master", ""): "flow master", ("3d", "yes"): "3D student, copy", ("3d", "no"): "3D student, no copy",
                ("set", "yes"): "set student, copy", ("set", "no"): "set student, no copy",
                ("gaitset", "yes"): "GaitSet student, copy", ("gaitset", "no"): "GaitSet student, no copy"}
 
@@ -346,6 +348,22 @@ def run_state(path: Path) -> str:
     return "partial" if (path / "config.yaml").is_file() else "absent"
 
 
+def run_template(chain: Chain, store: Path, split: Path) -> None:
+    """The GEI + PCA + LDA baseline (``train-copy template``), the first row of every table:
+    a network that does not beat it has no place there. Seconds; redone only if absent."""
+    path = chain.out / "runs" / "template"
+    if not (path / "eval" / "summary.csv").is_file():
+        if path.exists():
+            shutil.rmtree(path)  # a killed fit: it has no checkpoint to resume
+        chain.timed("template", lambda: train_copy(
+            ["template", "--store", str(store), "--split", str(split), "--out", str(path), "--array", "gray"],
+            "template"))
+    entry = {"run": "template", "variant": "template", "copy": None, "seed": 0, "path": path,
+             "train_s": chain.stages.get("template", float("nan")), "eval_s": 0.0, "parameters": 0}
+    entry.update(read_rank1(path))
+    chain.runs.insert(0, entry)
+
+
 def train_all(chain: Chain, specs: list[RunSpec], split: Path) -> None:
     """Train, then evaluate, every planned run; finished work is kept, so a rerun resumes."""
     for spec in specs:
@@ -412,7 +430,7 @@ def rank1_key(probe_set: str, rule: str) -> str:
 
 
 def best_student(runs: list[dict[str, Any]], rule: str = RANK1_METHOD) -> dict[str, Any]:
-    students = [r for r in runs if r["copy"] is not None]
+    students = [r for r in runs if r["copy"] is not None and r["variant"] != "template"]
     return max(students, key=lambda r: sum(r[rank1_key(p, rule)] for p in PROBE_SETS))
 
 
@@ -666,6 +684,7 @@ def run_chain(args: argparse.Namespace, chain: Chain, store: Path, split: Path, 
     specs = plan_runs(config, sets, args.variants.split(","), chain.out / "runs", args.seeds, args.master_seeds,
                       args.gaitset_steps)
     train_all(chain, specs, split)
+    run_template(chain, store, split)
     unit = config_unit(config)
     export_best(chain, tensorrt_available(device) and not args.no_tensorrt, rules_for(unit)[-1])
     settings = {"device": device, "config": str(config), "subjects": args.subjects or "all",
