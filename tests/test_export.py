@@ -1,6 +1,7 @@
 """train-copy export: ONNX / torch.export bundles, their parity check, and reloading without training.
 
-The model is a real (tiny-width) 3D-CNN student; parity clips are real CASIA-B silhouettes
+The model is a real (tiny-width) 3D-CNN student, or a tiny set network for walk bundles (whose
+frame axis is dynamic); parity inputs are real CASIA-B silhouettes
 (../shared/data/casia-b-sil-090) put in a store, as a run's store would hold them.
 """
 
@@ -23,10 +24,13 @@ from gaittools.deploy import runtime as deploy
 from gaittools.store.zarr_store import Store
 from training import export as ex
 from training.models.c3d import C3DNet
+from training.models.setnet import SetNet
 
 SIL = DATA / "casia-b-sil-090"
 TINY = (4, 8, 8, 16, 16, 16)
 CLIP = {"length": 25, "step": 5, "crop_size": 64, "crop_mode": "person", "working_height": 240}
+WALK = {"unit": "walk", "frames": 30, "crop_size": 64, "crop_mode": "person", "working_height": 240}
+SET_WIDTHS = (4, 8)
 
 
 class _NumpyOnly(pickle.Unpickler):
@@ -46,6 +50,11 @@ def _silhouettes(subject: str, walk: str) -> np.ndarray:
 def _tiny_student(seed: int = 0, n_classes: int = 0) -> C3DNet:
     torch.manual_seed(seed)
     return C3DNet(1, TINY, embedding_dim=32, dropout=0.4, n_classes=n_classes).eval()
+
+
+def _tiny_setnet(seed: int = 0, n_classes: int = 0) -> SetNet:
+    torch.manual_seed(seed)
+    return SetNet(1, "plain", SET_WIDTHS, n_strips=4, strip_dim=8, n_classes=n_classes).eval()
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +239,7 @@ def test_tensorrt_export_uses_the_documented_api_with_explicit_precision(tmp_pat
         spec = compiled["arg_inputs"][0].spec
         if batch is None:
             assert spec["min_shape"][0] == 1 and spec["max_shape"][0] == ex.MAX_DYNAMIC_BATCH
-            assert repr(saved["dynamic_shapes"]) == repr(ex._batch_dim(None))  # Dim has no __eq__
+            assert repr(saved["dynamic_shapes"]) == repr(ex._dynamic_shapes(None))  # Dim has no __eq__
         else:
             assert spec["shape"] == (2, 1, 25, 64, 64) and "dynamic_shapes" not in saved
         assert saved["output_format"] == "exported_program" and saved["arg_inputs"][0] is example
@@ -340,3 +349,153 @@ def test_onnx_export_is_quiet(tmp_path, capfd):
                      log=lambda line: None)
     err = capfd.readouterr().err
     assert "torchvision" not in err and "FutureWarning" not in err, err
+
+
+# ---------------------------------------------------------------------------- walk bundles (set networks)
+@pytest.fixture(scope="module")
+def real_walks() -> list[np.ndarray]:
+    """Whole silhouette walks: their frames with the person (the frames a walk offers)."""
+    walks = [_silhouettes(subject, walk) for subject, walk in (("001", "nm-01"), ("002", "bg-01"), ("003", "cl-01"))]
+    return [w[w.reshape(len(w), -1).any(axis=1)] for w in walks]
+
+
+@pytest.fixture(scope="module")
+def walk_bundles(tmp_path_factory, real_walks) -> dict[str, deploy.Bundle]:
+    """One ONNX and one torch.export bundle of a tiny set network, frames dynamic up to 100."""
+    out = tmp_path_factory.mktemp("walk-bundles")
+    parity_walks = ex.cut_walks(real_walks, ex.PARITY_FRAMES, 2)
+    return {fmt: ex.export_bundle(_tiny_setnet(), out / fmt, fmt, parity_walks, "casia-b-sil-090",
+                                  model_name="setnet-gray", clip=WALK, max_frames=100, log=lambda _: None)
+            for fmt in ("onnx", "exported-program")}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
+def test_walk_bundle_parity_on_several_lengths_and_description(walk_bundles, fmt):
+    meta = walk_bundles[fmt].meta
+    assert meta["status"] == "ok" and meta["unit"] == "walk" and meta["bundle_version"] == 2
+    assert meta["input"]["shape"] == [None, 1, None, 64, 64]
+    assert (meta["input"]["frames"], meta["input"]["max_frames"]) == ("dynamic", 100)
+    assert meta["clip"]["length"] is None and meta["walk"] == {"train_frames": 30}
+    by_frames = meta["parity"]["by_frames"]
+    assert [r["frames"] for r in by_frames] == list(ex.PARITY_FRAMES) and meta["parity"]["walks"] == 8
+    assert all(r["walks"] == 2 and r["min_cosine"] >= ex.FP32_BOUND for r in by_frames)
+    bundle = deploy.read_bundle(walk_bundles[fmt].root)
+    assert bundle.is_walk and bundle.max_frames == 100 and bundle.train_frames == 30
+    with pytest.raises(deploy.BundleError, match="walk bundle has no clip length"):
+        _ = bundle.clip_len
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
+def test_one_exported_walk_file_serves_every_length(walk_bundles, real_walks, fmt):
+    """The frame axis is really dynamic: the same file, walks of 1 to 100 frames (traced at 30),
+    one set each, equal to the eager model; several walks of one length in one call too."""
+    model = deploy.load_signature_model(walk_bundles[fmt].root, device="cpu")
+    eager = _tiny_setnet()
+    for t in (1, 2, 7, 30, 64, 100):
+        [walks] = ex.cut_walks(real_walks, (t,), len(real_walks))
+        np.testing.assert_allclose(model(walks), ex.eager_signatures(eager, walks, "cpu"), atol=1e-5)
+    with pytest.raises(ValueError, match=r"T in 1\.\.100"):
+        model(np.zeros((1, 101, 64, 64), np.uint8))
+    with pytest.raises(ValueError, match="walks must be"):
+        model(np.zeros((1, 0, 64, 64), np.uint8))
+
+
+def test_onnx_walk_graph_declares_the_frame_axis_symbolic(walk_bundles):
+    import onnx
+
+    graph = onnx.load(str(walk_bundles["onnx"].model_path)).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[2].dim_param and not dims[2].dim_value  # a named axis, not a traced 30
+    assert [d.dim_value for d in dims[3:]] == [64, 64]
+
+
+def test_a_walk_longer_than_the_bound_is_spread_over_the_whole_walk(walk_bundles, real_walks):
+    from gaittools.deploy.clips import spread_indices
+
+    model = deploy.load_signature_model(walk_bundles["exported-program"].root, device="cpu")
+    long_walk = np.concatenate(real_walks[:2])  # > 100 frames
+    assert len(long_walk) > model.max_frames
+    kept = long_walk[spread_indices(len(long_walk), 100)]
+    np.testing.assert_allclose(model.walk(long_walk), ex.eager_signatures(_tiny_setnet(), kept[None], "cpu")[0],
+                               atol=1e-5)
+    np.testing.assert_array_equal(spread_indices(5, 9), np.arange(5))
+    assert spread_indices(1000, 4).tolist() == [0, 333, 666, 999]
+
+
+def test_walk_parity_fails_if_any_length_differs(tmp_path, real_walks, monkeypatch):
+    """An export right at the traced length but wrong at another must fail, naming the length."""
+    real_load = deploy.model_from_bundle
+
+    def wrong_at_91(bundle, device="auto", batch_size=64):
+        model = real_load(bundle, device, batch_size)
+        runner = model._runner
+        model._runner = lambda x: -runner(x) if x.shape[2] == 91 else runner(x)
+        return model
+
+    monkeypatch.setattr(deploy, "model_from_bundle", wrong_at_91)
+    with pytest.raises(ex.ExportError, match=r"parity check failed at T = 91 frames"):
+        ex.export_bundle(_tiny_setnet(), tmp_path / "b", "exported-program",
+                         ex.cut_walks(real_walks, ex.PARITY_FRAMES, 1), "real", model_name="setnet-gray",
+                         clip=WALK, log=lambda _: None)
+    meta = json.loads((tmp_path / "b.failed" / deploy.BUNDLE_FILE).read_text())
+    assert [r["frames"] for r in meta["parity"]["by_frames"] if r["min_cosine"] < ex.FP32_BOUND] == [91]
+
+
+def test_tensorrt_walk_profile_has_a_dynamic_frame_axis(tmp_path, monkeypatch):
+    """No GPU here: the recorder of test_tensorrt_export_uses_the_documented_api... sees a
+    walk's profile: one walk per call, frames from 1 to the bound, traced length as optimum."""
+    import types
+
+    calls: dict[str, dict] = {}
+
+    class Input:
+        def __init__(self, **spec):
+            self.spec = spec
+
+    def save(module, path, **options):
+        calls["save"] = options
+        Path(path).write_bytes(b"engine")
+
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", types.SimpleNamespace(
+        Input=Input, compile=lambda module, **options: calls.setdefault("compile", options) and module,
+        save=save, __version__="2.9"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    example = torch.zeros(1, 1, 30, 64, 64)
+    ex.export_tensorrt(ex.SignatureNet(_tiny_setnet()), example, tmp_path / "m.ep", 1, max_frames=512)
+    spec = calls["compile"]["arg_inputs"][0].spec
+    assert (spec["min_shape"], spec["opt_shape"], spec["max_shape"]) == (
+        (1, 1, 1, 64, 64), (1, 1, 30, 64, 64), (1, 1, 512, 64, 64))
+    assert repr(calls["save"]["dynamic_shapes"]) == repr(ex._dynamic_shapes(1, 512))
+
+
+def _walk_run(tmp_path: Path, store: Path) -> Path:
+    from training.config import config_from_dict
+    from training.runs import RunDir
+
+    options = {"widths": list(SET_WIDTHS), "n_strips": 4, "strip_dim": 8}
+    cfg = config_from_dict({"data": {"store": str(store), "unit": "walk", "frames": 30},
+                            "student": {"model": "setnet-gray", "options": options}})
+    run = RunDir.create(tmp_path / "walk-run", cfg, {"role": "student", "model": "setnet-gray"}, resume=False)
+    run.save_model(_tiny_setnet(seed=5, n_classes=3), {
+        "role": "student", "model": "setnet-gray", "model_options": options, "embedding_dim": 32, "n_classes": 3,
+        "modality": "gray", "unit": "walk", "frames": 30, "crop_size": 64, "input_size": 64, "flow_scale": 0.25})
+    run.update_info(finished=True, steps=3)
+    return run.path
+
+
+def test_cli_export_walk_run_checks_store_walks_of_several_lengths(tmp_path):
+    store = _store_with_silhouettes(tmp_path / "store")
+    run = _walk_run(tmp_path, store.path)
+    result = CliRunner().invoke(ex.export, [str(run), "--format", "onnx", "--parity-clips", "4"])
+    assert result.exit_code == 0, result.output
+    for t in ex.PARITY_FRAMES:
+        assert f"T = {t:>4} frames (1 walks)" in result.output
+    assert "unit walk" in result.output and "PASS" in result.output
+    bundle = deploy.read_bundle(run / "exports" / "student-onnx")
+    assert bundle.is_walk and bundle.meta["parity"]["clips_source"] == f"store {store.path}"
+    assert bundle.max_frames == ex.MAX_WALK_FRAMES and bundle.meta["model"]["name"] == "setnet-gray"
+    walk = store.read("077-nm-05-090", "gray")
+    walk = walk[walk.reshape(len(walk), -1).any(axis=1)]
+    np.testing.assert_allclose(deploy.load_signature_model(bundle.root, device="cpu").walk(walk),
+                               ex.eager_signatures(_tiny_setnet(seed=5, n_classes=3), walk[None], "cpu")[0],
+                               atol=1e-5)

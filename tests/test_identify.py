@@ -8,6 +8,9 @@ signatures separate the subjects it was fitted on. It is fitted on every walk of
 001-004 and has seen no others, so it does NOT show generalisation to new walks or people
 (that is the evaluation's job): these tests check the deployed path around it - decoding,
 localisation, clips, the exported model, pooling, the gallery, the answers.
+
+A walk bundle (a tiny set network, random weights) checks the other unit: a track embedded
+as one set of all its frames.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ REAL_VIDEOS = DATA / "casia-b-mini" / "videos"
 SUBJECTS = ("001", "002", "003", "004")  # the student is fitted on these
 WALKS = ("nm-01", "nm-02", "nm-03")
 CLIP = {"length": 25, "step": 5, "crop_size": 64, "crop_mode": "person", "working_height": 120}
+WALK = {"unit": "walk", "frames": 30, "crop_size": 64, "crop_mode": "person", "working_height": 120}
 
 
 # ---------------------------------------------------------------------------- unit pieces
@@ -139,25 +143,33 @@ def _fit_student(videos: Path) -> tuple[torch.nn.Module, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
+def synth_videos(tmp_path_factory) -> Path:
+    """Synthetic walks of 5 subjects (60 frames each), and a frame folder with 18 of them."""
     from gaittools.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    videos = generate_dataset(root / "synth", subjects=5, walks=list(WALKS), views=("090",), frames=60,
+                              size=(160, 120), seed=0, workers=1) / "videos"
+    short = videos.parent / "short"  # a frame folder with less than one clip of walking
+    short.mkdir()
+    for i, frame in enumerate(read_video(videos / "001-nm-02-090.avi")[:18]):
+        cv2.imwrite(str(short / f"{i:04d}.png"), frame)
+    return videos
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, synth_videos) -> dict[str, Path]:
     from training.export import export_bundle
 
     root = tmp_path_factory.mktemp("identify")
-    synth = generate_dataset(root / "synth", subjects=5, walks=list(WALKS), views=("090",), frames=60,
-                             size=(160, 120), seed=0, workers=1)
-    videos = synth / "videos"
+    videos = synth_videos
     model, clips = _fit_student(videos)
     bundle = export_bundle(model, root / "student-onnx", "onnx", clips[::4], "synthetic training clips",
                            model_name="c3d", options={"widths": [8, 16, 16, 32, 64, 256]}, clip=CLIP,
                            log=lambda _: None)
     program = export_bundle(model, root / "student-pt2", "exported-program", clips[::4], "synthetic training clips",
                             model_name="c3d", clip=CLIP, log=lambda _: None)
-    short = root / "short"  # a frame folder with less than one clip of walking
-    short.mkdir()
-    frames_of_walk = read_video(videos / "001-nm-02-090.avi")
-    for i, frame in enumerate(frames_of_walk[:18]):
-        cv2.imwrite(str(short / f"{i:04d}.png"), frame)
+    short = videos.parent / "short"
     broken = root / "broken.avi"
     broken.write_bytes(b"this is not a video")
     return {"videos": videos, "bundle": bundle.root, "pt2": program.root, "short": short, "broken": broken,
@@ -358,3 +370,52 @@ def test_two_walkers_are_told_apart_by_a_gallery_of_their_own_tracks(world, scen
     assert sorted(people.values()) == ["far", "near"]
     assert [a.identity for a in answers] == [people[a.track] for a in answers], answers
     assert all(a.margin > 0.2 for a in answers), answers
+
+
+# ---------------------------------------------------------------------------- walk bundles
+def _tiny_setnet() -> torch.nn.Module:
+    from training.models.setnet import SetNet
+
+    torch.manual_seed(0)
+    return SetNet(1, "plain", (4, 8), n_strips=4, strip_dim=8).eval()
+
+
+@pytest.fixture(scope="module")
+def walk_bundle(tmp_path_factory, synth_videos) -> Path:
+    """A tiny set network (random weights) as an ONNX walk bundle, parity on synthetic walks."""
+    from training.export import PARITY_FRAMES, cut_walks, export_bundle
+
+    walks = [_crops(synth_videos / f"{s}-nm-01-090.avi") for s in SUBJECTS[:2]]
+    bundle = export_bundle(_tiny_setnet(), tmp_path_factory.mktemp("walk") / "setnet-onnx", "onnx",
+                           cut_walks(walks, PARITY_FRAMES, 1), "synthetic walks", model_name="setnet-gray",
+                           clip=WALK, log=lambda _: None)
+    return bundle.root
+
+
+def test_walk_bundle_embeds_a_track_as_one_set(walk_bundle, synth_videos):
+    """The track's signature is the eager network's on ALL its person frames as one set (not a
+    mean over clips), and the answer says so."""
+    from gaittools.deploy.identify import signature_of_video
+    from training.export import eager_signatures
+
+    model = deploy.load_signature_model(walk_bundle, device="cpu")
+    video = synth_videos / "003-nm-02-090.avi"
+    seq = signature_of_video(video, model)
+    crops = _crops(video)
+    assert seq.status == STATUS_OK and seq.clips == 0
+    assert seq.set_frames == seq.person_frames == len(crops) > model.bundle.train_frames
+    np.testing.assert_allclose(seq.signature, eager_signatures(_tiny_setnet(), crops[None], "cpu")[0], atol=1e-5)
+
+
+def test_enroll_and_identify_with_a_walk_bundle(walk_bundle, synth_videos, tmp_path):
+    videos = [str(synth_videos / f"{s}-nm-01-090.avi") for s in SUBJECTS[:3]]
+    out = tmp_path / "walk-gallery.npz"
+    result = CliRunner().invoke(main, ["enroll", *videos, "--model", str(walk_bundle), "--ids", "001,002,003",
+                                       "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "enrolled as 002 (one set of " in result.output and Gallery.load(out).meta["unit"] == "walk"
+    result = CliRunner().invoke(main, ["identify", videos[1], str(synth_videos.parent / "short"), "--model",
+                                       str(walk_bundle), "--gallery", str(out), "--json", "--device", "cpu"])
+    same, short = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert same["identity"] == "002" and same["distance"] < 1e-4 and same["set_frames"] > 30 and same["clips"] == 0
+    assert short["status"] == STATUS_TOO_SHORT and "18 frames" in short["message"] and "30" in short["message"]

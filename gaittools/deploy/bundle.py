@@ -12,11 +12,17 @@ Written by ``train-copy export`` (``training.export``, through :func:`describe` 
 :func:`write_bundle_meta`), read by ``gaittools.deploy.runtime`` (through :func:`read_bundle`): one
 module owns the format, and the deployment side needs no training code.
 
-``bundle.json`` (``bundle_version`` 1)::
+``bundle.json`` (``bundle_version`` 1 for clip bundles, 2 for walk bundles)::
 
     bundle_format   "gaitcopy-signature-bundle"
-    bundle_version  1
+    bundle_version  1 | 2                (2 adds ``unit`` "walk"; a clip bundle is still written
+                                         as 1, so older gaittools keep reading it, while they
+                                         refuse a walk bundle they would feed as clips)
     status          "ok" | "failed"      (a failed parity check leaves "failed": never loaded)
+    unit            "clip" | "walk"      (absent: "clip"). clip: the network sees clips of T
+                                         consecutive frames and a walk's signature is the mean of
+                                         its clips' (the 3D family). walk: the network sees a walk
+                                         as ONE set of any number of frames (the set networks)
     format          "onnx" | "exported-program" | "tensorrt"
     model_file      file name inside the bundle
     file_size, sha256                    of model_file (checked on load)
@@ -24,18 +30,23 @@ module owns the format, and the deployment side needs no training code.
                                          format exported from one checkpoint, so a gallery is
                                          portable across ONNX / .pt2 / TensorRT of one model
     precision       "fp32" | "fp16"      (fp16 casts inside the graph; I/O stay float32)
-    input   {name, layout "NCTHW", shape [batch|null, C, T, S, S], dtype "float32",
-             batch "dynamic" | N, modality "gray" (C=1) | "flow" (C=2, a master)}
+    input   {name, layout "NCTHW", shape [batch|null, C, T|null, S, S], dtype "float32",
+             batch "dynamic" | N, max_batch, frames "dynamic" (walk) | T (clip), max_frames,
+             modality "gray" (C=1) | "flow" (C=2, a master)}
     output  {name "signature", dim d, l2_normalised true, dtype "float32"}
     clip    {length T, step, crop_size S, input_size, crop_mode "person"|"frame", working_height}
             (crop_size: the stored crops' side, which enroll/identify crop to; input_size: the
             network's side, reached by ``gaittools.deploy.net_input.fit_to_input``, as in training;
-            absent in older bundles, which took crop_size as the network's side)
+            absent in older bundles, which took crop_size as the network's side; a walk bundle
+            has length and step null: only the crop geometry applies)
+    walk    {train_frames}                (walk bundles: the set size the network trained on,
+                                         the fewest frames ``identify`` embeds as a walk)
     normalisation {scale 1/255, offset -0.5, formula "x / 255 - 0.5"}   (gray; a flow master:
                   {scale flow_scale, offset 0, formula "flow_px * flow_scale"})
     model   {name, role "student"|"master", options, parameters}
     source  {run, checkpoint, steps (training steps of the run)}
-    parity  {clips, clips_source, min_cosine, mean_cosine, max_abs_diff, bound, passed, device}
+    parity  {clips | walks, clips_source, min_cosine, mean_cosine, max_abs_diff, bound, passed,
+             device, by_frames [{frames, walks, min_cosine, max_abs_diff}] (walk bundles)}
     created, exporter {torch, onnx, onnxruntime, torch_tensorrt}
 """
 
@@ -53,7 +64,8 @@ from gaittools.deploy.net_input import NORMALISATION
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "gaitcopy-signature-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  #: the newest version this module reads (and writes for walk bundles)
+UNITS = ("clip", "walk")
 FORMATS = ("onnx", "exported-program", "tensorrt")
 MODEL_FILES = {"onnx": "model.onnx", "exported-program": "model.pt2", "tensorrt": "model.trt.ep"}
 
@@ -78,12 +90,36 @@ class Bundle:
         return self.root / self.meta["model_file"]
 
     @property
+    def unit(self) -> str:
+        """"clip" or "walk" (see the module docstring); bundles older than walks are clip bundles."""
+        return str(self.meta.get("unit", "clip"))
+
+    @property
+    def is_walk(self) -> bool:
+        return self.unit == "walk"
+
+    @property
     def clip_len(self) -> int:
-        return int(self.meta["clip"]["length"])
+        return int(self._clip_value("length"))
 
     @property
     def clip_step(self) -> int:
-        return int(self.meta["clip"]["step"])
+        return int(self._clip_value("step"))
+
+    def _clip_value(self, key: str) -> Any:
+        if self.is_walk:
+            raise BundleError(f"{self.root}: a walk bundle has no clip {key}: it embeds a walk as one set")
+        return self.meta["clip"][key]
+
+    @property
+    def max_frames(self) -> int:
+        """The most frames one input may hold: a walk bundle's bound, a clip bundle's clip length."""
+        return int(self.meta["input"].get("max_frames") or self.clip_len)
+
+    @property
+    def train_frames(self) -> int:
+        """A walk bundle's training set size (the fewest frames ``identify`` embeds)."""
+        return int(self.meta.get("walk", {}).get("train_frames") or 1)
 
     @property
     def crop_size(self) -> int:
@@ -131,20 +167,29 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
 
 def describe(*, fmt: str, model_file: Path, weights_fingerprint: str, fp16: bool, batch: int | None,
              max_batch: int, channels: int, dim: int, clip: dict[str, Any], model: dict[str, Any],
-             source: dict[str, Any], exporter: dict[str, Any], flow_scale: float = 0.25) -> dict[str, Any]:
+             source: dict[str, Any], exporter: dict[str, Any], flow_scale: float = 0.25,
+             max_frames: int | None = None) -> dict[str, Any]:
     """A new bundle's description (status "pending" until its parity check passes).
 
     ``clip`` = {length, step, crop_size, input_size (default crop_size), crop_mode,
-    working_height}; ``channels`` 1 (a gray student) or 2 (a flow master, whose input is
-    flow_px * ``flow_scale``).
+    working_height}, plus unit "walk" and frames (the training set size) for a set network,
+    whose frame axis is dynamic up to ``max_frames``; ``channels`` 1 (a gray student) or 2 (a
+    flow master, whose input is flow_px * ``flow_scale``).
     """
-    t = int(clip["length"])
+    unit = str(clip.get("unit", "clip"))
+    if unit not in UNITS:
+        raise BundleError(f"unit must be one of {UNITS}, got {unit!r}")
+    walk = unit == "walk"
+    if walk and not max_frames:
+        raise BundleError("a walk bundle needs max_frames, the bound of its dynamic frame axis")
+    t = None if walk else int(clip["length"])
     size = int(clip.get("input_size") or clip["crop_size"])
     flow = channels == 2
-    return {
+    meta = {
         "bundle_format": BUNDLE_FORMAT,
-        "bundle_version": BUNDLE_VERSION,
+        "bundle_version": 2 if walk else 1,
         "status": "pending",
+        "unit": unit,
         "format": fmt,
         "model_file": model_file.name,
         "file_size": model_file.stat().st_size,
@@ -153,9 +198,10 @@ def describe(*, fmt: str, model_file: Path, weights_fingerprint: str, fp16: bool
         "precision": "fp16" if fp16 else "fp32",
         "input": {"name": "clips", "layout": "NCTHW", "shape": [batch, channels, t, size, size],
                   "dtype": "float32", "modality": "flow" if flow else "gray",
-                  "batch": "dynamic" if batch is None else batch, "max_batch": max_batch if batch is None else batch},
+                  "batch": "dynamic" if batch is None else batch, "max_batch": max_batch if batch is None else batch,
+                  "frames": "dynamic" if walk else t, "max_frames": int(max_frames) if walk else t},
         "output": {"name": "signature", "dim": int(dim), "l2_normalised": True, "dtype": "float32"},
-        "clip": {"length": t, "step": int(clip["step"]), "crop_size": int(clip["crop_size"]),
+        "clip": {"length": t, "step": None if walk else int(clip["step"]), "crop_size": int(clip["crop_size"]),
                  "input_size": size, "crop_mode": clip.get("crop_mode", "person"),
                  "working_height": clip.get("working_height")},
         "normalisation": ({"scale": flow_scale, "offset": 0.0, "formula": f"flow_px * {flow_scale}"} if flow
@@ -165,6 +211,9 @@ def describe(*, fmt: str, model_file: Path, weights_fingerprint: str, fp16: bool
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "exporter": exporter,
     }
+    if walk:
+        meta["walk"] = {"train_frames": int(clip.get("frames") or 1)}
+    return meta
 
 
 def write_bundle_meta(root: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
@@ -197,6 +246,8 @@ def read_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
                if k not in meta]
     if missing:
         raise BundleError(f"{meta_path}: missing keys {missing}")
+    if meta.get("unit", "clip") not in UNITS:
+        raise BundleError(f"{meta_path}: unknown unit {meta['unit']!r} (known: {UNITS})")
     if meta["format"] not in FORMATS:
         raise BundleError(f"{meta_path}: unknown format {meta['format']!r} (known: {FORMATS})")
     if meta.get("status") != "ok":

@@ -1,4 +1,4 @@
-"""Flow-free identification: video -> gray crops -> student clip signatures -> nearest identity.
+"""Flow-free identification: video -> gray crops -> student signature per walk -> nearest identity.
 
 The deployed path of GaitCopy: decode (``gaittools.sources.video``), find, track and crop the people
 (``gaittools.person.localise`` and ``gaittools.person.extract.track_crops``, the per-track path of
@@ -13,14 +13,25 @@ Decisions (documented for users of ``gaittools enroll`` / ``identify``):
   or jump get no answer. A video with no walking track gets one answer, ``"no person"``.
   ``enroll`` and ``calibrate`` take one identity per video: its longest walking track.
 
-- Clips: T = the bundle's clip length (25), step = the bundle's step (5), taken inside runs of
-  consecutive frames that hold the person (a frame whose crop window is finite), like training.
+- The bundle's unit (``bundle.json`` ``unit``) says how a walking track is fed:
+
+  - ``walk`` (a set network): the track is ONE set, every frame that holds the person (a
+    frame whose crop window is finite), in one call, as evaluation embeds a walk. The set
+    network pools a maximum over its frames, which only the pooled map inside the graph can
+    combine across calls (the signature of two halves is not the signature of the whole), so
+    a track is never cut in pieces: one longer than the bundle's ``max_frames`` (512, about
+    20 s at 25 fps) keeps that many frames evenly spread over the whole track
+    (``gaittools.deploy.clips.spread_indices``), which still covers every pose of many gait
+    cycles while bounding memory. ``set_frames`` in the answer says how many were used.
+  - ``clip`` (the 3D family): clips of T = the bundle's clip length (25) every ``step`` (5)
+    frames, inside runs of consecutive frames that hold the person, like training. The
+    per-video signature is the mean of the clip signatures (each L2-normalised by the model),
+    renormalised to unit length: averaging unit vectors is the usual way to pool a sequence;
+    it weights every clip equally.
+
   Frames are cropped to the bundle's ``crop_size`` (the store's S) with the store's recipe;
   the model then fits them to its input size exactly as training did
   (``gaittools.deploy.net_input``: a centre cut of 60 from 64, for instance).
-- Per-video signature: the mean of the clip signatures (each L2-normalised by the model),
-  renormalised to unit length. Averaging unit vectors is the usual way to pool a sequence; it
-  weights every clip equally.
 - Distance: Euclidean distance between unit signatures, in [0, 2] (= sqrt(2 - 2 cos)); the
   same metric as the k-NN evaluation on L2-normalised signatures.
 - Margin: every answer reports ``margin``, the distance to the nearest entry of the
@@ -38,13 +49,16 @@ Decisions (documented for users of ``gaittools enroll`` / ``identify``):
 - A video in which nobody is found answers status ``"no person"``; a video whose longest run
   of person frames is shorter than one clip answers ``"too short"`` (we do not loop or pad:
   less than one clip of walking is less than one gait cycle at 25 fps, and a made-up clip would
-  give a confident-looking but meaningless signature). Neither is an error or a crash.
+  give a confident-looking but meaningless signature). With a walk bundle, "too short" is a
+  track with fewer person frames than the set size the network trained on (``walk``
+  ``train_frames`` in ``bundle.json``, 30 by default): a smaller set is one it never learned
+  from, and less than a gait cycle. Neither is an error or a crash.
 
 Gallery file (``.npz``, written atomically): ``ids`` (N,) str, ``signatures`` (N, d) float32
 unit rows, ``sources`` (N,) str (the enrolled videos), ``meta`` a JSON string
 (``gallery_format`` "gaitcopy-gallery", ``gallery_version`` 1, ``weights_fingerprint``,
-``model`` name, ``dim``, ``clip`` {length, step, crop_size, input_size, crop_mode}, ``threshold`` or null,
-``created``). Searching with a model whose weights fingerprint differs is refused: signatures
+``model`` name, ``dim``, ``unit``, ``clip`` {length, step, crop_size, input_size, crop_mode}, ``threshold``
+or null, ``created``). Searching with a model whose weights fingerprint differs is refused: signatures
 of two models live in different spaces.
 """
 
@@ -89,8 +103,9 @@ class SequenceSignature:
     signature: np.ndarray | None
     frames: int
     person_frames: int
-    clips: int
+    clips: int  # clips pooled (a clip bundle); 0 for a walk bundle
     message: str = ""
+    set_frames: int | None = None  # frames of the one set (a walk bundle); None for a clip bundle
     track: int | None = None  # the walking track's id; None for a video without one
     first_frame: int | None = None  # the track's first and last frame in the video
     last_frame: int | None = None
@@ -110,11 +125,32 @@ def pooled_signature(clip_signatures: np.ndarray) -> np.ndarray:
 
 
 def signature_of_crops(model: SignatureModel, gray: np.ndarray, windows: np.ndarray) -> SequenceSignature:
-    """Pool the student's signatures over every clip of one sequence's crops."""
+    """One sequence's signature from its crops: one set of all its person frames (a walk
+    bundle), or the pooled signatures of its clips (a clip bundle); see the module docstring."""
     valid = valid_frames(windows, gray)
     n_person = int(valid.sum())
     if n_person == 0:
         return SequenceSignature(STATUS_NO_PERSON, None, len(gray), 0, 0, "nobody was found in any frame")
+    if model.is_walk:
+        return _walk_signature(model, gray[valid], len(gray))
+    return _clip_signature(model, gray, valid)
+
+
+def _walk_signature(model: SignatureModel, person: np.ndarray, n_frames: int) -> SequenceSignature:
+    """Every person frame as one set (at most ``max_frames``, spread over the track)."""
+    need = model.bundle.train_frames
+    if len(person) < need:
+        return SequenceSignature(
+            STATUS_TOO_SHORT, None, n_frames, len(person), 0,
+            f"the person is in {len(person)} frames; a walk needs {need} (the set size the model trained on)",
+        )
+    return SequenceSignature(STATUS_OK, model.walk(person), n_frames, len(person), 0,
+                             set_frames=min(len(person), model.max_frames))
+
+
+def _clip_signature(model: SignatureModel, gray: np.ndarray, valid: np.ndarray) -> SequenceSignature:
+    """The mean of the signatures of every clip inside runs of person frames."""
+    n_person = int(valid.sum())
     starts = clip_starts(valid, model.clip_len, model.clip_step)
     if not starts:
         run = longest_run(valid)
@@ -125,6 +161,11 @@ def signature_of_crops(model: SignatureModel, gray: np.ndarray, windows: np.ndar
     clips = np.stack([gray[s:s + model.clip_len] for s in starts])
     signatures = model(clips)
     return SequenceSignature(STATUS_OK, pooled_signature(signatures), len(gray), n_person, len(starts))
+
+
+def evidence(clips: int, set_frames: int | None) -> str:
+    """What a signature was made from, for people: "12 clips" or "one set of 84 frames"."""
+    return f"one set of {set_frames} frames" if set_frames is not None else f"{clips} clips"
 
 
 def signatures_of_video(path: str | os.PathLike[str], model: SignatureModel,
@@ -179,6 +220,7 @@ class Gallery:
             "weights_fingerprint": model.fingerprint,
             "model": bundle.meta.get("model", {}).get("name"),
             "dim": model.dim,
+            "unit": bundle.unit,
             "clip": {k: bundle.meta["clip"].get(k) for k in ("length", "step", "crop_size", "input_size", "crop_mode")},
             "threshold": threshold,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -247,6 +289,7 @@ class Answer:
     frames: int = 0
     person_frames: int = 0
     message: str = ""
+    set_frames: int | None = None  # a walk bundle: frames of the one set embedded
     track: int | None = None  # which walking track of the video (None: no walker)
     first_frame: int | None = None
     last_frame: int | None = None
@@ -274,7 +317,7 @@ def match(signature: np.ndarray, gallery: Gallery, threshold: float) -> tuple[st
 
 def answer_for(video: str, seq: SequenceSignature, gallery: Gallery, threshold: float) -> Answer:
     answer = Answer(video, seq.status, threshold=threshold, clips=seq.clips, frames=seq.frames,
-                    person_frames=seq.person_frames, message=seq.message, track=seq.track,
+                    person_frames=seq.person_frames, message=seq.message, set_frames=seq.set_frames, track=seq.track,
                     first_frame=seq.first_frame, last_frame=seq.last_frame)
     if seq.status != STATUS_OK or seq.signature is None:
         return answer

@@ -4,12 +4,16 @@ A bundle is a directory holding an exported network and ``bundle.json``, which s
 input is made and which weights made it; the format is defined, written and parsed by
 ``gaittools.deploy.bundle``. This module runs the network (ONNX Runtime, torch.export, TensorRT).
 
-The exported graph maps a float32 (N, C, T, I, I) clip batch (I = input_size), already scaled by the
+The exported graph maps a float32 (N, C, T, I, I) batch (I = input_size), already scaled by the
 normalisation, to (N, d) float32 *L2-normalised* signatures: normalising inside the graph means
 every backend returns directly comparable vectors and no consumer can forget it.
 :class:`SignatureModel` hides all of that behind ``model(uint8 clips (N, T, S, S))`` (a
 student; a flow master's bundle takes float flow (N, T, 2, S, S) in crop pixels instead, for
 benchmarks and evaluation only: ``gaittools identify`` is flow-free and refuses it).
+
+A clip bundle takes T = its clip length. A walk bundle (a set network, ``bundle.unit``
+"walk") takes N walks of any T frames from 1 to its ``max_frames``, each walk one set, and
+:meth:`SignatureModel.walk` embeds one walk of any length.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from gaittools.deploy.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, FORMATS, MODEL_FILES, Bundle,
                               BundleError, read_bundle, sha256_of, write_bundle_meta)
+from gaittools.deploy.clips import spread_indices
 from gaittools.deploy.net_input import NORMALISATION, fit_to_input, normalise_gray
 
 __all__ = ["BUNDLE_FILE", "BUNDLE_FORMAT", "BUNDLE_VERSION", "FORMATS", "MODEL_FILES", "NORMALISATION", "Bundle",
@@ -58,7 +63,8 @@ class SignatureModel:
     """One exported student behind one call: ``model(uint8 (N, T, S, S)) -> (N, d)`` unit vectors.
 
     Batches are cut to ``batch_size`` (or padded to a fixed-batch export's size) so callers can
-    pass any number of clips.
+    pass any number of clips; a walk bundle's batches also hold at most ``max_frames`` frames
+    in all, which bounds memory whatever the walks' length.
     """
 
     def __init__(self, bundle: Bundle, runner: Callable[[np.ndarray], np.ndarray], device: str,
@@ -69,12 +75,20 @@ class SignatureModel:
         self.batch_size = bundle.fixed_batch or batch_size
 
     @property
+    def is_walk(self) -> bool:
+        return self.bundle.is_walk
+
+    @property
     def clip_len(self) -> int:
         return self.bundle.clip_len
 
     @property
     def clip_step(self) -> int:
         return self.bundle.clip_step
+
+    @property
+    def max_frames(self) -> int:
+        return self.bundle.max_frames
 
     @property
     def crop_size(self) -> int:
@@ -98,16 +112,13 @@ class SignatureModel:
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         clips = np.asarray(clips)
-        t, s = self.clip_len, self.crop_size
-        expected = (t, s, s) if self.bundle.modality == "gray" else (t, 2, s, s)
-        if tuple(clips.shape[1:]) != expected:
-            raise ValueError(f"clips must be (N, {', '.join(map(str, expected))}) "
-                             f"for {self.bundle.root}, got {clips.shape}")
+        self._check_shape(clips)
         if len(clips) == 0:
             return np.zeros((0, self.dim), np.float32)
+        per_call = self._per_call(clips.shape[1])
         out = []
-        for begin in range(0, len(clips), self.batch_size):
-            chunk = normalise_clips(clips[begin:begin + self.batch_size], self.bundle.meta.get("normalisation"),
+        for begin in range(0, len(clips), per_call):
+            chunk = normalise_clips(clips[begin:begin + per_call], self.bundle.meta.get("normalisation"),
                                     self.bundle.input_size)
             n = len(chunk)
             if self.bundle.fixed_batch and n < self.bundle.fixed_batch:
@@ -115,6 +126,34 @@ class SignatureModel:
                 chunk = np.concatenate([chunk, pad])
             out.append(np.asarray(self._runner(chunk), dtype=np.float32)[:n])
         return np.concatenate(out)
+
+    def walk(self, frames: np.ndarray) -> np.ndarray:
+        """(d,) signature of ONE walk given as all its frames (T, S, S) (flow: (T, 2, S, S)),
+        embedded as one set; a walk longer than ``max_frames`` keeps that many frames spread
+        over all of it (``gaittools.deploy.clips.spread_indices`` says why)."""
+        if not self.is_walk:
+            raise ValueError(f"{self.bundle.root}: a {self.bundle.unit} bundle; only a walk bundle embeds a walk "
+                             "as one set (a clip bundle's walk is the mean of its clips' signatures)")
+        frames = np.asarray(frames)
+        return self(frames[spread_indices(len(frames), self.max_frames)][None])[0]
+
+    def _check_shape(self, clips: np.ndarray) -> None:
+        """A clip bundle takes exactly its clip length, a walk bundle 1..max_frames frames."""
+        s = self.crop_size
+        frame = (s, s) if self.bundle.modality == "gray" else (2, s, s)
+        t = clips.shape[1] if clips.ndim == len(frame) + 2 else -1
+        fits = 1 <= t <= self.max_frames if self.is_walk else t == self.clip_len
+        if fits and tuple(clips.shape[2:]) == frame:
+            return
+        frames = f"T in 1..{self.max_frames}" if self.is_walk else str(self.clip_len)
+        raise ValueError(f"{'walks' if self.is_walk else 'clips'} must be (N, {frames}, "
+                         f"{', '.join(map(str, frame))}) for {self.bundle.root}, got {clips.shape}")
+
+    def _per_call(self, frames: int) -> int:
+        """Inputs per network call: the batch size, and for walks at most max_frames frames in all."""
+        if self.bundle.fixed_batch or not self.is_walk:
+            return self.batch_size
+        return max(1, min(self.batch_size, self.max_frames // frames))
 
 
 def load_signature_model(path: str | os.PathLike[str], device: str = "auto",

@@ -2,8 +2,10 @@
 
 Both take ``--model BUNDLE`` (a directory written by ``train-copy export``; see
 ``gaittools.deploy.runtime``) and run on CPU (ONNX Runtime or torch.export) or GPU (TensorRT, torch,
-or onnxruntime-gpu) per ``--device``. Decisions about clips, pooling, distance, the unknown
-threshold, people-less and short videos are documented in ``gaittools.deploy.identify``.
+or onnxruntime-gpu) per ``--device``. A walk bundle (a set network) embeds each walking track
+as one set of its frames, a clip bundle pools its clips. Decisions about walks, clips, pooling,
+distance, the unknown threshold, people-less and short videos are documented in
+``gaittools.deploy.identify``.
 
 One bad video never stops the others: it is reported (status "error", or skipped at enrolment)
 and the command exits with status 1 after handling the rest.
@@ -27,6 +29,7 @@ from gaittools.deploy.identify import (
     GalleryError,
     answer_for,
     calibrate_threshold,
+    evidence,
     resolve_threshold,
     signature_of_video,
     signatures_of_video,
@@ -114,7 +117,8 @@ def enroll(videos: tuple[Path, ...], model_path: Path, ids: tuple[str, ...], out
             failures += 1
             continue
         gallery.add(identity, seq.signature, str(video))
-        click.echo(f"{video}: enrolled as {identity} ({seq.clips} clips, {seq.person_frames} person frames)")
+        click.echo(f"{video}: enrolled as {identity} ({evidence(seq.clips, seq.set_frames)}, "
+                   f"{seq.person_frames} person frames)")
         _progress(meter, i + 1, video)
     if gallery.ids:
         path = gallery.save(out)
@@ -192,7 +196,8 @@ def _print_answer(answer: Answer, as_json: bool) -> None:
     if answer.distance is not None:
         margin = f", margin {answer.margin:.3f} to the next identity" if answer.margin is not None else ""
         click.echo(f"{who}: {answer.identity}  (nearest {answer.nearest} at distance "
-                   f"{answer.distance:.3f}{margin}, threshold {answer.threshold:.3f}, {answer.clips} clips)")
+                   f"{answer.distance:.3f}{margin}, threshold {answer.threshold:.3f}, "
+                   f"{evidence(answer.clips, answer.set_frames)})")
     else:
         click.echo(f"{who}: {answer.status}: {answer.message}")
 
