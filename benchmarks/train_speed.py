@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from training.walks import ResidentWalks
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_CONFIG = ROOT / "training" / "configs" / "casia-b-sil-090-cpu.yaml"
+CPU_CONFIG = ROOT / "training" / "configs" / "casia-b-sil-090-cpu-3d.yaml"
 #: CASIA-B's training subjects (001-074): the classifier's width in every family.
 N_CLASSES = 74
 #: Subjects x walks per subject of a set network's batch, frames drawn per walk (issue 21's recipe).
