@@ -193,7 +193,7 @@ def train(
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), ocfg)
     scheduler = build_scheduler(optimizer, ocfg, n_steps)
-    start = 0
+    start, spent_before = 0, 0.0
     if resume and run is not None and (ckpt := run.last_checkpoint()) is not None:
         state = run.load_checkpoint(ckpt, map_location=ctx.device)
         model.load_state_dict(state["model"])
@@ -202,6 +202,7 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start = int(state["step"])
+        spent_before = float(state.get("train_s", 0.0))
         run.truncate_metrics(start)
         _log(ctx, f"resumed {run.path} at step {start}/{n_steps}")
     net: nn.Module = nn.parallel.DistributedDataParallel(
@@ -278,7 +279,9 @@ def train(
             run.save_checkpoint(done, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            })
+                # training-loop wall time so far, over every resume: a learning curve's x axis
+                "train_s": spent_before + time.perf_counter() - t_all,
+            }, keep=tcfg.ckpt_keep)
     if writer is not None:
         writer.close()
     elapsed = time.perf_counter() - t_all
