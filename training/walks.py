@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from gaittools.store.zarr_store import Store
-from training.clips import CLIP_COLUMNS, LENGTH, valid_frames
+from training.clips import CLIP_COLUMNS, LENGTH, split_sequences, valid_frames
 from training.data import FLOW, GRAY, RawBatch, stored_array
 
 #: Column of a walk table: the frame indices (into the modality's array) the walk offers.
@@ -56,12 +56,7 @@ def build_walk_index(store: Store, split: pd.DataFrame, modality: str, roles: tu
     0..n-1 (training) -- the same rule as ``training.clips.build_clip_index``. Sequences absent
     from the store are skipped (the split's ``missing.txt`` lists them); a sequence with no
     valid frame has no row (the evaluator's caller warns about it)."""
-    rows = split[split["role"].isin(roles)].sort_values("seq_id", kind="stable")
-    rows = rows[rows["seq_id"].isin(set(store.seq_ids()))]
-    if labels is None:
-        labels = {s: i for i, s in enumerate(sorted(rows["subject"].unique()))}
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        masks = list(pool.map(lambda s: valid_frames(store, s), rows["seq_id"]))
+    rows, labels, masks = split_sequences(store, split, roles, labels, threads)
     records = []
     for rec, mask in zip(rows.itertuples(index=False), masks):
         if not mask.any():
