@@ -279,7 +279,8 @@ def measure_compiled(name: str, k: int, precision: str, steps: int, warmup: int,
     compiles into a fresh inductor cache, so the first step shows a cold compile's cost."""
     spec = json.dumps({"name": name, "k": k, "precision": precision, "steps": steps, "warmup": warmup,
                        "budget": budget, "threads": torch.get_num_threads()})
-    code = "import sys; from benchmarks.train_speed import compiled_child; compiled_child(sys.argv[1])"
+    code = ("import faulthandler, sys; faulthandler.enable(); "
+            "from benchmarks.train_speed import compiled_child; compiled_child(sys.argv[1])")
     with tempfile.TemporaryDirectory(prefix="train-speed-inductor-") as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -291,7 +292,7 @@ def measure_compiled(name: str, k: int, precision: str, steps: int, warmup: int,
     if proc.returncode == 0:
         seconds, first = json.loads(proc.stdout.strip().splitlines()[-1])
         return seconds, first
-    return f"failed: {_death(proc.returncode)}: {_first_error(proc.stderr)}", float("nan")
+    return f"failed: {_death(proc.returncode)}{_phase(proc.stderr)}: {_first_error(proc.stderr)}", float("nan")
 
 
 def compiled_child(spec: str) -> None:
@@ -312,6 +313,15 @@ def _death(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit {returncode}"
+
+
+def _phase(stderr: str) -> str:
+    """" in the backward" where faulthandler's stack of a dead child passes through autograd's
+    backward (a compiled backward), " in the forward" where it does not, "" without a stack."""
+    _, found, stack = stderr.partition("most recent call first")
+    if not found:
+        return ""
+    return " in the backward" if " in backward" in stack else " in the forward"
 
 
 def _first_error(stderr: str) -> str:
