@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gaittools.cli.progress import eta
-from training.config import Config, OptimConfig, TrainConfig
+from training.config import Config, DataConfig, OptimConfig, TrainConfig
 from training.data import (AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
                            augment, crop_size, iterate_batches, make_loader, stored_array)
 from training.model_build import model_modality
@@ -210,22 +210,7 @@ def train(
 
     sampler = PKBatchSampler(clips["label"].to_numpy(), dcfg.P, dcfg.K, tcfg.seed, start, n_steps,
                              ctx.rank, ctx.world)
-    if dcfg.unit == "walk":  # walks are always resident: frames are drawn anywhere in a walk
-        walks = ResidentWalks(dcfg.store, clips, modality, dcfg.frames, tcfg.seed * 1000 + ctx.rank, ctx.device,
-                              dcfg.gray_array)
-        _log(ctx, f"{modality} of {len(clips)} walks resident on {ctx.device} ({walks.nbytes / 2**20:.0f} MiB), "
-                  f"{dcfg.frames} frames per walk, {precision(ctx.device, tcfg.amp)}")
-        batches = walks.batches(sampler, start)
-    elif dcfg.gpu_resident:
-        source: Any = ResidentClips(dcfg.store, clips, modality, dcfg.clip_len, ctx.device, dcfg.gray_array)
-        _log(ctx, f"{modality} of {clips['seq_id'].nunique()} sequences resident on {ctx.device} "
-                  f"({source.nbytes / 2**20:.0f} MiB)")
-    else:
-        source = make_loader(ZarrClips(dcfg.store, clips, modality, dcfg.clip_len, dcfg.cache_sequences,
-                                       dcfg.gray_array),
-                             sampler, dcfg.workers, pin_memory=ctx.cuda)
-    if dcfg.unit != "walk":
-        batches = iterate_batches(source, sampler, ctx.device)
+    batches = _training_batches(clips, modality, dcfg, tcfg, ctx, sampler, start)
     writer = run.tensorboard() if run is not None and ctx.is_main else None
     history: list[dict[str, Any]] = []
     window: list[dict[str, torch.Tensor]] = []
@@ -287,6 +272,27 @@ def train(
     elapsed = time.perf_counter() - t_all
     barrier(ctx)
     return TrainResult(model, n_steps, clips_all / elapsed if elapsed > 0 and clips_all else 0.0, history)
+
+
+def _training_batches(clips: pd.DataFrame, modality: str, dcfg: DataConfig, tcfg: TrainConfig,
+                      ctx: DeviceContext, sampler: PKBatchSampler, start: int) -> Iterator[RawBatch]:
+    """Raw batches in the sampler's order from the data path the config asks for: whole walks
+    (always resident: frames are drawn anywhere in a walk), resident clips, or Zarr workers."""
+    if dcfg.unit == "walk":
+        walks = ResidentWalks(dcfg.store, clips, modality, dcfg.frames, tcfg.seed * 1000 + ctx.rank, ctx.device,
+                              dcfg.gray_array)
+        _log(ctx, f"{modality} of {len(clips)} walks resident on {ctx.device} ({walks.nbytes / 2**20:.0f} MiB), "
+                  f"{dcfg.frames} frames per walk, {precision(ctx.device, tcfg.amp)}")
+        return walks.batches(sampler, start)
+    if dcfg.gpu_resident:
+        source: Any = ResidentClips(dcfg.store, clips, modality, dcfg.clip_len, ctx.device, dcfg.gray_array)
+        _log(ctx, f"{modality} of {clips['seq_id'].nunique()} sequences resident on {ctx.device} "
+                  f"({source.nbytes / 2**20:.0f} MiB)")
+    else:
+        source = make_loader(ZarrClips(dcfg.store, clips, modality, dcfg.clip_len, dcfg.cache_sequences,
+                                       dcfg.gray_array),
+                             sampler, dcfg.workers, pin_memory=ctx.cuda)
+    return iterate_batches(source, sampler, ctx.device)
 
 
 def _summarise(window: list[dict[str, torch.Tensor]], step: int, opt: torch.optim.Optimizer,
