@@ -16,8 +16,7 @@ at all views:
    pairs and pairs/s it took recorded: all views hold 11x the pairs of one;
 3. split: ``build-split casia-b --protocol large`` without ``--views``: cross-view, all views,
    no validation subjects (``--setting tune`` for model choice: train 011-074, test 001-010);
-4. the template baseline (``train-copy template --array gray``), skipped with a message where
-   that command does not exist yet;
+4. the template baseline (``train-copy template --array gray``: the 090 chain's ``template_entry``);
 5. the flow master; 6. copy and no-copy students per seed; 7. cross-view evaluation of each;
 8. ONNX export (TensorRT too on CUDA) of the best student, with its parity check.
 
@@ -54,7 +53,6 @@ CPU_CONFIG = REPO / "training" / "configs" / "casia-b-sil-lt-cpu.yaml"
 GPU_CONFIG = REPO / "training" / "configs" / "casia-b-sil-lt-gpu.yaml"
 SMOKE_CONFIG = REPO / "training" / "configs" / "casia-b-sil-lt-smoke.yaml"
 RANK1_COLUMN = "cross_view_rank1"
-TEMPLATE = "template"
 #: OUT's folder of per-model view tables and heatmaps (linked from results.md).
 VIEWS = "views"
 
@@ -126,48 +124,6 @@ def flow_stage(args: argparse.Namespace, chain: Chain, store: Path, tvl1: tuple[
         done["pairs_per_s"] = round(done["computed"] / done["seconds"], 1) if done["seconds"] > 0 else None
         record.write_text(json.dumps(done))
     return {**after, **(json.loads(record.read_text()) if record.is_file() else {"computed": 0})}
-
-
-# ---------------------------------------------------------------------------- template
-def template_available() -> bool:
-    """Whether ``train-copy template`` exists (issue 21's baseline, built on another branch)."""
-    import click
-
-    from training.cli import main
-
-    return main.get_command(click.Context(main), TEMPLATE) is not None
-
-
-def template_stage(chain: Chain, store: Path, split: Path, array: str) -> dict[str, Any] | None:
-    """Fit and evaluate the template into OUT/runs/template; its results row, or None where
-    the command does not exist yet (said, not an error: the networks still run)."""
-    path = chain.out / "runs" / TEMPLATE
-    if not template_available():
-        print(f"{TEMPLATE}: skipped: `train-copy {TEMPLATE}` does not exist yet in this checkout "
-              "(issue 21's GEI + PCA + LDA baseline)", flush=True)
-        return None
-    if (path / "eval" / "summary.csv").is_file():
-        print(f"{TEMPLATE}: finished earlier, kept", flush=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)  # a killed fit: it takes minutes, start again
-        chain.timed(TEMPLATE, lambda: base.train_copy([TEMPLATE, "--store", str(store), "--split", str(split),
-                                                       "--out", str(path), "--array", array], TEMPLATE))
-    entry = {"run": TEMPLATE, "variant": TEMPLATE, "copy": None, "seed": 0, "path": path,
-             "train_s": chain.stages.get(TEMPLATE, float("nan")), "eval_s": 0.0,
-             "parameters": template_parameters(path)}
-    entry.update(base.read_rank1(path, chain.rank1_column))
-    return entry
-
-
-def template_parameters(path: Path) -> int:
-    """Numbers in the template's fitted map (centre + projection), its size as a model."""
-    import numpy as np
-
-    files = list(path.glob("*.npz"))
-    if not files:
-        return 0
-    with np.load(files[0]) as saved:
-        return int(sum(saved[name].size for name in saved.files))
 
 
 # ---------------------------------------------------------------------------- report
@@ -309,11 +265,11 @@ def run_chain(args: argparse.Namespace, chain: Chain, device: str, config: Path,
     chain.timed("split", lambda: base.build_split(store, split, args.views, args.setting, cross_view=True))
     facts = split_facts(split)
     chain.protocol = protocol_line(facts)
-    template = template_stage(chain, store, split, args.template_array)
+    template = base.template_entry(chain, store, split, args.template_array)
     sets = base.training_overrides(store, split, device, args.steps_scale, None, config) + args.overrides
     specs = base.plan_runs(config, sets, ["set"], chain.out / "runs", args.seeds, args.master_seeds)
     base.train_all(chain, specs, split)
-    chain.runs[:0] = [template] if template else []  # the first row of every table
+    chain.runs.insert(0, template)  # the first row of every table
     unit = base.config_unit(config)
     base.export_best(chain, base.tensorrt_available(device) and not args.no_tensorrt, base.rules_for(unit)[-1])
     views_md, view_files = view_reports(chain)
@@ -321,7 +277,7 @@ def run_chain(args: argparse.Namespace, chain: Chain, device: str, config: Path,
                 "views": args.views or "all", "tvl1": list(tvl1), "flow_backend": args.flow_backend, "flow": flow,
                 "test_subjects": facts["test_range"], "overrides": args.overrides,
                 "steps_scale": args.steps_scale, "seeds": args.seeds, "master_seeds": args.master_seeds,
-                "template": "run" if template else "skipped: train-copy template absent",
+                "template": args.template_array,
                 "torch_device_name": base._device_name(device), "command": args.command,
                 **base.machine_facts(torch.get_num_threads())}
     rows = base.results_table(chain, base.rules_for(unit))

@@ -358,20 +358,34 @@ def run_state(path: Path) -> str:
     return "partial" if (path / "config.yaml").is_file() else "absent"
 
 
-def run_template(chain: Chain, store: Path, split: Path) -> None:
-    """The GEI + PCA + LDA baseline (``train-copy template``), the first row of every table:
-    a network that does not beat it has no place there. Seconds; redone only if absent."""
+def template_entry(chain: Chain, store: Path, split: Path, array: str = "gray") -> dict[str, Any]:
+    """The GEI + PCA + LDA baseline (``train-copy template``), the first row of every table: a
+    network that does not beat it has no place there. Fitted once (seconds to minutes) and kept;
+    a killed fit has no checkpoint, so its folder is started again. Its results row."""
     path = chain.out / "runs" / "template"
-    if not (path / "eval" / "summary.csv").is_file():
-        if path.exists():
-            shutil.rmtree(path)  # a killed fit: it has no checkpoint to resume
+    if (path / "eval" / "summary.csv").is_file():
+        print("template: finished earlier, kept", flush=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
         chain.timed("template", lambda: train_copy(
-            ["template", "--store", str(store), "--split", str(split), "--out", str(path), "--array", "gray"],
+            ["template", "--store", str(store), "--split", str(split), "--out", str(path), "--array", array],
             "template"))
     entry = {"run": "template", "variant": "template", "copy": None, "seed": 0, "path": path,
-             "train_s": chain.stages.get("template", float("nan")), "eval_s": 0.0, "parameters": 0}
-    entry.update(read_rank1(path))
-    chain.runs.insert(0, entry)
+             "train_s": chain.stages.get("template", float("nan")), "eval_s": 0.0,
+             "parameters": template_parameters(path)}
+    entry.update(read_rank1(path, chain.rank1_column))
+    return entry
+
+
+def template_parameters(path: Path) -> int:
+    """Numbers in the template's fitted map (centre + projection): its size as a model."""
+    import numpy as np
+
+    files = list(path.glob("*.npz"))
+    if not files:
+        return 0
+    with np.load(files[0]) as saved:
+        return int(sum(saved[name].size for name in saved.files))
 
 
 def train_all(chain: Chain, specs: list[RunSpec], split: Path) -> None:
@@ -697,7 +711,7 @@ def run_chain(args: argparse.Namespace, chain: Chain, store: Path, split: Path, 
     specs = plan_runs(config, sets, args.variants.split(","), chain.out / "runs", args.seeds, args.master_seeds,
                       args.gaitset_steps)
     train_all(chain, specs, split)
-    run_template(chain, store, split)
+    chain.runs.insert(0, template_entry(chain, store, split))
     unit = config_unit(config)
     export_best(chain, tensorrt_available(device) and not args.no_tensorrt, rules_for(unit)[-1])
     settings = {"device": device, "config": str(config), "subjects": args.subjects or "all",
