@@ -248,8 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     try:
         return run_chain(args, chain, device, config, tvl1)
     except BaseException:
-        (out / "partial.json").write_text(json.dumps({"stages_s": chain.stages}, indent=2))
-        print(f"stopped; stage times so far in {out / 'partial.json'}", file=sys.stderr)
+        chain.save_partial()
         raise
 
 

@@ -110,6 +110,15 @@ class Chain:
         if self.stages_path.is_file():
             self.stages.update(json.loads(self.stages_path.read_text()))
 
+    def save_partial(self) -> None:
+        """How far a failed or killed chain got (timeout sends SIGTERM): stage times, runs and
+        exports so far in ``OUT/partial.json``; a finished chain's numbers are in results.*."""
+        path = self.out / "partial.json"
+        path.write_text(json.dumps(
+            {"stages_s": self.stages, "runs": [{k: v for k, v in r.items() if k != "path"} for r in self.runs],
+             "exports": self.exports}, indent=2, default=str))
+        print(f"stopped; stage times so far in {path}: {self.stages}", file=sys.stderr)
+
     def _save_stages(self) -> None:
         tmp = self.stages_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.stages, indent=1))
@@ -682,12 +691,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     try:
         return run_chain(args, chain, store, split, subjects, device, config, tvl1)
     except BaseException:
-        # a failed or killed run (timeout sends SIGTERM) still says how far it got and how long
-        # each stage took; the numbers of a finished run are in results.*
-        (out / "partial.json").write_text(json.dumps(
-            {"stages_s": chain.stages, "runs": [{k: v for k, v in r.items() if k != "path"} for r in chain.runs],
-             "exports": chain.exports}, indent=2, default=str))
-        print(f"stopped; stage times so far in {out / 'partial.json'}: {chain.stages}", file=sys.stderr)
+        chain.save_partial()
         raise
 
 
