@@ -30,6 +30,7 @@ clips.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,9 +118,13 @@ def split_sequences(store: Store, split: pd.DataFrame, roles: tuple[str, ...], l
     rows = rows[rows["seq_id"].isin(set(store.seq_ids()))]
     if labels is None:
         labels = {s: i for i, s in enumerate(sorted(rows["subject"].unique()))}
+    return rows, labels, valid_masks(store, rows["seq_id"], threads)
+
+
+def valid_masks(store: Store, seq_ids: Iterable[str], threads: int = 8) -> list[np.ndarray]:
+    """``valid_frames`` of many sequences, read in parallel (small arrays, I/O-bound)."""
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        masks = list(pool.map(lambda s: valid_frames(store, s), rows["seq_id"]))
-    return rows, labels, masks
+        return list(pool.map(lambda s: valid_frames(store, s), seq_ids))
 
 
 def looped_span(valid: np.ndarray) -> list[tuple[int, int]]:
