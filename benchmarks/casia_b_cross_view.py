@@ -171,7 +171,7 @@ def split_facts(split: Path) -> dict[str, Any]:
     test = table[table.role.isin(("gallery", "probe"))]
     subjects = sorted(test["subject"].unique())
     return {"views": view_order(test["view"]), "test_subjects": subjects,
-            "test_range": f"{subjects[0]}-{subjects[-1]}" if subjects else "none"}
+            "test_range": "-".join(dict.fromkeys([subjects[0], subjects[-1]])) if subjects else "none"}
 
 
 def protocol_line(facts: dict[str, Any]) -> str:
