@@ -14,6 +14,8 @@ where the split is (identical views excluded), same-view otherwise.
 Resumable: finished runs are kept, a killed run continues from its last checkpoint, and each
 evaluated checkpoint is a row of ``OUT/curve.csv`` that a rerun does not evaluate again.
 Writes ``OUT/learning-curve.{csv,md,png}`` (``--publish STEM`` copies the .md and .png).
+``--reference template=RUN`` draws a run already evaluated on the same split (the template,
+``train-copy template --split ...``) as a level per condition: the line a network must clear.
 
     python -m benchmarks.learning_curve --store /work/exp/xv/store --split /work/exp/xv/split-tune \\
         --config training/configs/casia-b-sil-lt-cpu.yaml --out /work/exp/xv/curve --every 50 \\
@@ -112,8 +114,22 @@ def evaluate_checkpoints(runs: dict[str, Path], split: Path, out: Path, device: 
     return pd.DataFrame(rows).sort_values(["run", "step"], kind="stable").reset_index(drop=True)
 
 
-def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> Path:
-    """One panel per condition: rank-1 against training minutes, a line per run."""
+def reference_levels(references: dict[str, Path]) -> dict[str, dict[str, float]]:
+    """Label -> rank-1 per condition of runs evaluated earlier on the same split (``RUN/eval``)."""
+    from benchmarks.cross_view_table import read_run_evaluation
+
+    levels = {}
+    for label, run in references.items():
+        if not (run / "eval" / "summary.csv").is_file():
+            raise base.StageFailed(f"--reference {label}={run}: no eval/summary.csv (evaluate it on the split first)")
+        levels[label] = rank1_by_condition(read_run_evaluation(run).summary)
+    return levels
+
+
+def plot_curve(curve: pd.DataFrame, path: Path, title: str,
+               levels: dict[str, dict[str, float]] | None = None) -> Path:
+    """One panel per condition: rank-1 against training minutes, a line per run, and a dashed
+    level per reference run (which has no training minutes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,6 +141,9 @@ def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> Path:
     for ax, condition in zip(axes[0], conditions):
         for run, points in curve.groupby("run", sort=False):
             ax.plot(points["minutes"], points[condition], marker="o", markersize=3, label=run)
+        for (label, ranks), style in zip((levels or {}).items(), ("--", ":", "-.")):
+            if condition in ranks:
+                ax.axhline(ranks[condition], color="0.3", linestyle=style, linewidth=1, label=label)
         ax.set_title(condition)
         ax.set_xlabel("training minutes")
         ax.grid(alpha=0.3)
@@ -137,14 +156,21 @@ def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
-def curve_markdown(curve: pd.DataFrame, title: str, png: str, facts: dict[str, Any]) -> str:
+def curve_markdown(curve: pd.DataFrame, title: str, png: str, facts: dict[str, Any],
+                   levels: dict[str, dict[str, float]] | None = None) -> str:
     cols = ["run", "step", "minutes", *[c for c in CONDITIONS if c in curve.columns], "mean"]
+    rows = curve[cols].to_dict("records")
+    for label, ranks in (levels or {}).items():
+        conditions = [c for c in cols[3:-1] if c in ranks]
+        rows.append({"run": f"{label} (reference, no training minutes)", "step": "-", "minutes": "-",
+                     **{c: ranks[c] for c in conditions}, "mean": sum(ranks[c] for c in conditions) / len(conditions)})
     lines = [f"# {title}", "", f"![learning curve]({png})", "",
              "Rank-1 (%), sequence 1-NN; cross-view (identical views excluded) where the split is. "
              "Minutes: the run's training loop up to the checkpoint (a student's own, without its master's).", "",
              "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
-    for row in curve[cols].itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    for row in rows:
+        lines.append("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
+                                      for c in cols) + " |")
     lines += ["", "| fact | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in facts.items()]
     return "\n".join(lines) + "\n"
 
@@ -162,11 +188,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="Config override for every run (repeatable).")
     p.add_argument("--publish", type=Path, default=None, help="Also write STEM.md and STEM.png.")
+    p.add_argument("--reference", action="append", default=[], metavar="LABEL=RUN",
+                   help="A run evaluated on the same split (e.g. template=RUN), drawn as a level (repeatable).")
     args = p.parse_args(argv)
     args.students = [s for s in args.students.split(",") if s]
     unknown = [s for s in args.students if s not in STUDENTS]
     if unknown or args.every < 1:
         p.error(f"--students: unknown {unknown} (known {sorted(STUDENTS)}); --every must be >= 1")
+    if any("=" not in r for r in args.reference):
+        p.error(f"--reference takes LABEL=RUN, got {args.reference}")
+    args.reference = {label: Path(run) for label, run in (r.split("=", 1) for r in args.reference)}
     args.command = "python -m benchmarks.learning_curve " + " ".join(sys.argv[1:] if argv is None else argv)
     return args
 
@@ -178,19 +209,20 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     store, split = args.store.resolve(), args.split.resolve()
     sets = (base.training_overrides(store, split, args.device, 1.0, None, args.config)
             + curve_overrides(args.config, args.every) + list(args.overrides))
+    levels = reference_levels(args.reference)  # before hours of training: a wrong path fails now
     runs = train_runs(args.config, sets, out, args.students)
     curve = evaluate_checkpoints(runs, split, out, args.device)
     title = f"Learning curve: {split.name}, {args.config.name}"
-    paths = {"csv": out / "learning-curve.csv", "png": plot_curve(curve, out / "learning-curve.png", title)}
+    paths = {"csv": out / "learning-curve.csv", "png": plot_curve(curve, out / "learning-curve.png", title, levels)}
     curve.to_csv(paths["csv"], index=False, float_format="%.3f")
     facts = {"command": args.command, "store": store, "split": split, **base.machine_facts(_threads())}
     paths["md"] = out / "learning-curve.md"
-    paths["md"].write_text(curve_markdown(curve, title, paths["png"].name, facts))
+    paths["md"].write_text(curve_markdown(curve, title, paths["png"].name, facts, levels))
     if args.publish:
         args.publish.parent.mkdir(parents=True, exist_ok=True)
         png = shutil.copyfile(paths["png"], args.publish.with_suffix(".png"))
         paths["published_md"] = args.publish.with_suffix(".md")
-        paths["published_md"].write_text(curve_markdown(curve, title, Path(png).name, facts))
+        paths["published_md"].write_text(curve_markdown(curve, title, Path(png).name, facts, levels))
     print(paths["md"].read_text(), flush=True)
     return paths
 

@@ -71,3 +71,22 @@ def test_checkpoint_keep_counts(tmp_path):
     for step in range(5, 8):
         run.save_checkpoint(step, {"model": {}}, keep=0)
     assert len(run.checkpoints()) == 5  # 0 keeps every one
+
+
+def test_a_reference_run_is_a_level_beside_the_curve(curve, toy, tmp_path):
+    """The template, evaluated on the same split, is a row of the curve's table with its own
+    rank-1; a missing evaluation fails before any training."""
+    from benchmarks.casia_b_sil_090 import StageFailed
+    from benchmarks.learning_curve import main
+    from training.template import run_template
+
+    _, argv, _ = curve
+    template = tmp_path / "template"
+    run_template(toy.store.path, toy.split, template)
+    expected = pd.read_csv(template / "eval" / "summary.csv")
+    nm = expected[(expected.method == "sequence-mean") & (expected.probe_set == "NM")]["same_view_rank1"].item()
+    paths = main(argv + ["--reference", f"template={template}"])
+    row = next(line for line in paths["md"].read_text().splitlines() if line.startswith("| template (reference"))
+    assert row.split(" | ")[3] == f"{nm:.1f}"  # columns: run, step, minutes, NM, ...
+    with pytest.raises(StageFailed, match="no eval/summary.csv"):
+        main(argv + ["--reference", f"template={tmp_path / 'absent'}"])
