@@ -165,6 +165,22 @@ def test_walk_student_copies_on_gray_frames(walk_runs):
     assert info["unit"] == "walk" and info["frames"] == 8 and info["precision"] in ("fp32", "bf16-autocast")
 
 
+def test_copy_student_with_cross_entropy_learns_classes_beside_the_copy(walk_runs, tmp_path):
+    """loss.copy_ce_weight gives the copy student the no-copy student's classifier, so that the
+    two differ by the copy term alone; at 0 (the authors' copy) it has none."""
+    from training.tasks import train_student
+
+    toy, master, plain = walk_runs
+    cfg = _walk_cfg(toy.store, toy.split, steps=3)
+    cfg.loss.copy_ce_weight = 0.1
+    student = train_student(cfg, tmp_path / "student-ce", master.path)
+    metrics = pd.read_csv(student.path / "metrics.csv")
+    n_subjects = pd.read_parquet(student.path / "clips.parquet")["label"].nunique()
+    assert {"ce", "strip_cosine"} <= set(metrics.columns) and (metrics["ce"] > 0).all()
+    assert metrics["ce"].iloc[0] == pytest.approx(np.log(n_subjects), rel=0.5)  # a fresh classifier's CE
+    assert "ce" not in pd.read_csv(plain.path / "metrics.csv").columns
+
+
 def test_whole_walk_evaluation_counts_every_probe(walk_runs):
     from training.tasks import evaluate_run
 

@@ -13,7 +13,8 @@ Format (every key optional; defaults shown by ``train-copy config-template``)::
     optim:  {name: adam|sgd, lr, weight_decay, momentum, schedule: none|step|cosine|plateau,
              step_size, gamma, plateau_patience, plateau_factor}
     loss:   {ce_weight, triplet_weight, triplet_margin, triplet_mining, triplet_normalise, copy: cosine|strip_cosine|contrastive|relational|huber_sum|smooth_l1|huber|mse, copy_extra, copy_temperature,
-             copy_centre, copy_batch_centre, copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin}
+             copy_centre, copy_batch_centre, copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin,
+             copy_ce_weight}
     train:  {steps, epochs, amp, channels_last, seed, log_every, ckpt_every, ckpt_keep, device}
     eval:   {k, batch_size}
     export: {formats: [onnx|exported-program|tensorrt], fp16, batch: dynamic|N, opset}
@@ -124,6 +125,10 @@ class LossConfig:
     copy_weight: float = 1.0
     copy_triplet_weight: float = 0.0
     copy_triplet_margin: float = 0.25
+    #: Cross-entropy beside the copy (a classifier after the student's BN neck). The authors'
+    #: copy student has none (0); a no-copy student has ``ce_weight``: set both alike to
+    #: compare copy and no-copy on the copy term alone.
+    copy_ce_weight: float = 0.0
 
 
 @dataclass

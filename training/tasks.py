@@ -90,7 +90,7 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
     losses = LossSet({"ce": cfg.loss.ce_weight, "triplet": cfg.loss.triplet_weight},
                      margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining,
                          normalise=cfg.loss.triplet_normalise)
-    guard = CollapseGuard(n_classes)
+    guard = CollapseGuard(n_classes, raw_margin=None if cfg.loss.triplet_normalise else cfg.loss.triplet_margin)
     result = train(run, model, lambda out_, raw, aug: losses(out_, labels=raw.label), clips, cfg, "master",
                    ctx, resume, terms=lambda: losses.terms, guard=guard)
     signatures = compute_signatures(model, clips, settings_from(cfg), ctx.device, ctx.rank, ctx.world)
@@ -138,10 +138,10 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
         def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
             return losses(outputs, labels=raw.label)
     else:
-        n_classes = 0
+        n_classes = int(clips["label"].nunique()) if cfg.loss.copy_ce_weight > 0 else 0
         table = SignatureTable(master.path, clips, ctx.device, centre=cfg.loss.copy_centre)
         losses = LossSet({cfg.loss.copy: cfg.loss.copy_weight, **cfg.loss.copy_extra,
-                          "triplet": cfg.loss.copy_triplet_weight},
+                          "triplet": cfg.loss.copy_triplet_weight, "ce": cfg.loss.copy_ce_weight},
                          margin=cfg.loss.copy_triplet_margin, mining=cfg.loss.triplet_mining,
                          normalise=cfg.loss.triplet_normalise, copy_centre=cfg.loss.copy_batch_centre,
                          delta=cfg.loss.copy_delta, temperature=cfg.loss.copy_temperature)
@@ -161,7 +161,9 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     if not no_copy and table.dim != model.embedding_dim:
         raise ValueError(f"student embedding_dim {model.embedding_dim} != master signature dimension "
                          f"{table.dim}; a student copies the master's code (set student.embedding_dim)")
-    guard = CollapseGuard(n_classes, None if no_copy else cfg.loss.copy)
+    margin = cfg.loss.triplet_margin if no_copy else cfg.loss.copy_triplet_margin
+    guard = CollapseGuard(n_classes, None if no_copy else cfg.loss.copy,
+                          raw_margin=None if cfg.loss.triplet_normalise else margin)
     result = train(run, model, objective, clips, cfg, "student", ctx, resume, terms=lambda: losses.terms,
                    guard=guard)
     if ctx.is_main:
