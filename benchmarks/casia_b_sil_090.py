@@ -80,6 +80,9 @@ class Chain:
 
     out: Path
     device: str
+    #: the evaluator's summary column a results row reports, and the sentence that says what it is
+    rank1_column: str = RANK1_COLUMN
+    protocol: str = "Same-view rank-1 (%), view 090"
     stages: dict[str, float] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     exports: list[dict[str, Any]] = field(default_factory=list)
@@ -106,6 +109,15 @@ class Chain:
         the whole cost of each stage."""
         if self.stages_path.is_file():
             self.stages.update(json.loads(self.stages_path.read_text()))
+
+    def save_partial(self) -> None:
+        """How far a failed or killed chain got (timeout sends SIGTERM): stage times, runs and
+        exports so far in ``OUT/partial.json``; a finished chain's numbers are in results.*."""
+        path = self.out / "partial.json"
+        path.write_text(json.dumps(
+            {"stages_s": self.stages, "runs": [{k: v for k, v in r.items() if k != "path"} for r in self.runs],
+             "exports": self.exports}, indent=2, default=str))
+        print(f"stopped; stage times so far in {path}: {self.stages}", file=sys.stderr)
 
     def _save_stages(self) -> None:
         tmp = self.stages_path.with_suffix(".tmp")
@@ -158,27 +170,29 @@ def parse_subjects(text: str | None) -> set[str] | None:
     return subjects
 
 
-def limited_source(source: Path, subjects: set[str] | None, work: Path) -> Path:
-    """SOURCE itself, or a folder of links to the chosen subjects' pickles (same layout)."""
-    if subjects is None:
+def limited_source(source: Path, subjects: set[str] | None, work: Path, views: set[str] | None = None) -> Path:
+    """SOURCE itself, or a folder of links to the chosen subjects' (and views') pickles (same layout)."""
+    if subjects is None and views is None:
         return source
     view = work / "source-subset"
     shutil.rmtree(view, ignore_errors=True)
     n = 0
     for pkl in sorted(source.glob("*/*/*/*.pkl")):
         rel = pkl.relative_to(source)
-        if rel.parts[0] in subjects:
+        if (subjects is None or rel.parts[0] in subjects) and (views is None or rel.parts[2] in views):
             (view / rel).parent.mkdir(parents=True, exist_ok=True)
             (view / rel).symlink_to(pkl.resolve())
             n += 1
     if n == 0:
-        raise SystemExit(f"{source}: no SSS/CC-NN/VVV/VVV.pkl of subjects {sorted(subjects)}")
+        raise SystemExit(f"{source}: no SSS/CC-NN/VVV/VVV.pkl of subjects {sorted(subjects or ['any'])}, "
+                         f"views {sorted(views or ['any'])}")
     return view
 
 
 # ---------------------------------------------------------------------------- store
-def import_pickles(source: Path, store: Path, subjects: set[str] | None, workers: int | None) -> None:
-    src = limited_source(source, subjects, store.parent)
+def import_pickles(source: Path, store: Path, subjects: set[str] | None, workers: int | None,
+                   views: set[str] | None = None) -> None:
+    src = limited_source(source, subjects, store.parent, views)
     args = ["extract-frames", "--dataset", "opengait-pkl", str(src), str(store)]
     gaittools(args + ([] if workers is None else ["--workers", str(workers)]), "import")
 
@@ -242,12 +256,17 @@ def compute_flow(store: Path, device: str, backend: str, tvl1: tuple[str, ...], 
     gaittools(args, "flow")
 
 
-def build_split(store: Path, split: Path) -> None:
+def build_split(store: Path, split: Path, views: str | None = "090", setting: str = "large",
+                cross_view: bool = False) -> None:
+    """The protocol ``setting`` restricted to ``views`` (None: every view), evaluated within
+    each view or, with ``cross_view`` (always, for every view), across views with identical
+    views excluded. No validation subjects."""
     # The manifest, not the store: an imported pickle store says dataset "opengait-pkl", and
     # build-split accepts a store only of the protocol's dataset, while the manifest's rows
     # (parsed CASIA-B names) are what it checks for a bare manifest.
-    gaittools(["build-split", "casia-b", str(store / "manifest.parquet"), "--protocol", "large",
-               "--views", "090", "--same-view", "--val-fraction", "0", "--out", str(split)], "split")
+    which = [] if views is None else ["--views", views, "--cross-view" if cross_view else "--same-view"]
+    gaittools(["build-split", "casia-b", str(store / "manifest.parquet"), "--protocol", setting, *which,
+               "--val-fraction", "0", "--out", str(split)], "split")
 
 
 # ---------------------------------------------------------------------------- training
@@ -348,20 +367,34 @@ def run_state(path: Path) -> str:
     return "partial" if (path / "config.yaml").is_file() else "absent"
 
 
-def run_template(chain: Chain, store: Path, split: Path) -> None:
-    """The GEI + PCA + LDA baseline (``train-copy template``), the first row of every table:
-    a network that does not beat it has no place there. Seconds; redone only if absent."""
+def template_entry(chain: Chain, store: Path, split: Path, array: str = "gray") -> dict[str, Any]:
+    """The GEI + PCA + LDA baseline (``train-copy template``), the first row of every table: a
+    network that does not beat it has no place there. Fitted once (seconds to minutes) and kept;
+    a killed fit has no checkpoint, so its folder is started again. Its results row."""
     path = chain.out / "runs" / "template"
-    if not (path / "eval" / "summary.csv").is_file():
-        if path.exists():
-            shutil.rmtree(path)  # a killed fit: it has no checkpoint to resume
+    if (path / "eval" / "summary.csv").is_file():
+        print("template: finished earlier, kept", flush=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
         chain.timed("template", lambda: train_copy(
-            ["template", "--store", str(store), "--split", str(split), "--out", str(path), "--array", "gray"],
+            ["template", "--store", str(store), "--split", str(split), "--out", str(path), "--array", array],
             "template"))
     entry = {"run": "template", "variant": "template", "copy": None, "seed": 0, "path": path,
-             "train_s": chain.stages.get("template", float("nan")), "eval_s": 0.0, "parameters": 0}
-    entry.update(read_rank1(path))
-    chain.runs.insert(0, entry)
+             "train_s": chain.stages.get("template", float("nan")), "eval_s": 0.0,
+             "parameters": template_parameters(path)}
+    entry.update(read_rank1(path, chain.rank1_column))
+    return entry
+
+
+def template_parameters(path: Path) -> int:
+    """Numbers in the template's fitted map (centre + projection): its size as a model."""
+    import numpy as np
+
+    files = list(path.glob("*.npz"))
+    if not files:
+        return 0
+    with np.load(files[0]) as saved:
+        return int(sum(saved[name].size for name in saved.files))
 
 
 def train_all(chain: Chain, specs: list[RunSpec], split: Path) -> None:
@@ -383,20 +416,21 @@ def train_all(chain: Chain, specs: list[RunSpec], split: Path) -> None:
             chain.timed(stage, lambda e=entry, s=stage: train_copy(
                 ["evaluate", str(e["path"]), "--split", str(split), "--device", chain.device], s))
         entry["eval_s"] = chain.stages.get(stage, float("nan"))
-        entry.update(read_rank1(entry["path"]))
+        entry.update(read_rank1(entry["path"], chain.rank1_column))
         entry["parameters"] = parameter_count(entry["path"])
 
 
-def read_rank1(run: Path) -> dict[str, float]:
-    """Same-view rank-1 and probe counts per probe set and rule from ``RUN/eval/summary.csv``:
-    ``NM`` (clip-knn, the authors' rule), ``NM_sequence-mean`` (OpenGait's), ``n_NM``."""
+def read_rank1(run: Path, column: str = RANK1_COLUMN) -> dict[str, float]:
+    """Rank-1 (the summary's ``column``: same-view by default) and probe counts per probe set
+    and rule from ``RUN/eval/summary.csv``: ``NM`` (clip-knn, the authors' rule),
+    ``NM_sequence-mean`` (OpenGait's), ``n_NM``."""
     import pandas as pd
 
     summary = pd.read_csv(run / "eval" / "summary.csv")
     found: dict[str, float] = {}
     for _, row in summary.iterrows():
         key = row["probe_set"] if row["method"] == RANK1_METHOD else f"{row['probe_set']}_{row['method']}"
-        found[key] = float(row[RANK1_COLUMN])
+        found[key] = float(row[column])
         found[f"n_{row['probe_set']}"] = int(row["n_probes"])
     missing = [p for p in PROBE_SETS for key in (p, f"{p}_{SEQUENCE_RULE}") if key not in found]
     if missing:
@@ -524,8 +558,9 @@ RULE_NOTES = {
 
 
 def markdown(rows: list[dict[str, Any]], stages: dict[str, float], exports: list[dict[str, Any]],
-             header: str, unit: str = "clip") -> str:
-    lines = [header, "", f"Same-view rank-1 (%), view 090; {RULE_NOTES[unit]} Mean ± sample std over seeds.", ""]
+             header: str, unit: str = "clip", protocol: str = "Same-view rank-1 (%), view 090", extra: str = "") -> str:
+    """The results page; ``extra`` (markdown) goes after the tables (the cross-view chain's views)."""
+    lines = [header, "", f"{protocol}; {RULE_NOTES[unit]} Mean ± sample std over seeds.", ""]
     lines += _md_table(group_table(rows, rules_for(unit)))
     lines += ["", "Every run:", ""] + _md_table(rows)
     lines += ["", "| stage | wall s |", "|---|---|"]
@@ -533,10 +568,11 @@ def markdown(rows: list[dict[str, Any]], stages: dict[str, float], exports: list
     lines += [f"| total | {sum(stages.values()):.1f} |"]
     lines += ["", "| export | run | parity passed | min cosine |", "|---|---|---|---|"]
     lines += [f"| {e['format']} | {e['run']} | {e['passed']} | {e.get('min_cosine', '')} |" for e in exports]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{extra}" if extra else "")
 
 
-def write_results(chain: Chain, header: str, settings: dict[str, Any], unit: str = "clip") -> dict[str, Path]:
+def write_results(chain: Chain, header: str, settings: dict[str, Any], unit: str = "clip", extra: str = ""
+                  ) -> dict[str, Path]:
     import pandas as pd
 
     rules = rules_for(unit)
@@ -548,7 +584,7 @@ def write_results(chain: Chain, header: str, settings: dict[str, Any], unit: str
                                          "stages_s": chain.stages, "exports": chain.exports,
                                          "total_s": sum(chain.stages.values())},
                                         indent=2, default=str))
-    text = markdown(rows, chain.stages, chain.exports, header, unit)
+    text = markdown(rows, chain.stages, chain.exports, header, unit, chain.protocol, extra)
     paths["md"].write_text(text)
     print("\n" + text, flush=True)
     return paths
@@ -655,12 +691,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     try:
         return run_chain(args, chain, store, split, subjects, device, config, tvl1)
     except BaseException:
-        # a failed or killed run (timeout sends SIGTERM) still says how far it got and how long
-        # each stage took; the numbers of a finished run are in results.*
-        (out / "partial.json").write_text(json.dumps(
-            {"stages_s": chain.stages, "runs": [{k: v for k, v in r.items() if k != "path"} for r in chain.runs],
-             "exports": chain.exports}, indent=2, default=str))
-        print(f"stopped; stage times so far in {out / 'partial.json'}: {chain.stages}", file=sys.stderr)
+        chain.save_partial()
         raise
 
 
@@ -684,7 +715,7 @@ def run_chain(args: argparse.Namespace, chain: Chain, store: Path, split: Path, 
     specs = plan_runs(config, sets, args.variants.split(","), chain.out / "runs", args.seeds, args.master_seeds,
                       args.gaitset_steps)
     train_all(chain, specs, split)
-    run_template(chain, store, split)
+    chain.runs.insert(0, template_entry(chain, store, split))
     unit = config_unit(config)
     export_best(chain, tensorrt_available(device) and not args.no_tensorrt, rules_for(unit)[-1])
     settings = {"device": device, "config": str(config), "subjects": args.subjects or "all",

@@ -20,7 +20,7 @@ Sections:
   launch-bound or full decides between them, see ``benchmarks/stream_schedule.py``), and with
   CUDA graphs;
 - ``training``: clips/s of master and students, random input vs device-resident data, bf16
-  (``benchmarks.train_speed``);
+  (the CPU's per-family speeds are ``benchmarks.train_speed``'s);
 - ``resume``: a master run stopped after a checkpoint and resumed on the device repeats the
   uninterrupted run (RNG state, ``cuda`` without an index, checkpoint mapping);
 - ``export``: the student as ONNX, torch.export and TensorRT bundles: parity and clips/s.
@@ -243,15 +243,74 @@ def section_compute_flow(s: Settings) -> list[dict[str, Any]]:
 
 
 def _toy(s: Settings) -> tuple[Path, Path]:
-    from benchmarks.train_speed import toy_store
+    """``work/toy/store`` and ``work/toy/split`` of synthetic walkers (``gaittools.synth.toystore``),
+    made once: 8 training subjects x nm-01/02, 45 frames, 64 px (tiny: 4 subjects, 30 frames, 52 px)."""
+    from gaittools.synth.toystore import write_toy
 
-    return toy_store(s.work / "toy", s.tiny)
+    root = s.work / "toy"
+    if not (root / "split" / "split.parquet").is_file():
+        shutil.rmtree(root, ignore_errors=True)  # what a killed run left
+        write_toy(root, subjects=6 if s.tiny else 12, train_subjects=4 if s.tiny else 8, walks=("nm-01", "nm-02"),
+                  gallery=("nm-01",), probes={"NM": ("nm-02",)}, frames=30 if s.tiny else 45,
+                  crop_size=52 if s.tiny else 64)
+    return root / "store", root / "split"
+
+
+#: 3D widths of the tiny (CI) training section.
+TINY_WIDTHS = [4, 8, 16, 16, 32, 32]
+
+
+def _clip_model(name: str, tiny: bool, n_classes: int) -> Any:
+    """A registered 3D model, or the tiny-width ``c3d`` with its input channels (CI)."""
+    from training.config import ModelConfig
+    from training.model_build import build_net
+
+    if tiny:
+        channels = 2 if name in ("master3d", "gaitset-flow") else 1
+        return build_net(ModelConfig("c3d", 64, {"in_channels": channels, "widths": TINY_WIDTHS}), n_classes)
+    return build_net(ModelConfig(name, 1024 if "3d" in name else 7936, {}), n_classes)
+
+
+def _clips_per_s(model: Any, batches: Any, n_steps: int, warmup: int, device: Any, input_size: int) -> float:
+    """Clips/s of full training steps (augment, bf16 autocast on CUDA, CE + triplet, Adam) over
+    ``n_steps`` after ``warmup``: the data path's cost shows between random and resident batches.
+    (The CPU's per-family speeds are ``benchmarks.train_speed``'s.)"""
+    import torch
+
+    from training.data import AugmentParams, augment
+    from training.losses import LossSet
+    from training.trainer import is_3d
+
+    losses = LossSet({"ce": 1.0, "triplet": 1.0})
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    channels_last = is_3d(model)
+    done, t0 = 0, time.perf_counter()
+    for i, raw in enumerate(batches):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0, done = time.perf_counter(), 0
+        aug = AugmentParams.draw(len(raw.clip), 0, i, 5.0, 0.04, True, input_size)
+        x = augment(raw.x, aug, input_size, 0.25)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(x)
+        loss, _ = losses({k: v.float() for k, v in out.items()}, labels=raw.label)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done += len(raw.clip)
+        if i + 1 >= warmup + n_steps:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return done / (time.perf_counter() - t0)
 
 
 def section_training(s: Settings) -> list[dict[str, Any]]:
     import torch
 
-    from benchmarks.train_speed import _model, measure
     from gaittools.store.zarr_store import Store
     from training.clips import build_clip_index, read_split
     from training.data import PKBatchSampler, ResidentClips, crop_size, iterate_batches
@@ -265,7 +324,7 @@ def section_training(s: Settings) -> list[dict[str, Any]]:
     models = ["master3d", "student3d-small"] if s.tiny else ["master3d", "student3d-small", "student3d"]
     rows = []
     for name in models:
-        model = _model(name, s.tiny, int(clips["label"].nunique())).to(device)
+        model = _clip_model(name, s.tiny, int(clips["label"].nunique())).to(device)
         if is_3d(model):
             model.to(memory_format=torch.channels_last_3d)
         modality = model_modality(model)
@@ -281,7 +340,7 @@ def section_training(s: Settings) -> list[dict[str, Any]]:
                 x = (torch.randint(0, 256, first.x.shape, dtype=torch.uint8, device=device) if modality == "gray"
                      else torch.randn(first.x.shape, device=device).half())
                 batches = (type(first)(x, first.clip, first.label) for _ in range(warmup + steps))
-            row[f"{path}_clips_per_s"] = round(measure(model, batches, steps, warmup, device, size, True), 2)
+            row[f"{path}_clips_per_s"] = round(_clips_per_s(model, batches, steps, warmup, device, size), 2)
         rows.append(row)
     return rows
 

@@ -65,13 +65,18 @@ def test_every_stage_ran_and_results_are_valid(chain):
     out, paths = chain
     summary = json.loads(paths["json"].read_text())
     stages = summary["stages_s"]
-    expected = {"import", "flow", "split", "master", "export-onnx"}
+    expected = {"import", "flow", "split", "template", "master", "export-onnx"}
     students = [f"student-{v}-{c}-s0" for v in ("3d", "gaitset") for c in ("copy", "nocopy")]
     expected |= set(students) | {f"eval-{r}" for r in ["master", *students]}
     assert expected <= set(stages), expected - set(stages)
     assert all(seconds > 0 for seconds in stages.values())
     rows = pd.read_csv(paths["csv"])
-    assert list(rows["run"]) == ["master", *students]
+    assert list(rows["run"]) == ["template", "master", *students]  # the template baseline first
+    template = rows.iloc[0]
+    rows = rows.iloc[1:]
+    assert template["variant"] == "template"
+    with np.load(out / "runs" / "template" / "template.npz") as fitted:  # its map's size
+        assert template["parameters"] == sum(fitted[name].size for name in fitted.files) > 0
     for probe_set in ("NM", "BG", "CL"):
         for rule in ("sequence-mean", "clip-knn"):
             column = f"{probe_set} {rule}"
@@ -87,6 +92,7 @@ def test_every_stage_ran_and_results_are_valid(chain):
         assert json.loads((run / "run.json").read_text())["finished"] is True
     markdown = paths["md"].read_text()
     assert "| master |" in markdown and "student-gaitset-copy-s0" in markdown
+    assert markdown.index("| template (GEI + PCA + LDA) |") < markdown.index("| flow master |")
     assert "3D student, copy" in markdown  # the mean ± std table per model
 
 
@@ -101,7 +107,7 @@ def test_best_student_exported_with_passed_parity(chain):
     assert meta["parity"]["passed"]
     rows = pd.read_csv(paths["csv"]).set_index("run")
     columns = [f"{p} clip-knn" for p in ("NM", "BG", "CL")]
-    best = rows.loc[[r for r in rows.index if r != "master"], columns].sum(axis=1).idxmax()
+    best = rows.loc[[r for r in rows.index if r not in ("master", "template")], columns].sum(axis=1).idxmax()
     assert onnx[0]["run"] == best
 
 

@@ -1,4 +1,5 @@
-"""``train-copy``: train the flow master, the gray students that copy it, evaluate, export.
+"""``train-copy``: train the flow master, the gray students that copy it, evaluate, export;
+``template`` runs the GEI + PCA + LDA baseline (``training.template``) into a run directory.
 
 Every training command takes ``--config`` (YAML, validated) and ``--set KEY=VALUE`` overrides
 (``--set train.steps=200``), writes a run directory and continues one with ``--resume``.
@@ -188,6 +189,33 @@ def run_all(config_path: str, overrides: tuple[str, ...], out: str | None, resum
     _check_inputs(cfg, config_path)
     with _clean_failed_start(out):
         run_everything(cfg, Path(out), resume, export=not skip_export and _module_exists(LAZY_COMMANDS["export"]))
+
+
+@main.command()
+@click.option("--store", "store_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The store (extract-frames output).")
+@click.option("--split", "split_dir", required=True, type=click.Path(exists=True), help="build-split output DIR.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--array", default="gray", show_default=True, type=click.Choice(["gray", "sil", "flow"]),
+              help="Store array the GEIs are made of (flow: the GEI of the flow magnitude).")
+@click.option("--components", default=150, show_default=True, type=click.IntRange(1),
+              help="PCA dimensions before LDA (capped at train walks - train subjects).")
+def template(store_path: str, split_dir: str, out: str, array: str, components: int) -> None:
+    """The template baseline, GEI + PCA + LDA: fitted on the split's train walks, evaluated on
+    its gallery and probe walks (sequence 1-NN). Writes RUN/run.json, RUN/template.npz and
+    RUN/eval (the same tables and plots as `train-copy evaluate`)."""
+    from gaittools.store.zarr_store import Store
+    from training.clips import read_split
+    from training.template import run_template, summary_text
+
+    Store(store_path)  # StoreError: not a store, other format
+    read_split(split_dir)  # ValueError naming the file: not a split table
+    with _clean_failed_start(out):
+        result = run_template(store_path, split_dir, out, array, components)
+    from training.runs import RunDir
+
+    click.echo(summary_text(result, RunDir(out).info()))
+    click.echo(f"wrote {Path(out) / 'eval'}")
 
 
 @main.command("make-toy")

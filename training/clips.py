@@ -30,6 +30,7 @@ clips.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,13 +90,7 @@ def build_clip_index(
     ``missing.txt`` already lists them); sequences too short for one clip give no rows, or
     with ``loop_short`` one looped clip (module docstring).
     """
-    rows = split[split["role"].isin(roles)].sort_values("seq_id", kind="stable")
-    present = set(store.seq_ids())
-    rows = rows[rows["seq_id"].isin(present)]
-    if labels is None:
-        labels = {s: i for i, s in enumerate(sorted(rows["subject"].unique()))}
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        masks = list(pool.map(lambda s: valid_frames(store, s), rows["seq_id"]))
+    rows, labels, masks = split_sequences(store, split, roles, labels, threads)
     records = []
     for rec, mask in zip(rows.itertuples(index=False), masks):
         spans = [(start, clip_len) for start in clip_starts(mask, clip_len, step)]
@@ -112,6 +107,24 @@ def build_clip_index(
     df["start"] = df["start"].astype(np.int64)
     df["label"] = df["label"].astype(np.int64)
     return df
+
+
+def split_sequences(store: Store, split: pd.DataFrame, roles: tuple[str, ...], labels: dict[str, int] | None,
+                    threads: int = 8) -> tuple[pd.DataFrame, dict[str, int], list[np.ndarray]]:
+    """The split's rows in ``roles`` that the store holds (by seq_id), the subject -> class map
+    (by default the sorted subjects get 0..n-1) and each sequence's valid-frame mask: what the
+    clip and the walk index are both built from."""
+    rows = split[split["role"].isin(roles)].sort_values("seq_id", kind="stable")
+    rows = rows[rows["seq_id"].isin(set(store.seq_ids()))]
+    if labels is None:
+        labels = {s: i for i, s in enumerate(sorted(rows["subject"].unique()))}
+    return rows, labels, valid_masks(store, rows["seq_id"], threads)
+
+
+def valid_masks(store: Store, seq_ids: Iterable[str], threads: int = 8) -> list[np.ndarray]:
+    """``valid_frames`` of many sequences, read in parallel (small arrays, I/O-bound)."""
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return list(pool.map(lambda s: valid_frames(store, s), seq_ids))
 
 
 def looped_span(valid: np.ndarray) -> list[tuple[int, int]]:

@@ -14,7 +14,7 @@ Format (every key optional; defaults shown by ``train-copy config-template``)::
              step_size, gamma, plateau_patience, plateau_factor}
     loss:   {ce_weight, triplet_weight, triplet_margin, triplet_mining, triplet_normalise, copy: cosine|strip_cosine|contrastive|relational|huber_sum|smooth_l1|huber|mse, copy_extra, copy_temperature,
              copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin}
-    train:  {steps, epochs, amp, channels_last, seed, log_every, ckpt_every, device}
+    train:  {steps, epochs, amp, channels_last, seed, log_every, ckpt_every, ckpt_keep, device}
     eval:   {k, batch_size}
     export: {formats: [onnx|exported-program|tensorrt], fp16, batch: dynamic|N, opset}
     run:    {out}                                                    # train-copy run
@@ -133,6 +133,9 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     ckpt_every: int = 500
+    #: Checkpoints kept (the newest); 0 keeps every one, for learning curves
+    #: (``benchmarks/learning_curve.py`` evaluates each).
+    ckpt_keep: int = 2
     #: "auto" = cuda:LOCAL_RANK when CUDA is there, else cpu.
     device: str = "auto"
 
@@ -213,6 +216,7 @@ class Config:
                     (tr.epochs is None or tr.epochs > 0, f"{name}.epochs must be > 0"),
                     (tr.steps is None or tr.steps >= 1, f"{name}.steps must be >= 1"),
                     (tr.log_every >= 1 and tr.ckpt_every >= 1, f"{name}: log_every/ckpt_every must be >= 1"),
+                    (tr.ckpt_keep >= 0, f"{name}.ckpt_keep must be >= 0 (0 keeps every checkpoint)"),
                     # a checkpoint must close a log window, or a resumed run would average (and
                     # feed the plateau schedule) a different window than the original run
                     (tr.ckpt_every % tr.log_every == 0, f"{name}.ckpt_every must be a multiple of log_every"),

@@ -19,10 +19,11 @@ from torch import nn
 
 from gaittools.cli.progress import Meter
 from gaittools.store.zarr_store import Store
+from training.clips import LENGTH
 from training.data import (AugmentParams, SequentialBatches, ZarrClips, augment, crop_size, make_loader,
                            stored_array)
 from training.trainer import autocast_enabled, is_3d
-from training.walks import LENGTH, is_walk_table, read_walk
+from training.walks import is_walk_table, read_walk
 
 
 @dataclass

@@ -25,6 +25,7 @@ rank-1 is ``all_views_rank1`` (one view, no cross-view pairs). Accuracies are in
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,25 @@ def view_order(views) -> list[str]:
     return sorted(set(views), key=key)
 
 
+#: Probe conditions in the order the field prints them (CASIA-B's NM, BG, CL).
+FIELD_CONDITIONS: tuple[str, ...] = ("NM", "BG", "CL")
+
+
+def condition_order(conditions) -> list[str]:
+    """Probe conditions in the field's order (NM, BG, CL), any others after them by name:
+    tables and figures print NM, BG, CL, as papers do, not alphabetically."""
+    given = set(conditions)
+    return [c for c in FIELD_CONDITIONS if c in given] + sorted(given - set(FIELD_CONDITIONS))
+
+
+def cross_view_by_probe_view(pairs: pd.DataFrame, keys: Sequence[str] = ("method", "probe_set")) -> pd.Series:
+    """Each probe view's rank-1 averaged over the other gallery views, the identical view
+    excluded (CASIA-B's cross-view figure, as OpenGait computes it): one implementation for
+    the evaluator's ``per_view`` table and for the field's printed table."""
+    cross = pairs[pairs.probe_view != pairs.gallery_view]
+    return cross.groupby([*keys, "probe_view"])["rank1"].mean()
+
+
 @dataclass
 class Evaluation:
     """Tidy result tables (rank-1 in percent); ``matrix`` pivots ``pairs`` into the view x
@@ -104,6 +124,16 @@ class Evaluation:
             getattr(self, name).to_csv(path, index=False, float_format="%.3f")
             paths.append(path)
         return paths
+
+    @classmethod
+    def read_csv(cls, out_dir: str | Path, k: int = 7) -> Evaluation:
+        """The tables ``write_csv`` wrote (views and subjects kept as text: "000" stays "000").
+        ``k`` is not in the files: give the run's ``eval.k`` where the clip vote matters."""
+        out = Path(out_dir)
+        text = {c: str for c in ("probe_view", "gallery_view", "view", "subject", "predicted", "seq_id")}
+        tables = {name: pd.read_csv(out / f"{name}.csv", dtype=text)
+                  for name in ("summary", "per_view", "pairs", "predictions")}
+        return cls(**tables, k=k)
 
     def to_text(self) -> str:
         """The summary and the cross-view rank-1 per probe view, as printable tables."""
@@ -259,7 +289,7 @@ def _tables(predictions: pd.DataFrame, k: int) -> Evaluation:
              .agg(n_probes="size", rank1="mean").reset_index())
     pairs["rank1"] *= 100
     same = pairs.probe_view == pairs.gallery_view
-    per_view = (pairs[~same].groupby([*keys, "probe_view"])["rank1"].mean()
+    per_view = (cross_view_by_probe_view(pairs, keys)
                 .rename("cross_view_rank1").to_frame()
                 .join(pairs[same].set_index([*keys, "probe_view"])["rank1"]
                       .rename("same_view_rank1"), how="outer").reset_index())

@@ -42,14 +42,19 @@ def model_modality(model: nn.Module) -> str:
     return modality
 
 
-def load_run_model(run_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained model of a run (CPU, eval mode) and its ``model.pt`` description."""
+def load_run_model(run_path: str | Path, checkpoint: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of a run (CPU, eval mode) and its ``model.pt`` description; with
+    ``checkpoint`` (one of ``RUN/checkpoints/step_*.pt``), the same network holding that
+    checkpoint's weights instead (a learning curve evaluates a finished run's checkpoints)."""
     run = RunDir(run_path)
     saved = run.load_model_file()
     cfg = run.config()
     model_cfg = cfg.master if saved["role"] == "master" else cfg.student
     model = build_net(model_cfg, int(saved["n_classes"]))
-    model.load_state_dict(saved["state_dict"])
+    if checkpoint is None:
+        model.load_state_dict(saved["state_dict"])
+    else:
+        model.load_state_dict(run.load_checkpoint(Path(checkpoint))["model"])
     model.eval()
     info = {k: v for k, v in saved.items() if k != "state_dict"}
     return model, info

@@ -22,12 +22,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from training.evaluate import Evaluation, probe_set_order, view_order  # noqa: E402
+from training.evaluate import Evaluation, condition_order, view_order  # noqa: E402
 
 
 def plot_view_matrices(evaluation: Evaluation, method: str, path: str | Path) -> Path:
     """Heatmaps of the probe view x gallery view rank-1 for each probe condition."""
-    probe_sets = probe_set_order(evaluation.pairs.loc[evaluation.pairs.method == method, "probe_set"])
+    probe_sets = condition_order(evaluation.pairs.loc[evaluation.pairs.method == method, "probe_set"])
     if not probe_sets:
         raise ValueError(f"no view-pair results for method {method!r}")
     fig, axes = plt.subplots(1, len(probe_sets), figsize=(5.2 * len(probe_sets), 4.8),
@@ -64,7 +64,7 @@ def plot_rank1_by_condition(evaluation: Evaluation, path: str | Path, run_name: 
     column = ("cross_view_rank1" if summary.cross_view_rank1.notna().any()
               else "all_views_rank1")
     table = summary.pivot(index="probe_set", columns="method", values=column)
-    table = table.reindex(probe_set_order(table.index))
+    table = table.reindex(condition_order(table.index))
     n_probes = summary.groupby("probe_set")["n_probes"].max().reindex(table.index)
     fig, ax = plt.subplots(figsize=(2.4 + 1.4 * len(table), 3.8), layout="constrained")
     width = 0.8 / max(len(table.columns), 1)
@@ -93,7 +93,7 @@ def plot_view_by_condition(evaluation: Evaluation, path: str | Path, run_name: s
     for ax, method in zip(axes[0], methods):
         table = per_view[per_view.method == method].pivot(index="probe_set", columns="probe_view",
                                                             values="cross_view_rank1")
-        table = table[view_order(table.columns)].reindex(probe_set_order(table.index))
+        table = table.reindex(index=condition_order(table.index), columns=view_order(table.columns))
         image = ax.imshow(table.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis", aspect="auto")
         ax.set_xticks(range(table.shape[1]), table.columns, rotation=90)
         n_probes = evaluation.summary[evaluation.summary.method == method].set_index("probe_set")["n_probes"]

@@ -5,7 +5,8 @@ Layout::
     RUN/config.yaml          the validated config the run was started with (all defaults filled)
     RUN/run.json             role (master / student), model name, master run, no-copy flag
     RUN/clips.parquet        the training clip index (ids shared by master signatures and students)
-    RUN/checkpoints/step_NNNNNNNN.pt   model, optimizer, scheduler, step, RNG states
+    RUN/checkpoints/step_NNNNNNNN.pt   model, optimizer, scheduler, step, RNG states and
+                             train_s (training-loop seconds up to it, over every resume)
     RUN/checkpoints/last.txt the name of the newest complete checkpoint
     RUN/model.pt             final weights + what is needed to rebuild the model
     RUN/metrics.csv          step, losses, lr, clips/s (appended; a resume truncates rows
@@ -87,15 +88,20 @@ class RunDir:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+        """Write checkpoint ``step`` and keep the ``keep`` newest (0: every one)."""
         ckdir = self.path / CHECKPOINTS
         name = f"step_{step:08d}.pt"
         tmp = ckdir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         torch.save({**state, "step": step, "rng": rng_state()}, tmp)
         os.replace(tmp, ckdir / name)
         _atomic_write(ckdir / "last.txt", name.encode())
-        for old in sorted(ckdir.glob("step_*.pt"))[:-keep]:
+        for old in sorted(ckdir.glob("step_*.pt"))[:-keep] if keep > 0 else []:
             old.unlink()
         return ckdir / name
+
+    def checkpoints(self) -> list[Path]:
+        """Every kept checkpoint, oldest first."""
+        return sorted((self.path / CHECKPOINTS).glob("step_*.pt"))
 
     def last_checkpoint(self) -> Path | None:
         marker = self.path / CHECKPOINTS / "last.txt"
@@ -165,8 +171,10 @@ class RunDir:
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
-#: What a resumed run may change: how long it trains (extending a finished run is resuming).
-RESUMABLE_CHANGES = ("train.steps", "train.epochs", "student_train.steps", "student_train.epochs")
+#: What a resumed run may change: how long it trains (extending a finished run is resuming)
+#: and how many checkpoints it keeps.
+RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.ckpt_keep",
+                     "student_train.steps", "student_train.epochs", "student_train.ckpt_keep")
 
 
 def _config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -5,7 +5,7 @@
 - ``train_student``: gray student copying those signatures (copy loss + optional triplet),
   or with ``no_copy`` the identification losses only: the baseline the method is measured
   against. It trains on the master run's clip table, so clip ids match the signatures.
-- ``evaluate_run``: clip (or whole-walk) embeddings of the split's gallery and probe sequences ->
+- ``evaluate_run``: (``evaluate_model``, then the files) clip (or whole-walk) embeddings of the split's gallery and probe sequences ->
   ``training.evaluate`` tables, printed and written as CSV + PNGs (``training.plots``: rank-1
   bars, probe view x gallery view heatmaps) in ``RUN/eval``.
 
@@ -177,13 +177,31 @@ def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | 
                  device: str | None = None, workers: int | None = None, echo: bool = True) -> Any:
     """Evaluate a finished run on a split's gallery and probe sequences; writes ``RUN/eval``
     (and prints the tables, unless ``echo`` is False: ``run_everything`` prints one summary)."""
+    run = RunDir(run_path)
+    result = evaluate_model(run.path, split_dir, store_path, device, workers)
+    out = run.path / "eval"
+    result.write_csv(out)
+    from training.plots import save_evaluation_plots
+
+    for path in save_evaluation_plots(result, out, run.path.name):
+        print(f"wrote {path}", flush=True)
+    if echo:
+        print(result.to_text(), flush=True)
+    return result
+
+
+def evaluate_model(run_path: str | Path, split_dir: str | Path, store_path: str | None = None,
+                   device: str | None = None, workers: int | None = None, checkpoint: str | Path | None = None
+                   ) -> Any:
+    """The evaluator's tables of a finished run's model on a split, written nowhere; with
+    ``checkpoint``, of the weights of that checkpoint of the run (a learning curve's points)."""
     from training.evaluate import evaluate
 
     run = RunDir(run_path)
     cfg = run.config()
     if store_path:
         cfg.data.store = str(store_path)
-    model, info = load_run_model(run.path)
+    model, info = load_run_model(run.path, checkpoint)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev)
     split = read_split(split_dir)
@@ -204,16 +222,7 @@ def evaluate_run(run_path: str | Path, split_dir: str | Path, store_path: str | 
         print(f"{looped} gallery/probe sequences shorter than one clip: embedded as one looped clip", flush=True)
     embeddings = embed_table(model, clips, info["modality"], settings_from(cfg, workers), dev,
                              progress=f"embedding {run.path.name}")
-    result = evaluate(embeddings, clips, k=cfg.eval.k)
-    out = run.path / "eval"
-    result.write_csv(out)
-    from training.plots import save_evaluation_plots
-
-    for path in save_evaluation_plots(result, out, run.path.name):
-        print(f"wrote {path}", flush=True)
-    if echo:
-        print(result.to_text(), flush=True)
-    return result
+    return evaluate(embeddings, clips, k=cfg.eval.k)
 
 
 STAGES = (("master", None), ("student-copy", False), ("student-nocopy", True))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gaittools.cli.progress import eta
-from training.config import Config, OptimConfig, TrainConfig
+from training.config import Config, DataConfig, OptimConfig, TrainConfig
 from training.data import (AugmentParams, PKBatchSampler, RawBatch, ResidentClips, ZarrClips,
                            augment, crop_size, iterate_batches, make_loader, stored_array)
 from training.model_build import model_modality
@@ -193,7 +193,7 @@ def train(
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), ocfg)
     scheduler = build_scheduler(optimizer, ocfg, n_steps)
-    start = 0
+    start, spent_before = 0, 0.0
     if resume and run is not None and (ckpt := run.last_checkpoint()) is not None:
         state = run.load_checkpoint(ckpt, map_location=ctx.device)
         model.load_state_dict(state["model"])
@@ -202,6 +202,7 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start = int(state["step"])
+        spent_before = float(state.get("train_s", 0.0))
         run.truncate_metrics(start)
         _log(ctx, f"resumed {run.path} at step {start}/{n_steps}")
     net: nn.Module = nn.parallel.DistributedDataParallel(
@@ -209,22 +210,7 @@ def train(
 
     sampler = PKBatchSampler(clips["label"].to_numpy(), dcfg.P, dcfg.K, tcfg.seed, start, n_steps,
                              ctx.rank, ctx.world)
-    if dcfg.unit == "walk":  # walks are always resident: frames are drawn anywhere in a walk
-        walks = ResidentWalks(dcfg.store, clips, modality, dcfg.frames, tcfg.seed * 1000 + ctx.rank, ctx.device,
-                              dcfg.gray_array)
-        _log(ctx, f"{modality} of {len(clips)} walks resident on {ctx.device} ({walks.nbytes / 2**20:.0f} MiB), "
-                  f"{dcfg.frames} frames per walk, {precision(ctx.device, tcfg.amp)}")
-        batches = walks.batches(sampler, start)
-    elif dcfg.gpu_resident:
-        source: Any = ResidentClips(dcfg.store, clips, modality, dcfg.clip_len, ctx.device, dcfg.gray_array)
-        _log(ctx, f"{modality} of {clips['seq_id'].nunique()} sequences resident on {ctx.device} "
-                  f"({source.nbytes / 2**20:.0f} MiB)")
-    else:
-        source = make_loader(ZarrClips(dcfg.store, clips, modality, dcfg.clip_len, dcfg.cache_sequences,
-                                       dcfg.gray_array),
-                             sampler, dcfg.workers, pin_memory=ctx.cuda)
-    if dcfg.unit != "walk":
-        batches = iterate_batches(source, sampler, ctx.device)
+    batches = _training_batches(clips, modality, dcfg, tcfg, ctx, sampler, start)
     writer = run.tensorboard() if run is not None and ctx.is_main else None
     history: list[dict[str, Any]] = []
     window: list[dict[str, torch.Tensor]] = []
@@ -278,12 +264,35 @@ def train(
             run.save_checkpoint(done, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            })
+                # training-loop wall time so far, over every resume: a learning curve's x axis
+                "train_s": spent_before + time.perf_counter() - t_all,
+            }, keep=tcfg.ckpt_keep)
     if writer is not None:
         writer.close()
     elapsed = time.perf_counter() - t_all
     barrier(ctx)
     return TrainResult(model, n_steps, clips_all / elapsed if elapsed > 0 and clips_all else 0.0, history)
+
+
+def _training_batches(clips: pd.DataFrame, modality: str, dcfg: DataConfig, tcfg: TrainConfig,
+                      ctx: DeviceContext, sampler: PKBatchSampler, start: int) -> Iterator[RawBatch]:
+    """Raw batches in the sampler's order from the data path the config asks for: whole walks
+    (always resident: frames are drawn anywhere in a walk), resident clips, or Zarr workers."""
+    if dcfg.unit == "walk":
+        walks = ResidentWalks(dcfg.store, clips, modality, dcfg.frames, tcfg.seed * 1000 + ctx.rank, ctx.device,
+                              dcfg.gray_array)
+        _log(ctx, f"{modality} of {len(clips)} walks resident on {ctx.device} ({walks.nbytes / 2**20:.0f} MiB), "
+                  f"{dcfg.frames} frames per walk, {precision(ctx.device, tcfg.amp)}")
+        return walks.batches(sampler, start)
+    if dcfg.gpu_resident:
+        source: Any = ResidentClips(dcfg.store, clips, modality, dcfg.clip_len, ctx.device, dcfg.gray_array)
+        _log(ctx, f"{modality} of {clips['seq_id'].nunique()} sequences resident on {ctx.device} "
+                  f"({source.nbytes / 2**20:.0f} MiB)")
+    else:
+        source = make_loader(ZarrClips(dcfg.store, clips, modality, dcfg.clip_len, dcfg.cache_sequences,
+                                       dcfg.gray_array),
+                             sampler, dcfg.workers, pin_memory=ctx.cuda)
+    return iterate_batches(source, sampler, ctx.device)
 
 
 def _summarise(window: list[dict[str, torch.Tensor]], step: int, opt: torch.optim.Optimizer,

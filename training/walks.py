@@ -20,14 +20,13 @@ when a frame repeats, so short walks are not padded with anything they do not ho
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 import torch
 
 from gaittools.store.zarr_store import Store
-from training.clips import CLIP_COLUMNS, LENGTH, valid_frames
+from training.clips import CLIP_COLUMNS, LENGTH, split_sequences, valid_masks
 from training.data import FLOW, GRAY, RawBatch, stored_array
 
 #: Column of a walk table: the frame indices (into the modality's array) the walk offers.
@@ -56,12 +55,7 @@ def build_walk_index(store: Store, split: pd.DataFrame, modality: str, roles: tu
     0..n-1 (training) -- the same rule as ``training.clips.build_clip_index``. Sequences absent
     from the store are skipped (the split's ``missing.txt`` lists them); a sequence with no
     valid frame has no row (the evaluator's caller warns about it)."""
-    rows = split[split["role"].isin(roles)].sort_values("seq_id", kind="stable")
-    rows = rows[rows["seq_id"].isin(set(store.seq_ids()))]
-    if labels is None:
-        labels = {s: i for i, s in enumerate(sorted(rows["subject"].unique()))}
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        masks = list(pool.map(lambda s: valid_frames(store, s), rows["seq_id"]))
+    rows, labels, masks = split_sequences(store, split, roles, labels, threads)
     records = []
     for rec, mask in zip(rows.itertuples(index=False), masks):
         if not mask.any():
@@ -138,8 +132,7 @@ def for_modality(store: Store, walks: pd.DataFrame, modality: str, threads: int 
     """The same walks (rows, ids, labels) with the frames that ``modality`` offers: a student
     trains on its master's walk table (so signature ids match) but reads gray frames, which
     include the last valid frame of a run that flow fields end on."""
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        masks = list(pool.map(lambda s: valid_frames(store, s), walks["seq_id"]))
+    masks = valid_masks(store, walks["seq_id"], threads)
     out = walks.copy()
     out[FRAMES] = [walk_frames(mask, modality).astype(np.int64) for mask in masks]
     out[LENGTH] = np.array([len(f) for f in out[FRAMES]], dtype=np.int64)

@@ -26,7 +26,9 @@ tracker still repairs merges of established tracks from their predictions
 (``gaittools.person.tracking``), e.g. people at different depths, whose humps differ too much.
 Only blobs wider than ``WIDE`` heights are looked at, so it costs nothing on single walkers.
 (OpenCV's HOG people detector could say the same, but costs about as much per blob as the
-whole tracker per frame, and misses bodies under ~100 px.)
+whole tracker per frame, and misses bodies under ~100 px.) People shoulder to shoulder seen
+from the front are one wide trunk, with no valley in this profile: ``gaittools.person.groups``
+divides them between their heads on a closer look, or flags them ``UNDIVIDED``.
 """
 
 from __future__ import annotations
@@ -52,12 +54,16 @@ VALLEY = 0.4
 #: Each side of a cut spans at least this fraction of the blob's height and width.
 PART_HEIGHT = 0.8
 PART_WIDTH = 0.15
+#: A candidate's flag (column 5): a blob as found; one person of a divided blob; a blob that
+#: may hold several people side by side that no evidence could divide
+#: (``gaittools.person.groups``).
+WHOLE, DIVIDED, UNDIVIDED = 0, 1, 2
 
 
 def frame_blobs(packed: np.ndarray, w: int, min_area: float, min_height: float) -> list[np.ndarray]:
     """Person candidates of every frame of cleaned packed masks (words, h, T), each (N, 6)
-    float32 x0, y0, x1, y1 (exclusive), area in mask pixels, and 1 where the candidate is
-    one person of a divided blob (else 0), ordered by x0.
+    float32 x0, y0, x1, y1 (exclusive), area in mask pixels, and ``DIVIDED`` where the
+    candidate is one person of a divided blob (else ``WHOLE``), ordered by x0.
 
     ``min_area`` (of the frame's area) and ``min_height`` (of its height) drop candidates
     too small to be a person, after merging the parts of one body.
@@ -113,7 +119,7 @@ def divide(box: np.ndarray, mask: np.ndarray) -> np.ndarray:
     height = y1 - y0
     parts = _cut(region, height) if x1 - x0 > WIDE * height else []
     if len(parts) < 2:
-        return np.r_[box[:5], 0.0][None]
+        return np.r_[box[:5], WHOLE][None]
     upper = max(1, int(UPPER * height))
     profile, legs = region[:upper].sum(axis=0), _smooth(region[upper:].sum(axis=0), height)
     trunks = []
@@ -133,7 +139,7 @@ def divide(box: np.ndarray, mask: np.ndarray) -> np.ndarray:
         own[upper:, lo:hi] = region[upper:, lo:hi]
         rows, cols = np.flatnonzero(own.any(axis=1)), np.flatnonzero(own.any(axis=0))
         out.append([x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1,
-                    region[:, c0:c1].sum(), 1.0])
+                    region[:, c0:c1].sum(), DIVIDED])
     return np.array(out, np.float64)
 
 
@@ -165,12 +171,13 @@ def _cut(region: np.ndarray, height: int) -> list[tuple[int, int]]:
             hi += 1
         c = (lo + hi + 1) // 2
         sides = region[:, :c], region[:, c:]
-        if all(_rows_spanned(s) >= PART_HEIGHT * height for s in sides):
+        if all(rows_spanned(s) >= PART_HEIGHT * height for s in sides):
             return _cut(sides[0], height) + [(c + a, c + b) for a, b in _cut(sides[1], height)]
     return [(0, w)]
 
 
-def _rows_spanned(region: np.ndarray) -> int:
+def rows_spanned(region: np.ndarray) -> int:
+    """Rows from a mask's first foreground row to its last (0 when it has none)."""
     rows = np.flatnonzero(region.any(axis=1))
     return int(rows[-1] - rows[0] + 1) if len(rows) else 0
 

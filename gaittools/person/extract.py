@@ -221,6 +221,7 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
     shared = {
         "n_frames": decoded.n_frames, "height": int(frames.shape[1]), "width": int(frames.shape[2]),
         "n_tracks": loc.n_tracks, "n_walkers": len(loc.walkers), "tracks_mode": mode,
+        "n_groups": sum(tr.group for tr in loc.tracks),
         "crop_mode": options.crop_mode, "crop_size": options.crop_size, "content": "gray",
         "working_height": options.working_height, "source_size": list(decoded.source_size),
         "scale": round(decoded.scale, 6), "localisation": loc.method,
@@ -244,6 +245,9 @@ def _from_frames(seq: SourceSequence, options: ExtractOptions, background: np.nd
         attrs["name"]["seq_id"] = seq_id
         arrays = {"frames": frames, "boxes": boxes, "windows": windows, "gray": gray, "sil": sil}
         out.append(Extracted(seq_id, arrays, attrs, _warnings(extract), levels))
+    if shared["n_groups"] and mode != "all":  # said once per video, not once per walker
+        out[0].warnings.append(f"{shared['n_groups']} tracks of people walking together that could "
+                               "not be divided: not written as walkers")
     return out
 
 
@@ -256,14 +260,18 @@ def track_mode(tracks: str, dataset: str) -> str:
 
 def track_quality(tr: PersonTrack, windows: np.ndarray) -> dict[str, Any]:
     """What the manifest records of a track: its id, frame range (stop exclusive), walking
-    speed (px/frame), median box height (px), fraction of its span with a box, repairs, and
-    the scale variation: the coefficient of variation of box height / crop height."""
+    speed (px/frame), median box height (px), fraction of its span with a box, repairs, the
+    scale variation (the coefficient of variation of box height / crop height), and people
+    walking together that could not be divided: the frames taken out of its boxes for that
+    (``group_frames``), or, for a group's track (``group``, written only with ``--tracks
+    all``), the frames its boxes hold them."""
     ok = np.isfinite(windows[:, 0]) & np.isfinite(tr.boxes[:, 0])
     ratio = (tr.boxes[ok, 3] - tr.boxes[ok, 1]) / (windows[ok, 3] - windows[ok, 1])
     return {"id": tr.id, "frame_start": tr.first, "frame_stop": tr.last + 1, "walking": tr.walking,
             "speed_px": round(tr.speed, 3), "box_height": round(tr.median_height, 2),
             "box_fraction": round(tr.box_fraction, 4), "repaired_merges": tr.merges,
             "repaired_splits": tr.splits, "repaired_outliers": tr.outliers,
+            "group_frames": tr.group_frames, "group": tr.group,
             "scale_cv": round(float(ratio.std() / ratio.mean()), 4) if len(ratio) > 1 else 0.0}
 
 
@@ -301,6 +309,12 @@ def _warnings(extract: dict[str, Any]) -> list[str]:
     elif track is not None and extract.get("tracks_mode") == "longest" and extract["n_tracks"] > 1:
         out.append(f"{extract['n_tracks']} tracks seen, {extract['n_walkers']} walking; kept the "
                    f"longest walker (track {track['id']})")
+    if track is not None and track.get("group"):
+        out.append(f"track {track['id']} holds people walking together in {track['group_frames']} of its "
+                   "frames: not one walker")
+    elif track is not None and track.get("group_frames"):
+        out.append(f"track {track['id']}: {track['group_frames']} frames whose box held people walking "
+                   "together taken out")
     if track is not None and (track["box_fraction"] < MIN_BOX_FRACTION or track["scale_cv"] > MAX_SCALE_CV):
         out.append(f"track {track['id']} quality: boxes in {track['box_fraction']:.0%} of its frames "
                    f"{track['frame_start']}-{track['frame_stop'] - 1}, scale variation "

@@ -153,11 +153,18 @@ def _threshold_packed(small: np.ndarray, bg: np.ndarray, threshold: int) -> np.n
         n = min(_BLOCK, T - start)
         block = np.ascontiguousarray(small[start:start + n]).reshape(n * h, w)
         cv2.absdiff(block, bgs[:n * h], dst=diff[:n].reshape(n * h, w))
-        level = _row_medians(diff[:n, ::4, ::4].reshape(n, -1)).astype(np.int16)
-        thresholds = np.minimum(threshold + 2 * level, 255).astype(np.uint8)
+        thresholds = frame_thresholds(diff[:n, ::4, ::4].reshape(n, -1), threshold)
         np.greater(diff[:n], thresholds[:, None, None], out=fg[:n])
         blocks.append(pack_masks(fg[:n]))
     return np.concatenate(blocks, axis=2)
+
+
+def frame_thresholds(sampled: np.ndarray, threshold: int) -> np.ndarray:
+    """Each frame's foreground threshold (uint8): ``threshold`` plus twice the median of its
+    sampled differences from the background (n, k), so that a global exposure change does not
+    turn the whole frame on."""
+    level = _row_medians(sampled).astype(np.int16)
+    return np.minimum(threshold + 2 * level, 255).astype(np.uint8)
 
 
 def _row_medians(values: np.ndarray) -> np.ndarray:

@@ -7,12 +7,15 @@ The pipeline, one module per job:
    ``moving_camera`` says when that cannot work.
 2. ``gaittools.person.blobs``: person candidates per frame, 2D connected components with the parts
    of one body merged back (not runs of occupied columns, which merged people at different
-   depths).
+   depths); ``gaittools.person.groups``: blobs of people side by side seen from the front,
+   divided between their heads on a closer look at the frames' resolution, else flagged.
 3. ``gaittools.person.tracking``: a Kalman + Hungarian multi-person tracker (birth, death,
    re-association after occlusions, merged blobs repaired from the predictions) and which
    tracks are walkers.
 4. ``gaittools.person.series``: each track's short gaps filled, outlier heights (merges,
-   reflections, partial bodies) repaired, a centred moving average.
+   reflections, partial bodies) repaired, a centred moving average. Frames whose box holds a
+   group that could not be divided (``groups.group_frames``) are taken out of a walker's
+   track first; a track that holds a group in most of its frames is the group's, not a walker.
 5. ``gaittools.person.hog``: when the background model fails (moving camera, most of the frame
    "foreground"), OpenCV's HOG people detector gives the boxes instead, then the same tracking.
 
@@ -30,6 +33,7 @@ import numpy as np
 from gaittools.person.blobs import frame_blobs, inside_fraction, mass_centres
 from gaittools.person.foreground import (METHODS, clean_packed, foreground, median_fraction,
                                   moving_camera, shrink)
+from gaittools.person.groups import GROUP_TRACK, CloserLook, divide_groups, group_frames
 from gaittools.person.hog import hog_detections
 from gaittools.person.packed_masks import unpack_masks
 from gaittools.person.series import fill_gaps, repair_outliers, smooth_boxes
@@ -59,6 +63,8 @@ class LocaliseParams:
     moving_camera_px: float = 1.0  # median global shift (analysis px per 2 frames) -> HOG
     fail_fraction: float = 0.3  # median foreground fraction above which -> HOG
     hog: bool = True  # allow the HOG fallback
+    closer_look: bool = True  # divide people side by side between their heads at the frames'
+    # resolution (gaittools.person.groups); off: such blobs are only marked
     clip_length: int = CLIP_FRAMES  # frames over which a walker's travel is judged
     tracker: TrackerParams = field(default_factory=TrackerParams)
 
@@ -76,6 +82,9 @@ class PersonTrack:
     # predicted box (tracking) or by dividing the blob (blobs.divide)
     splits: int  # frames where the person's blob had fallen apart and was joined
     outliers: int  # boxes whose height was repaired (merge, reflection, partial body)
+    group_frames: int = 0  # frames whose box held a group that could not be divided: taken
+    # out of a walker's boxes; a group track keeps them (``group``)
+    group: bool = False  # the boxes hold two or more people walking together in most frames
 
     @property
     def frames(self) -> np.ndarray:
@@ -123,7 +132,8 @@ class Localisation:
 
     @property
     def walkers(self) -> list[PersonTrack]:
-        return [tr for tr in self.tracks if tr.walking]
+        """Walking tracks of one person each (a group walking together is none)."""
+        return [tr for tr in self.tracks if tr.walking and not tr.group]
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -157,9 +167,12 @@ def localise(frames: np.ndarray, background: np.ndarray | None = None,
         return _localise_hog(frames, p, notes, fraction)
     w = small.shape[2]
     masks = clean_packed(masks, w)
-    per_frame = frame_blobs(masks, w, p.min_area, p.min_height)
-    tracks = [_person(k, tr, T, p, scale, lambda b: mass_centres(masks, w, b, scale))
-              for k, tr in enumerate(_long_enough(track_boxes(per_frame, p.tracker, small.shape[1:]), p))]
+    look = CloserLook(frames, scale, background if method == "background image" else None,
+                      p.threshold, p.median_samples).region if p.closer_look else None
+    per_frame = divide_groups(frame_blobs(masks, w, p.min_area, p.min_height), masks, w, look, scale)
+    found = _long_enough(track_boxes(per_frame, p.tracker, small.shape[1:]), p)
+    tracks = [_person(k, tr, T, p, scale, lambda b: mass_centres(masks, w, b, scale), group)
+              for k, (tr, group) in enumerate(zip(found, group_frames(found, masks, w)))]
     loc = _result(tracks, T, scale, method, fraction, notes)
     if keep_masks:
         loc.masks = unpack_masks(masks, w)
@@ -170,16 +183,23 @@ def _long_enough(tracks: list[Track], p: LocaliseParams) -> list[Track]:
     return [tr for tr in tracks if sum(tr.observed) >= p.min_track]
 
 
-def _person(k: int, tr: Track, T: int, p: LocaliseParams, scale: float, centres_of) -> PersonTrack:
+def _person(k: int, tr: Track, T: int, p: LocaliseParams, scale: float, centres_of,
+            group: list[int] | None = None) -> PersonTrack:
     """A tracker's track as a person: short gaps filled, outlier heights repaired, smoothed,
-    in frame pixels, with its centres of mass and whether it walks."""
+    in frame pixels, with its centres of mass and whether it walks. ``group``: its frames
+    whose box holds a group (``groups.group_frames``): taken out of its boxes, unless they are
+    most of its frames (``GROUP_TRACK``): then the track is the group's."""
+    group = group or []
     boxes = np.full((T, 4), np.nan)
     boxes[tr.frames] = np.stack(tr.boxes)
+    is_group = len(group) > GROUP_TRACK * sum(tr.observed)
+    if group and not is_group:
+        boxes[group] = np.nan
     boxes, flagged = repair_outliers(fill_gaps(boxes, p.max_gap))
     boxes = (smooth_boxes(boxes, p.smooth) * scale).astype(np.float32)
     walks, speed = walking(boxes, p.clip_length)
     return PersonTrack(k, boxes, np.asarray(centres_of(boxes), np.float32), walks, speed,
-                       tr.merges + tr.divided, tr.splits, int(flagged.sum()))
+                       tr.merges + tr.divided, tr.splits, int(flagged.sum()), len(group), is_group)
 
 
 def _result(tracks: list[PersonTrack], T: int, scale: float, method: str, fraction: float,
@@ -195,6 +215,13 @@ def _result(tracks: list[PersonTrack], T: int, scale: float, method: str, fracti
         for k, tr in enumerate(tracks):  # ids stay consecutive, in order of birth
             tr.id = k
     loc.tracks, loc.n_tracks = tracks, len(tracks)
+    for tr in tracks:
+        if tr.group:
+            notes.append(f"track {tr.id} holds people walking together, undivided, in {tr.group_frames} "
+                         f"of its frames: not a walker")
+        elif tr.group_frames:
+            notes.append(f"track {tr.id}: {tr.group_frames} frames whose box held people walking "
+                         f"together, undivided, taken out")
     walkers = loc.walkers
     if walkers:
         best = max(walkers, key=lambda tr: (len(tr.frames), tr.median_height))

@@ -22,7 +22,11 @@ on what breaks it in crowds:
   that fell apart (partly hidden by a pillar, say); they are joined before matching, unless
   ``gaittools.person.blobs`` divided them out of one wide blob on purpose (flag in column 5);
 - a track matched to such a divided blob's person counts it in ``divided``: a merge
-  repaired by the blob's shape, with no prediction needed.
+  repaired by the blob's shape, with no prediction needed;
+- a blob that may hold several people and could not be divided (flag ``UNDIVIDED``,
+  ``gaittools.person.groups``) is repaired from the predictions like any merge when it holds
+  two established tracks; otherwise the track it is matched to records the frame in
+  ``undivided``, so that localisation can tell the track that its box there is not its own.
 
 Walking (``walking``): a track whose box moves consistently - net displacement over a clip
 of at least ``MIN_TRAVEL`` body heights, and a straight enough path - is a walker. Someone
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from gaittools.person.blobs import inside_fraction, iou_matrix
+from gaittools.person.blobs import DIVIDED, UNDIVIDED, inside_fraction, iou_matrix
 
 #: Net travel over one clip, in body heights, for a track to be a walker (a slow walk does
 #: about 0.7 a second).
@@ -113,6 +117,7 @@ class Track:
     merges: int = 0
     splits: int = 0
     divided: int = 0  # frames matched to one person of a divided blob
+    undivided: list[int] = field(default_factory=list)  # frames matched to an UNDIVIDED blob
 
     def add(self, t: int, box: np.ndarray, observed: bool) -> None:
         self.frames.append(t)
@@ -155,6 +160,8 @@ def track_boxes(per_frame: list[np.ndarray], params: TrackerParams | None = None
             tr.kalman.update(_uncut(dets[j], tr, w) if cut[j] and _established(tr, p) else dets[j])
             tr.add(t, dets[j], True)
             tr.divided += int(_divided(dets[j]))
+            if len(dets[j]) > 5 and dets[j][5] == UNDIVIDED:
+                tr.undivided.append(t)
             tr.hits, tr.misses = tr.hits + 1, 0
             tr.confirmed |= tr.hits >= p.min_hits
         matched = {i for i, _ in matches}
@@ -205,6 +212,7 @@ def stitch(tracks: list[Track], p: TrackerParams) -> list[Track]:
         a.merges += b.merges
         a.splits += b.splits
         a.divided += b.divided
+        a.undivided += b.undivided
         tracks.remove(b)
 
 
@@ -248,7 +256,7 @@ def _inside(preds: np.ndarray, dets: np.ndarray) -> np.ndarray:
 def _divided(det: np.ndarray) -> bool:
     """Whether a detection is one person of a divided blob (``blobs.frame_blobs``' flag, its
     sixth column; detections without it, e.g. HOG's, are not)."""
-    return len(det) > 5 and det[5] > 0
+    return len(det) > 5 and det[5] == DIVIDED
 
 
 def _established(tr: Track, p: TrackerParams) -> bool:

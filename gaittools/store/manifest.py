@@ -9,10 +9,15 @@ Sequence attributes written by the stages (the contract between stages)::
     name:    {dataset, seq_id, subject, condition, seq_num, view}   (gaittools.sources.layouts)
     source:  the file or folder it came from
     fps:     frames per second of the source
-    extract: {n_frames, n_crops, height, width, coverage, n_tracks, n_walkers, short,
-              crop_mode, crop_size, working_height, seconds, track: {id, frame_start,
+    extract: {n_frames, n_crops, height, width, coverage, n_tracks, n_walkers, n_groups,
+              short, crop_mode, crop_size, working_height, seconds, track: {id, frame_start,
               frame_stop, speed_px, box_height, box_fraction, repaired_merges,
-              repaired_splits, repaired_outliers, scale_cv} (None: no person), ...}
+              repaired_splits, repaired_outliers, scale_cv, group_frames, group}
+              (None: no person), ...}
+             n_groups: tracks of people walking together that could not be divided (not
+             walkers); group_frames: frames taken out of the track's boxes for holding such a
+             group (a group's own track, written only with --tracks all: the frames its boxes
+             hold one; group True)
     flow:    {backend, mean_magnitude, seconds, params, ...}            (compute-flow)
 """
 
@@ -45,6 +50,7 @@ COLUMNS: dict[str, str] = {
     "coverage": "float64",
     "n_tracks": "Int64",
     "n_walkers": "Int64",
+    "n_groups": "Int64",
     "track_id": "Int64",
     "frame_start": "Int64",
     "frame_stop": "Int64",
@@ -54,6 +60,8 @@ COLUMNS: dict[str, str] = {
     "repaired_merges": "Int64",
     "repaired_splits": "Int64",
     "scale_cv": "float64",
+    "group_frames": "Int64",
+    "group": "boolean",
     "short": "boolean",
     "status_extract": "string",
     "status_flow": "string",
@@ -82,6 +90,7 @@ def row_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
         coverage=extract.get("coverage"),
         n_tracks=extract.get("n_tracks"),
         n_walkers=extract.get("n_walkers"),
+        n_groups=extract.get("n_groups"),
         short=extract.get("short"),
         status_extract=DONE,
         status_flow=DONE if flow else MISSING,
@@ -93,7 +102,7 @@ def row_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     track = extract.get("track") or {}
     row.update(track_id=track.get("id"), **{k: track.get(k) for k in (
         "frame_start", "frame_stop", "speed_px", "box_height", "box_fraction", "repaired_merges",
-        "repaired_splits", "scale_cv")})
+        "repaired_splits", "scale_cv", "group_frames", "group")})
     return row
 
 

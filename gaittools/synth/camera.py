@@ -68,10 +68,16 @@ def look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def view_camera(view: int | str, size: tuple[int, int], distance: float = DISTANCE,
-                height: float = HEIGHT) -> Camera:
-    """The camera for a view angle in degrees (CASIA-B convention), for an image size (W, H)."""
+                height: float = HEIGHT, aim: float | None = None,
+                focal_per_row: float = FOCAL_PER_ROW) -> Camera:
+    """The camera for a view angle in degrees (CASIA-B convention), for an image size (W, H).
+
+    ``aim``: the height (m) of the point above the path's centre it looks at; None looks
+    level (at its own height), as CASIA-B's cameras do. A camera mounted high and aimed at
+    the floor sees the ground plane as street cameras do: farther people smaller and higher
+    in the frame. ``focal_per_row`` widens (smaller) or narrows the field of view."""
     angle = np.radians(float(view))
     centre = np.array([distance * np.cos(angle), distance * np.sin(angle), height])
-    target = np.array([0.0, 0.0, height])
+    target = np.array([0.0, 0.0, height if aim is None else aim])
     width, rows = size
-    return Camera(look_at(centre, target), centre, FOCAL_PER_ROW * rows, int(width), int(rows))
+    return Camera(look_at(centre, target), centre, focal_per_row * rows, int(width), int(rows))

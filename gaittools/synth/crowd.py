@@ -1,6 +1,7 @@
 """Multi-person scenes with ground-truth tracks: real footage's failure modes, reproducible.
 
-Each scene is filmed by the lateral (090) camera of the synthetic hall and has a purpose:
+Each scene is filmed by the lateral (090) camera of the synthetic hall, unless its ``Shot``
+says otherwise, and has a purpose:
 
 - ``crossing``: two walkers cross in opposite directions at different depths (4.5 m and
   8.5 m from the camera: heights differ by more than 30%), overlapping in the image for
@@ -13,7 +14,13 @@ Each scene is filmed by the lateral (090) camera of the synthetic hall and has a
   in view throughout (8 m away);
 - ``pair``: two walkers at one depth and one speed, 0.6 m apart: their pixels touch from
   the first frame in most frames (a stride reaches into the other's box), so no track is
-  established apart before they merge; only dividing the blob by its shape separates them.
+  established apart before they merge; only dividing the blob by its shape separates them;
+- ``couples``: a street camera's view instead (``Shot``: mounted 3.5 m high, aimed at the
+  floor, a wide-angle lens, a frame twice as wide as tall): two couples walking shoulder to
+  shoulder (0.5 m between their centres: touching), one towards the camera and one away, and
+  two single walkers, one each way. People are 40-80 px tall in a 240-row frame (farther is
+  smaller and higher in the frame, on the tiled floor); seen from the front and the back,
+  a couple's blob has no valley between its legs, and its heads are a few pixels apart.
 
 Ground truth per person: the box of its *visible* pixels (``boxes``, NaN where hidden), the
 box of the whole body as if nobody stood in front (``full_boxes``), and whether it walks.
@@ -31,27 +38,29 @@ import numpy as np
 
 from gaittools.synth.appearance import Appearance, draw_appearance, subject_look
 from gaittools.synth.body import body_capsules
-from gaittools.synth.camera import DISTANCE, view_camera
+from gaittools.synth.camera import DISTANCE, FOCAL_PER_ROW, HEIGHT, view_camera
 from gaittools.synth.gait import J, GaitParams, draw_gait, pose_sequence
 from gaittools.synth.render import film, mask_box, paint_person
 from gaittools.synth.scene import camera_effects, hall_background
 from gaittools.synth.seeding import CROWD, rng_for
 from gaittools.synth.writing import write_avi
 
-SCENES = ("crossing", "waver", "pillar", "row", "pair")
+SCENES = ("crossing", "waver", "pillar", "row", "pair", "couples")
 VIEW = "090"
 
 
 @dataclass(frozen=True)
 class Person:
-    """Where one person is: ``y`` towards the camera (m; the camera is 6 m away at y = 0),
-    ``x_mid`` along the path at mid-clip, walking ``direction`` (+1: right to left in the
-    image) at ``speed`` m/s; speed 0 stands and waves."""
+    """Where one person is: ``y`` across the path (m; towards the lateral camera, 6 m away
+    at y = 0), ``x_mid`` along the path at mid-clip, walking ``direction`` (+1: along +x,
+    right to left in the lateral view, towards the frontal one) at ``speed`` m/s; speed 0
+    stands and waves. ``heading`` turns the path (degrees, towards +y) about its middle."""
 
     y: float
     x_mid: float
     direction: float
     speed: float
+    heading: float = 0.0
 
 
 #: People of each scene, and the pillar's image columns as fractions of the width (or None).
@@ -62,8 +71,39 @@ LAYOUTS: dict[str, tuple[tuple[Person, ...], tuple[float, float] | None]] = {
     "row": ((Person(-2.0, -1.0, -1.0, 0.8), Person(-2.0, 0.0, -1.0, 0.8),
              Person(-2.0, 1.0, -1.0, 0.8)), None),
     "pair": ((Person(-2.0, -0.3, -1.0, 0.8), Person(-2.0, 0.3, -1.0, 0.8)), None),
+    "couples": ((Person(-1.45, 0.7, 1.0, 0.8, -20.0), Person(-0.95, 0.7, 1.0, 0.8, -20.0),
+                 Person(0.95, 0.7, -1.0, 0.8, 20.0), Person(1.45, 0.7, -1.0, 0.8, 20.0),
+                 Person(-4.2, 0.7, 1.0, 0.8), Person(4.2, 0.7, -1.0, 0.8)), None),
 }
 PILLAR_GREY = 85
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A scene's camera (``view_camera``'s placement) and frame shape: ``aspect`` is the
+    frame's width over its height (None: the size asked for), keeping the height asked for."""
+
+    view: str = VIEW
+    distance: float = DISTANCE
+    height: float = HEIGHT
+    aim: float | None = None
+    focal_per_row: float = FOCAL_PER_ROW
+    aspect: float | None = None
+    frames: int = 80
+
+    def size(self, asked: tuple[int, int]) -> tuple[int, int]:
+        """The frame size (W, H) for a size asked for."""
+        w, h = asked
+        return (w, h) if self.aspect is None else (int(round(self.aspect * h)), h)
+
+
+#: Scenes not filmed by the default lateral camera in 80 frames. ``couples``: a street camera
+#: at the end of the path (9.5 m from its centre, inside the hall), 3.5 m high, aimed at the
+#: floor; 8 s, so that people walking along the camera's axis (whose image moves slowly)
+#: leave every pixel's background visible in most frames, as they do in a long real video.
+SHOTS: dict[str, Shot] = {
+    "couples": Shot(view="000", distance=9.5, height=3.5, aim=0.0, focal_per_row=1.17, aspect=2.0, frames=200),
+}
 
 
 @dataclass(frozen=True)
@@ -85,18 +125,23 @@ def _joints(g: GaitParams, person: Person, frames: int, fps: float,
     if person.speed > 0:
         phase = rng.uniform(0.0, 1.0) + g.gait_frequency * person.speed / g.speed * t
         local = pose_sequence(g, phase)
-        x = person.x_mid + d * person.speed * (t - t[-1] / 2)
+        along = d * person.speed * (t - t[-1] / 2)
     else:
         still = replace(g, stride_ratio=0.0, arm_swing_deg=0.0, pelvis_yaw_deg=0.0,
                         torso_sway_deg=0.0, bob_extra=0.0, head_nod_deg=0.0)
         phase = np.full(frames, 0.25)
         local = pose_sequence(still, phase)
         _wave(g, local, t)
-        x = person.x_mid + 0.05 * np.sin(2 * np.pi * 0.6 * t)  # sways from foot to foot
-    world = local * np.array([d, d, 1.0])
-    world[..., 0] += x[:, None]
-    world[..., 1] += person.y
-    return world, phase, np.array([d, 0.0, 0.0])
+        along = 0.05 * np.sin(2 * np.pi * 0.6 * t)  # sways from foot to foot
+    turn = np.radians(person.heading)
+    c, s = np.cos(turn), np.sin(turn)
+    mirrored = local * np.array([d, d, 1.0])
+    world = mirrored.copy()
+    world[..., 0] = c * mirrored[..., 0] - s * mirrored[..., 1]
+    world[..., 1] = s * mirrored[..., 0] + c * mirrored[..., 1]
+    world[..., 0] += (person.x_mid + c * along)[:, None]
+    world[..., 1] += (person.y + s * along)[:, None]
+    return world, phase, np.array([d * c, d * s, 0.0])
 
 
 def _wave(g: GaitParams, joints: np.ndarray, t: np.ndarray) -> None:
@@ -135,32 +180,41 @@ def _visible_look(rng: np.random.Generator, wall: float) -> Appearance:
     return look
 
 
-def render_scene(name: str, frames: int = 80, size: tuple[int, int] = (320, 240),
+def render_scene(name: str, frames: int | None = None, size: tuple[int, int] = (320, 240),
                  fps: float = 25.0, seed: int = 0) -> SceneClip:
-    """Render one multi-person scene (see the module docstring) with its ground truth."""
+    """Render one multi-person scene (see the module docstring) with its ground truth;
+    ``size`` (W, H) is the frame's unless the scene's ``Shot`` sets its aspect; ``frames``
+    defaults to the shot's length."""
     if name not in LAYOUTS:
         raise ValueError(f"unknown scene {name!r}; one of {SCENES}")
     people, pillar = LAYOUTS[name]
-    camera = view_camera(VIEW, size)
+    shot = SHOTS.get(name, Shot())
+    frames = frames or shot.frames
+    size = shot.size(tuple(size))
+    placement = (shot.distance, shot.height, shot.aim, shot.focal_per_row)
+    camera = view_camera(shot.view, size, *placement)
     scene_seed = int(rng_for(seed, CROWD, "hall").integers(2**31))  # one hall for all scenes
     effects = camera_effects(rng_for(seed, CROWD, name, "light"), rng_for(seed, CROWD, name, "noise"),
                              frames, fps)
-    canvas = effects.tinted(hall_background(VIEW, tuple(size), "casia-b", scene_seed, DISTANCE))
+    canvas = effects.tinted(hall_background(shot.view, size, "casia-b", scene_seed, *placement))
     w, h = size
     wall = float(np.median([_grey(c) for c in canvas[h // 4:h // 2].reshape(-1, 3)[::7]]))
     pillar_mask = np.zeros((h, w), bool)
     if pillar is not None:
         pillar_mask[:, int(pillar[0] * w):int(pillar[1] * w)] = True
-    order = np.argsort([p.y for p in people], kind="stable")  # far (small y) first
+    drawn = []
+    for k, person in enumerate(people):
+        rng = rng_for(seed, CROWD, name, k)
+        g = replace(draw_gait(k + 1, rng), subject=k + 1)
+        joints, phase, forward = _joints(g, person, frames, fps, rng)
+        drawn.append((body_capsules(joints, g, _visible_look(rng, wall), phase, forward), joints[:, J["pelvis"]]))
+    # far first: depth along the camera's axis of each path's middle (mm; laterally 6 m - y)
+    middles = np.array([[p.x_mid, p.y, 0.0] for p in people])
+    order = np.argsort(-np.round(camera.to_camera(middles)[:, 2], 3), kind="stable")
     masks = np.zeros((len(people), frames, h, w), bool)
     for k in order:
-        rng = rng_for(seed, CROWD, name, int(k))
-        g = replace(draw_gait(int(k) + 1, rng), subject=int(k) + 1)
-        joints, phase, forward = _joints(g, people[k], frames, fps, rng)
-        look = _visible_look(rng, wall)
-        capsules = body_capsules(joints, g, look, phase, forward)
-        canvas, masks[k] = paint_person(canvas, camera, capsules, joints[:, J["pelvis"]],
-                                        tint=effects.tint)
+        capsules, pelvis = drawn[k]
+        canvas, masks[k] = paint_person(canvas, camera, capsules, pelvis, tint=effects.tint)
     if canvas.ndim == 3:
         canvas = np.broadcast_to(canvas, (frames, *canvas.shape))
     canvas = canvas.copy()
@@ -175,10 +229,11 @@ def render_scene(name: str, frames: int = 80, size: tuple[int, int] = (320, 240)
                      np.array([p.speed > 0 for p in people]))
 
 
-def write_scenes(out: str | Path, names: list[str], frames: int = 80,
+def write_scenes(out: str | Path, names: list[str], frames: int | None = None,
                  size: tuple[int, int] = (320, 240), fps: float = 25.0, seed: int = 0) -> list[Path]:
     """Write scenes as ``OUT/<name>.avi`` with ``OUT/ground_truth/<name>.npz`` (boxes,
-    full_boxes, walking); returns the videos' paths."""
+    full_boxes, walking); returns the videos' paths. ``frames``: each scene's own length
+    (its ``Shot``'s) unless given."""
     out = Path(out)
     (out / "ground_truth").mkdir(parents=True, exist_ok=True)
     written = []

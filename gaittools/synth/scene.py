@@ -15,7 +15,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from gaittools.synth.camera import DISTANCE, Camera, view_camera
+from gaittools.synth.camera import DISTANCE, FOCAL_PER_ROW, HEIGHT, Camera, view_camera
 
 ROOM_HALF_X = 10.0   # along the walking direction
 ROOM_HALF_Y = 9.0
@@ -118,11 +118,13 @@ def _ray_cast(camera: Camera, style: HallStyle, tables: np.ndarray, scale: int) 
 
 @lru_cache(maxsize=32)
 def hall_background(view: str, size: tuple[int, int], layout: str, scene_seed: int,
-                    distance: float = DISTANCE) -> np.ndarray:
-    """The empty hall (H, W, 3) uint8 BGR seen from a view; cached per process (it is static)."""
+                    distance: float = DISTANCE, height: float = HEIGHT, aim: float | None = None,
+                    focal_per_row: float = FOCAL_PER_ROW) -> np.ndarray:
+    """The empty hall (H, W, 3) uint8 BGR seen from a view (``view_camera``'s placement);
+    cached per process (it is static)."""
     style = STYLES[layout]
     tables = np.random.default_rng(scene_seed).uniform(-1.0, 1.0, size=(3, 64, 64))
-    camera = view_camera(view, size, distance=distance)
+    camera = view_camera(view, size, distance, height, aim, focal_per_row)
     colour = _ray_cast(camera, style, tables, scale=2)
     img = cv2.resize(colour.astype(np.float32), size, interpolation=cv2.INTER_AREA)
     h, w = img.shape[:2]

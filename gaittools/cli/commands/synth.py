@@ -72,8 +72,9 @@ class _Progress:
               help="Also write a PNG montage: rows conditions, columns views.")
 @click.option("--scenes", default=None,
               help="Instead of a dataset, multi-person scenes with ground-truth tracks: "
-                   "crossing,waver,pillar,row,pair or 'all' (OUT/<scene>.avi, OUT/ground_truth/<scene>.npz; "
-                   "80 frames unless --frames is given).")
+                   "crossing,waver,pillar,row,pair,couples or 'all' (OUT/<scene>.avi, "
+                   "OUT/ground_truth/<scene>.npz; 80 frames, couples 200 and twice as wide, unless "
+                   "--frames is given).")
 def synth(out: Path, layout: str, subjects: int, walks: str | None, views: str, frames: int,
           size: str, fps: float, seed: int, workers: int | None, overwrite: bool,
           preview: Path | None, scenes: str | None) -> None:
@@ -88,7 +89,7 @@ def synth(out: Path, layout: str, subjects: int, walks: str | None, views: str, 
             raise click.BadParameter(f"{', '.join(unknown) or scenes!r}: scenes are {', '.join(SCENES)} or all",
                                      param_hint="--scenes")
         ctx = click.get_current_context()
-        n = frames if ctx.get_parameter_source("frames") is not click.core.ParameterSource.DEFAULT else 80
+        n = frames if ctx.get_parameter_source("frames") is not click.core.ParameterSource.DEFAULT else None
         written = write_scenes(out, names, n, _size(size), fps, seed)
         click.echo(f"wrote {len(written)} scenes to {out}")
         return
