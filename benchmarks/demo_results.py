@@ -20,39 +20,36 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.machine import cpu_name
+from training.config import Config
+from training.evaluate import condition_order
+from training.runs import RunDir
 
 RUNS = {"master": "flow master", "student-copy": "copy student", "student-copy-s0": "copy student",
         "student-nocopy": "no-copy student"}
 
 
-def run_config(run_dir: Path) -> dict:
-    """The run's own config.yaml as a dict ({} where the run has none)."""
-    import yaml
-
-    path = run_dir / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+def run_config(run_dir: Path) -> Config:
+    """The run's own validated config (the defaults where the folder holds no run)."""
+    return RunDir(run_dir).config() if RunDir(run_dir).config_path.is_file() else Config()
 
 
-def rule_label(method: str, config: dict) -> str | None:
+def rule_label(method: str, config: Config) -> str | None:
     """How a table names a decision rule for a run; None where the run's unit does not use it.
 
     A set network (``data.unit: walk``) embeds each walk whole, so its rule is sequence 1-NN;
     the clip k-NN vote is the clip family's (the authors') rule, and over one row per walk it
     would be a vote among whole walks, which nobody reports."""
-    unit = (config.get("data") or {}).get("unit", "clip")
-    if unit == "walk":
+    if config.data.unit == "walk":
         return "sequence 1-NN (whole walk)" if method == "sequence-mean" else None
-    k = (config.get("eval") or {}).get("k", 7)
-    return {"sequence-mean": "sequence 1-NN (mean of clips)", "clip-knn": f"clip {k}-NN vote"}.get(method, method)
+    return {"sequence-mean": "sequence 1-NN (mean of clips)",
+            "clip-knn": f"clip {config.eval.k}-NN vote"}.get(method, method)
 
 
 def rank1_table(summary_csv: Path) -> str:
     """Same-view rank-1 per run and the decision rules its unit uses (``rule_label``), probe sets
     as columns in the field's order (NM, BG, CL), with n_probes."""
-    from training.evaluate import probe_set_order
-
     summary = pd.read_csv(summary_csv)
-    probe_sets = probe_set_order(summary["probe_set"])
+    probe_sets = condition_order(summary["probe_set"])
     lines = ["| run | rule | " + " | ".join(probe_sets) + " | n_probes |",
              "|---|---|" + "---|" * (len(probe_sets) + 1)]
     for (run, method), rows in summary.groupby(["run", "method"], sort=False):
@@ -95,7 +92,7 @@ def main(argv: list[str] | None = None) -> Path:
     import torch
 
     table, right, total = identify_lines(identify)
-    walks = (run_config(summary.parent / "student-copy").get("data") or {}).get("unit") == "walk"
+    walks = run_config(summary.parent / "student-copy").data.unit == "walk"
     track_note = ", each walking track embedded as one set" if walks else ""
     threads = int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
     facts = [f"- machine: {cpu_name()}, {os.cpu_count()} cores; torch threads {threads}; Python "

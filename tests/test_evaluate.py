@@ -229,10 +229,10 @@ def test_numeric_views_sort_by_angle_and_probes_without_a_set_are_kept():
 
 def test_probe_sets_come_in_the_fields_order_not_alphabetically():
     """NM, BG, CL (not BG, CL, NM) in every table and in the printed text; unknown sets after."""
-    from training.evaluate import probe_set_order
+    from training.evaluate import condition_order
 
-    assert probe_set_order(["CL", "NM", "BG", "NM"]) == ["NM", "BG", "CL"]
-    assert probe_set_order(["S", "all", "B", "N"]) == ["N", "B", "S", "all"]
+    assert condition_order(["CL", "NM", "BG", "NM"]) == ["NM", "BG", "CL"]
+    assert condition_order(["S", "all", "B", "N"]) == ["N", "B", "S", "all"]
     walks = WALKS + (("bg", 1, "probe", "BG"),)
     clips = clip_table(subjects=3, clips_per_sequence=1, views=("090",), walks=walks)
     evaluation = evaluate(one_hot(clips.subject.astype(int).to_numpy(), 3), clips)

@@ -38,26 +38,6 @@ ALL_VIEWS = "all"
 NO_VIEW = "none"
 REQUIRED_COLUMNS: tuple[str, ...] = ("seq_id", "subject", "view", "role", "probe_set")
 NO_PROBE_SET = "all"
-#: The field's column order for probe conditions: CASIA-B NM, BG, CL; TUM-GAID N, B, S.
-FIELD_PROBE_ORDER: tuple[str, ...] = ("NM", "BG", "CL", "N", "B", "S")
-
-
-def probe_set_order(names) -> list[str]:
-    """Probe sets in the field's order (NM, BG, CL; N, B, S), any others after them by name.
-
-    Why: tables and plots that sort probe sets alphabetically print BG, CL, NM, which no
-    reader of the field expects and which invites reading the wrong column."""
-    def key(name: str) -> tuple[int, str]:
-        known = name in FIELD_PROBE_ORDER
-        return (FIELD_PROBE_ORDER.index(name) if known else len(FIELD_PROBE_ORDER)), name
-    return sorted(set(names), key=key)
-
-
-def _in_probe_order(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """``table`` sorted by ``keys`` with its ``probe_set`` column in the field's order."""
-    rank = {name: i for i, name in enumerate(probe_set_order(table["probe_set"]))}
-    return table.sort_values(keys, key=lambda c: c.map(rank) if c.name == "probe_set" else c,
-                             kind="stable").reset_index(drop=True)
 
 
 def view_order(views) -> list[str]:
@@ -70,15 +50,24 @@ def view_order(views) -> list[str]:
     return sorted(set(views), key=key)
 
 
-#: Probe conditions in the order the field prints them (CASIA-B's NM, BG, CL).
-FIELD_CONDITIONS: tuple[str, ...] = ("NM", "BG", "CL")
+#: Probe conditions in the order the field prints them: CASIA-B's NM, BG, CL; TUM-GAID's
+#: N, B, S (manifests/tum-gaid.yaml), which alphabetically would print B, N, S.
+FIELD_CONDITIONS: tuple[str, ...] = ("NM", "BG", "CL", "N", "B", "S")
 
 
 def condition_order(conditions) -> list[str]:
-    """Probe conditions in the field's order (NM, BG, CL), any others after them by name:
-    tables and figures print NM, BG, CL, as papers do, not alphabetically."""
+    """Probe conditions in the field's order (NM, BG, CL; N, B, S), any others after them by
+    name: tables and figures print them as papers do, not alphabetically."""
     given = set(conditions)
     return [c for c in FIELD_CONDITIONS if c in given] + sorted(given - set(FIELD_CONDITIONS))
+
+
+def _in_condition_order(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``table`` sorted by ``keys``, its ``probe_set`` column in ``condition_order``: the
+    evaluator's tables (CSV files, ``to_text``) list NM before BG and CL."""
+    rank = {name: i for i, name in enumerate(condition_order(table["probe_set"]))}
+    return table.sort_values(keys, key=lambda c: c.map(rank) if c.name == "probe_set" else c,
+                             kind="stable").reset_index(drop=True)
 
 
 def cross_view_by_probe_view(pairs: pd.DataFrame, keys: Sequence[str] = ("method", "probe_set")) -> pd.Series:
@@ -140,7 +129,7 @@ class Evaluation:
         table = self.per_view.pivot_table(index=["method", "probe_set"], columns="probe_view",
                                           values="cross_view_rank1", dropna=False)
         table = table[view_order(table.columns)]
-        order = probe_set_order(table.index.get_level_values("probe_set"))
+        order = condition_order(table.index.get_level_values("probe_set"))
         table = table.reindex(sorted(table.index, key=lambda i: (i[0], order.index(i[1]))))
         parts = [f"Rank-1 (%), clip-knn k={self.k}", self.summary.dropna(axis=1, how="all").to_string(
             index=False, float_format="%.2f")]  # no all-NaN cross-view column in a same-view run
@@ -300,7 +289,7 @@ def _tables(predictions: pd.DataFrame, k: int) -> Evaluation:
     view_means = per_view.groupby(keys)[["cross_view_rank1", "same_view_rank1"]].mean()
     summary = summary.join(view_means, on=keys)[
         [*keys, "cross_view_rank1", "same_view_rank1", "all_views_rank1", "n_probes"]]
-    return Evaluation(summary=_in_probe_order(summary, keys),
-                      per_view=_in_probe_order(per_view, [*keys, "probe_view"]),
-                      pairs=_in_probe_order(pairs, [*keys, "probe_view", "gallery_view"]),
+    return Evaluation(summary=_in_condition_order(summary, keys),
+                      per_view=_in_condition_order(per_view, [*keys, "probe_view"]),
+                      pairs=_in_condition_order(pairs, [*keys, "probe_view", "gallery_view"]),
                       predictions=predictions, k=k)
