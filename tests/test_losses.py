@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from training.losses import LossSet, copy_loss, triplet_loss
+from training.losses import LossSet, copy_loss, mean_target_loss, triplet_loss
 from training.models import build_model
 
 
@@ -77,6 +77,25 @@ def test_copy_losses_by_hand():
     assert copy_loss(student * 3, student, "huber_sum").item() == pytest.approx(0.5 * (2 - 0.25))
     with pytest.raises(ValueError, match="unknown copy loss"):
         copy_loss(student, master, "l7")
+
+
+def test_batch_centred_copy_ignores_a_shared_offset():
+    """A student whose codes are the master's plus one large offset shared by every walk (what
+    a raw-code triplet leaves) copies perfectly once both are centred over the batch, and far
+    from perfectly without; a constant student scores 1 (nothing of the walks' differences)."""
+    torch.manual_seed(0)
+    target = F.normalize(torch.randn(8, 32), dim=1)
+    offset = 20.0 * torch.randn(1, 32)
+    student = 3.0 * target + offset
+    for kind, strips in (("cosine", 1), ("strip_cosine", 4)):
+        assert copy_loss(student, target, kind, strips=strips, centre=True).item() == pytest.approx(0.0, abs=1e-5)
+        assert copy_loss(student, target, kind, strips=strips).item() > 0.5
+        constant = offset.round().expand(8, -1)  # integers: the batch mean is exact
+        assert copy_loss(constant, target, kind, strips=strips, centre=True).item() == pytest.approx(1.0)
+        assert mean_target_loss(target, kind, strips=strips, centre=True).item() == pytest.approx(1.0)
+    losses = LossSet({"strip_cosine": 1.0}, copy_centre=True)
+    _, parts = losses({"embedding": student, "strips": student.reshape(8, 4, 8)}, targets=target)
+    assert parts["strip_cosine"].item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_loss_set_weights_parts_and_errors():

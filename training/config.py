@@ -13,7 +13,7 @@ Format (every key optional; defaults shown by ``train-copy config-template``)::
     optim:  {name: adam|sgd, lr, weight_decay, momentum, schedule: none|step|cosine|plateau,
              step_size, gamma, plateau_patience, plateau_factor}
     loss:   {ce_weight, triplet_weight, triplet_margin, triplet_mining, triplet_normalise, copy: cosine|strip_cosine|contrastive|relational|huber_sum|smooth_l1|huber|mse, copy_extra, copy_temperature,
-             copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin}
+             copy_centre, copy_batch_centre, copy_delta, copy_weight, copy_triplet_weight, copy_triplet_margin}
     train:  {steps, epochs, amp, channels_last, seed, log_every, ckpt_every, ckpt_keep, device}
     eval:   {k, batch_size}
     export: {formats: [onnx|exported-program|tensorrt], fp16, batch: dynamic|N, opset}
@@ -117,6 +117,9 @@ class LossConfig:
     copy_temperature: float = 0.1
     #: Copy the master's signatures minus their mean (re-normalised): training.signatures.
     copy_centre: bool = False
+    #: Centre the student's signatures and the targets over the batch inside the copy term
+    #: (``training.losses.copy_loss``'s ``centre``): for students whose raw codes share an offset.
+    copy_batch_centre: bool = False
     copy_delta: float = 0.5
     copy_weight: float = 1.0
     copy_triplet_weight: float = 0.0

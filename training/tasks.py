@@ -143,14 +143,15 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
         losses = LossSet({cfg.loss.copy: cfg.loss.copy_weight, **cfg.loss.copy_extra,
                           "triplet": cfg.loss.copy_triplet_weight},
                          margin=cfg.loss.copy_triplet_margin, mining=cfg.loss.triplet_mining,
-                         normalise=cfg.loss.triplet_normalise,
+                         normalise=cfg.loss.triplet_normalise, copy_centre=cfg.loss.copy_batch_centre,
                          delta=cfg.loss.copy_delta, temperature=cfg.loss.copy_temperature)
 
         def objective(outputs: dict[str, torch.Tensor], raw: Any, aug: Any) -> Any:
             targets = table.targets(raw.clip, aug.flip)
             total, parts = losses(outputs, labels=raw.label, targets=targets)
             parts["copy_mean_target"] = mean_target_loss(targets, cfg.loss.copy, cfg.loss.copy_delta,
-                                                         cfg.loss.copy_temperature, strips)
+                                                         cfg.loss.copy_temperature, strips,
+                                                         cfg.loss.copy_batch_centre)
             return total, parts
     seed_everything(cfg.train_for("student").seed)
     model = build_net(cfg.student, n_classes)
