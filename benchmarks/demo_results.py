@@ -4,7 +4,7 @@ Why a file: the README's demo table must be what a run wrote, not numbers typed 
 a reader must be able to tell which machine and thread count produced them (CPU results are
 bit-reproducible for a seed only at the same thread count).
 
-    python -m benchmarks.demo_results OUT [--seconds N] [--publish benchmarks/results/demo.md]
+    python -m benchmarks.demo_results OUT [--seconds N] [--cpu-seconds N] [--publish benchmarks/results/demo.md]
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="The folder demo.sh wrote.")
     p.add_argument("--seconds", type=int, default=None, help="The demo's wall time.")
+    p.add_argument("--cpu-seconds", type=int, default=None,
+                   help="CPU time (user + system) of the demo's commands: on a shared machine the "
+                        "wall time says more about the neighbours than about the demo.")
     p.add_argument("--publish", type=Path, default=None, help="Also copy the file here.")
     args = p.parse_args(argv)
     summary = args.out / "runs" / "summary.csv"
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> Path:
     facts = [f"- machine: {cpu_name()}, {os.cpu_count()} cores; torch threads {threads}; Python "
              f"{platform.python_version()}, torch {torch.__version__}",
              f"- wall time: {args.seconds} s" if args.seconds is not None else "- wall time: not measured"]
+    if args.cpu_seconds is not None:
+        facts.append(f"- CPU time (user + system, all commands): {args.cpu_seconds} s")
     text = "\n".join(["# demo.sh results", "", *facts, "",
                       "Same-view rank-1 (%) on the synthetic test subjects 007-012 (gallery nm-01..04; "
                       "probes NM nm-05/06, BG bg-01/02, CL cl-01/02):", "", rank1_table(summary), "",

@@ -29,12 +29,12 @@ def fake_demo(out, unit: str) -> None:
 
 def test_walk_runs_show_the_sequence_rule_with_columns_nm_bg_cl(tmp_path):
     fake_demo(tmp_path, "walk")
-    text = main([str(tmp_path), "--seconds", "5", "--publish", str(tmp_path / "pub" / "demo.md")])
+    text = main([str(tmp_path), "--seconds", "5", "--cpu-seconds", "8", "--publish", str(tmp_path / "pub" / "demo.md")])
     text = text.read_text()
     assert "| run | rule | NM | BG | CL | n_probes |" in text
     assert "| flow master | sequence 1-NN (whole walk) | 100.0 | 50.0 | 25.0 | 12 |" in text
     assert "vote" not in text  # the clip k-NN vote is the clip family's rule
-    assert "2 of 3 right" in text and "wall time: 5 s" in text
+    assert "2 of 3 right" in text and "wall time: 5 s" in text and "all commands): 8 s" in text
     assert (tmp_path / "pub" / "demo.md").read_text() == text
 
 
