@@ -225,3 +225,19 @@ def test_numeric_views_sort_by_angle_and_probes_without_a_set_are_kept():
     assert (evaluation.summary.n_probes == 3 * 3 * 2).all()  # both walks of every view
     matrix = evaluation.matrix("sequence-mean", "all")
     assert list(matrix.index) == ["0", "18", "108"] == list(matrix.columns)
+
+
+def test_probe_sets_come_in_the_fields_order_not_alphabetically():
+    """NM, BG, CL (not BG, CL, NM) in every table and in the printed text; unknown sets after."""
+    from training.evaluate import condition_order
+
+    assert condition_order(["CL", "NM", "BG", "NM"]) == ["NM", "BG", "CL"]
+    assert condition_order(["S", "all", "B", "N"]) == ["N", "B", "S", "all"]
+    walks = WALKS + (("bg", 1, "probe", "BG"),)
+    clips = clip_table(subjects=3, clips_per_sequence=1, views=("090",), walks=walks)
+    evaluation = evaluate(one_hot(clips.subject.astype(int).to_numpy(), 3), clips)
+    for table in (evaluation.summary, evaluation.per_view, evaluation.pairs):
+        for _, rows in table.groupby("method"):
+            assert list(rows.probe_set) == ["NM", "BG", "CL"]
+    lines = [line.split() for line in evaluation.to_text().splitlines()[2:5]]
+    assert [line[1] for line in lines] == ["NM", "BG", "CL"]

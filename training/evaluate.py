@@ -50,15 +50,24 @@ def view_order(views) -> list[str]:
     return sorted(set(views), key=key)
 
 
-#: Probe conditions in the order the field prints them (CASIA-B's NM, BG, CL).
-FIELD_CONDITIONS: tuple[str, ...] = ("NM", "BG", "CL")
+#: Probe conditions in the order the field prints them: CASIA-B's NM, BG, CL; TUM-GAID's
+#: N, B, S (manifests/tum-gaid.yaml), which alphabetically would print B, N, S.
+FIELD_CONDITIONS: tuple[str, ...] = ("NM", "BG", "CL", "N", "B", "S")
 
 
 def condition_order(conditions) -> list[str]:
-    """Probe conditions in the field's order (NM, BG, CL), any others after them by name:
-    tables and figures print NM, BG, CL, as papers do, not alphabetically."""
+    """Probe conditions in the field's order (NM, BG, CL; N, B, S), any others after them by
+    name: tables and figures print them as papers do, not alphabetically."""
     given = set(conditions)
     return [c for c in FIELD_CONDITIONS if c in given] + sorted(given - set(FIELD_CONDITIONS))
+
+
+def _in_condition_order(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``table`` sorted by ``keys``, its ``probe_set`` column in ``condition_order``: the
+    evaluator's tables (CSV files, ``to_text``) list NM before BG and CL."""
+    rank = {name: i for i, name in enumerate(condition_order(table["probe_set"]))}
+    return table.sort_values(keys, key=lambda c: c.map(rank) if c.name == "probe_set" else c,
+                             kind="stable").reset_index(drop=True)
 
 
 def cross_view_by_probe_view(pairs: pd.DataFrame, keys: Sequence[str] = ("method", "probe_set")) -> pd.Series:
@@ -120,6 +129,8 @@ class Evaluation:
         table = self.per_view.pivot_table(index=["method", "probe_set"], columns="probe_view",
                                           values="cross_view_rank1", dropna=False)
         table = table[view_order(table.columns)]
+        order = condition_order(table.index.get_level_values("probe_set"))
+        table = table.reindex(sorted(table.index, key=lambda i: (i[0], order.index(i[1]))))
         parts = [f"Rank-1 (%), clip-knn k={self.k}", self.summary.dropna(axis=1, how="all").to_string(
             index=False, float_format="%.2f")]  # no all-NaN cross-view column in a same-view run
         if table.notna().any().any():
@@ -278,5 +289,7 @@ def _tables(predictions: pd.DataFrame, k: int) -> Evaluation:
     view_means = per_view.groupby(keys)[["cross_view_rank1", "same_view_rank1"]].mean()
     summary = summary.join(view_means, on=keys)[
         [*keys, "cross_view_rank1", "same_view_rank1", "all_views_rank1", "n_probes"]]
-    return Evaluation(summary=summary, per_view=per_view, pairs=pairs,
+    return Evaluation(summary=_in_condition_order(summary, keys),
+                      per_view=_in_condition_order(per_view, [*keys, "probe_view"]),
+                      pairs=_in_condition_order(pairs, [*keys, "probe_view", "gallery_view"]),
                       predictions=predictions, k=k)
