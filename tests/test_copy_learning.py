@@ -149,11 +149,11 @@ def test_collapse_guard_warns_once_per_kind() -> None:
                           "copy_mean_target": 0.3}, total_steps=100) == []
 
 
-def test_raw_code_runs_are_judged_by_their_triplet_not_their_shared_direction() -> None:
-    """Raw codes share an offset (cosine ~0.99 when healthy): no warning for that; a triplet
-    stuck at its margin is the collapse there."""
-    healthy = CollapseGuard(n_classes=0, raw_margin=0.2)
-    assert healthy.check({"step": 50, "embedding_cosine": 0.999, "triplet": 0.05}, total_steps=100) == []
-    stuck = CollapseGuard(n_classes=0, raw_margin=0.2)
-    warnings = stuck.check({"step": 50, "embedding_cosine": 0.999, "triplet": 0.199}, total_steps=100)
-    assert len(warnings) == 1 and "margin 0.2" in warnings[0]
+def test_raw_code_runs_are_not_judged_by_their_shared_direction() -> None:
+    """Raw codes share an offset (cosine ~0.99 when healthy): no warning for that; a
+    cross-entropy stuck at ln(classes) still is one."""
+    guard = CollapseGuard(n_classes=74, raw_codes=True)
+    assert guard.check({"step": 50, "embedding_cosine": 0.999, "triplet": 0.2, "ce": 1.0}, total_steps=100) == []
+    warnings = guard.check({"step": 60, "embedding_cosine": 0.999, "ce": math.log(74)}, total_steps=100)
+    assert len(warnings) == 1 and "ln(74)" in warnings[0]
+    assert CollapseGuard(n_classes=74).check({"step": 50, "embedding_cosine": 0.999, "ce": 1.0}, 100)  # normalised

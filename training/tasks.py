@@ -90,7 +90,7 @@ def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
     losses = LossSet({"ce": cfg.loss.ce_weight, "triplet": cfg.loss.triplet_weight},
                      margin=cfg.loss.triplet_margin, mining=cfg.loss.triplet_mining,
                          normalise=cfg.loss.triplet_normalise)
-    guard = CollapseGuard(n_classes, raw_margin=None if cfg.loss.triplet_normalise else cfg.loss.triplet_margin)
+    guard = CollapseGuard(n_classes, raw_codes=not cfg.loss.triplet_normalise)
     result = train(run, model, lambda out_, raw, aug: losses(out_, labels=raw.label), clips, cfg, "master",
                    ctx, resume, terms=lambda: losses.terms, guard=guard)
     signatures = compute_signatures(model, clips, settings_from(cfg), ctx.device, ctx.rank, ctx.world)
@@ -161,9 +161,7 @@ def train_student(cfg: Config, out: str | Path, master_run: str | Path, no_copy:
     if not no_copy and table.dim != model.embedding_dim:
         raise ValueError(f"student embedding_dim {model.embedding_dim} != master signature dimension "
                          f"{table.dim}; a student copies the master's code (set student.embedding_dim)")
-    margin = cfg.loss.triplet_margin if no_copy else cfg.loss.copy_triplet_margin
-    guard = CollapseGuard(n_classes, None if no_copy else cfg.loss.copy,
-                          raw_margin=None if cfg.loss.triplet_normalise else margin)
+    guard = CollapseGuard(n_classes, None if no_copy else cfg.loss.copy, raw_codes=not cfg.loss.triplet_normalise)
     result = train(run, model, objective, clips, cfg, "student", ctx, resume, terms=lambda: losses.terms,
                    guard=guard)
     if ctx.is_main:
