@@ -30,7 +30,8 @@ RUNS = {"master": "flow master", "student-copy": "copy student", "student-copy-s
 
 def run_config(run_dir: Path) -> Config:
     """The run's own validated config (the defaults where the folder holds no run)."""
-    return RunDir(run_dir).config() if RunDir(run_dir).config_path.is_file() else Config()
+    run = RunDir(run_dir)
+    return run.config() if run.config_path.is_file() else Config()
 
 
 def rule_label(method: str, config: Config) -> str | None:
