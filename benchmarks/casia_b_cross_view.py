@@ -22,7 +22,7 @@ at all views:
 
 A rerun on the same ``--out`` resumes: finished stages and runs are kept, a killed run
 continues from its last checkpoint. Writes ``OUT/results.{csv,json,md}`` (cross-view rank-1
-per model, mean ± std over seeds, the published anchors beside them) and ``OUT/views/``: the
+per model, mean ± std over seeds, the verdict on copying, the published anchors beside them) and ``OUT/views/``: the
 field's table, the 11 x 11 matrices and their heatmaps per model (``benchmarks.cross_view_table``).
 
     # the 2-core CPU chain on the prepared store (flow already in it)

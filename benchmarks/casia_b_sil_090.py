@@ -19,7 +19,8 @@ work, not a fresh interpreter's imports):
    and CUDA are there; each export passes its parity check or the stage fails.
 
 Prints and writes ``OUT/results.{csv,json,md}``: NM / BG / CL rank-1 of the master, each copy
-and no-copy student, parameter counts, training/eval wall times, and the wall time per stage.
+and no-copy student, parameter counts, training/eval wall times, the wall time per stage, and
+with two or more seeds a side the verdict on copying (``copy_judgement``).
 
     # one GPU (the carried store is ~20 MB; see benchmarks/README.md for the device command)
     python -m benchmarks.casia_b_sil_090 --store casia-b-sil-090-store.tar.gz --out runs/capstone
@@ -513,27 +514,70 @@ def results_table(chain: Chain, rules: tuple[str, ...] = (SEQUENCE_RULE, RANK1_M
     return rows
 
 
+def seed_groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Runs that differ only in their seed, keyed by (variant, copy), in table order."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["variant"], row["copy"]), []).append(row)
+    return groups
+
+
+def seed_summary(members: list[dict[str, Any]], rule: str) -> dict[str, tuple[float, float]]:
+    """Probe set -> (mean, sample std) of rank-1 over seeds (std NaN for one seed)."""
+    import statistics
+
+    summary = {}
+    for p in PROBE_SETS:
+        values = [m[f"{p} {rule}"] for m in members]
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        summary[p] = (round(statistics.fmean(values), 1), round(sd, 1))
+    return summary
+
+
 def group_table(rows: list[dict[str, Any]], rules: tuple[str, ...] = (SEQUENCE_RULE, RANK1_METHOD)
                 ) -> list[dict[str, Any]]:
     """Mean and sample standard deviation over seeds per (variant, copy)."""
     import statistics
 
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["variant"], row["copy"]), []).append(row)
     table = []
-    for (variant, copy), members in groups.items():
+    for (variant, copy), members in seed_groups(rows).items():
         out: dict[str, Any] = {"model": GROUP_NAMES.get((variant, copy), f"{variant} {copy}"),
                                "seeds": len(members), "parameters": members[0]["parameters"]}
         for rule in rules:
-            for p in PROBE_SETS:
-                values = [m[f"{p} {rule}"] for m in members]
-                sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-                out[f"{p} {rule}"] = (round(statistics.fmean(values), 1), round(sd, 1))
+            out.update({f"{p} {rule}": cell for p, cell in seed_summary(members, rule).items()})
         out.update({f"n_{p}": members[0][f"n_{p}"] for p in PROBE_SETS})
         out["train_s"] = round(statistics.fmean(m["train_s"] for m in members), 1)
         table.append(out)
     return table
+
+
+def copy_judgement(rows: list[dict[str, Any]], rule: str = SEQUENCE_RULE) -> list[str]:
+    """The method's claim tested per student family: copying wins a probe set when the copy
+    students' mean beats the no-copy students' by more than twice the larger of their seed
+    standard deviations (a gap the seeds' own spread does not explain). Needs two or more
+    seeds on each side; the flow master and the template stand beside it as the levels to read
+    the gap against. Markdown lines, empty where no family has both sides."""
+    groups = seed_groups(rows)
+    levels = {name: seed_summary(groups[key], rule) for key, name in
+              ((("master", ""), "master"), (("template", ""), "template")) if key in groups}
+    lines = []
+    for variant in dict.fromkeys(v for v, _ in groups):
+        copy, plain = groups.get((variant, "yes"), []), groups.get((variant, "no"), [])
+        if len(copy) < 2 or len(plain) < 2:
+            continue
+        ours, theirs = seed_summary(copy, rule), seed_summary(plain, rule)
+        lines += [f"{GROUP_NAMES.get((variant, 'yes'), variant)} against no copy, {len(copy)} and {len(plain)} "
+                  f"seeds (`{rule}`): copying wins a probe set when copy - no copy > 2 x the larger seed std.", "",
+                  "| probe set | copy | no copy | " + "".join(f"{n} | " for n in levels)
+                  + "copy - no copy | 2 x larger std | copying wins |",
+                  "|---|---|---|" + "---|" * len(levels) + "---|---|---|"]
+        for p in PROBE_SETS:
+            gap, bar = ours[p][0] - theirs[p][0], 2 * max(ours[p][1], theirs[p][1])
+            lines.append(f"| {p} | {_cell(ours[p])} | {_cell(theirs[p])} | "
+                         + "".join(f"{level[p][0]:.1f} | " for level in levels.values())
+                         + f"{gap:+.1f} | {bar:.1f} | {'yes' if gap > bar else 'no'} |")
+        lines.append("")
+    return ["## Copying, judged", "", *lines] if lines else []
 
 
 def _cell(value: Any) -> str:
@@ -568,6 +612,8 @@ def markdown(rows: list[dict[str, Any]], stages: dict[str, float], exports: list
     lines += [f"| total | {sum(stages.values()):.1f} |"]
     lines += ["", "| export | run | parity passed | min cosine |", "|---|---|---|---|"]
     lines += [f"| {e['format']} | {e['run']} | {e['passed']} | {e.get('min_cosine', '')} |" for e in exports]
+    judged = copy_judgement(rows)
+    lines += ["", *judged] if judged else []
     return "\n".join(lines) + "\n" + (f"\n{extra}" if extra else "")
 
 
