@@ -53,8 +53,9 @@ def rank1_table(summary_csv: Path) -> str:
     probe_sets = condition_order(summary["probe_set"])
     lines = ["| run | rule | " + " | ".join(probe_sets) + " | n_probes |",
              "|---|---|" + "---|" * (len(probe_sets) + 1)]
+    configs = {run: run_config(summary_csv.parent / run) for run in summary["run"].unique()}
     for (run, method), rows in summary.groupby(["run", "method"], sort=False):
-        rule = rule_label(method, run_config(summary_csv.parent / run))
+        rule = rule_label(method, configs[run])
         if rule is None:
             continue
         rows = rows.set_index("probe_set").reindex(probe_sets)
