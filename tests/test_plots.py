@@ -54,3 +54,11 @@ def test_same_view_run_gets_titled_bars_with_n_probes(tmp_path, drawn):
     assert figure["titles"][0].startswith("master: all views rank-1 by condition")
     n = evaluation.summary.groupby("probe_set")["n_probes"].max()
     assert all(f"{name}\n(n={count} probes)" in figure["ticks"] for name, count in n.items())
+
+
+def test_only_the_clip_vote_figures_name_k(tmp_path, drawn):
+    """k is the clip vote's parameter; a sequence 1-NN figure that printed it would misname its rule."""
+    plots.save_evaluation_plots(_evaluation(("000", "090", "180")), tmp_path, run_name="student")
+    assert "k=" not in drawn["views_sequence-mean.png"]["suptitle"]
+    assert drawn["views_clip-knn.png"]["suptitle"].startswith("clip-knn (k=7):")
+    assert "(clip-knn k=7)" in drawn["rank1_by_condition.png"]["suptitle"]  # both rules drawn side by side

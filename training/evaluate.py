@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-METHODS: tuple[str, ...] = ("sequence-mean", "clip-knn")
+SEQUENCE_MEAN, CLIP_KNN = "sequence-mean", "clip-knn"
+METHODS: tuple[str, ...] = (SEQUENCE_MEAN, CLIP_KNN)
 ALL_VIEWS = "all"
 NO_VIEW = "none"
 REQUIRED_COLUMNS: tuple[str, ...] = ("seq_id", "subject", "view", "role", "probe_set")

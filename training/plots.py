@@ -14,6 +14,7 @@ Every figure's title names the run, so a PNG found on its own says what it shows
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from training.evaluate import Evaluation, condition_order, view_order  # noqa: E402
+from training.evaluate import CLIP_KNN, Evaluation, condition_order, view_order  # noqa: E402
 
 
 def plot_view_matrices(evaluation: Evaluation, method: str, path: str | Path) -> Path:
@@ -53,7 +54,7 @@ def plot_view_matrices(evaluation: Evaluation, method: str, path: str | Path) ->
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False,
                                                edgecolor="red", linewidth=1.2))
     fig.colorbar(image, ax=axes[0].tolist(), label="rank-1 (%)", shrink=0.8)
-    fig.suptitle(f"{method} (k={evaluation.k}): probe view x gallery view rank-1, "
+    fig.suptitle(f"{method}{_k_note(evaluation, [method])}: probe view x gallery view rank-1, "
                  f"red = same view (excluded)")
     return _save(fig, path)
 
@@ -77,7 +78,7 @@ def plot_rank1_by_condition(evaluation: Evaluation, path: str | Path, run_name: 
     ax.set_ylim(0, 118)
     label = column.replace("_", " ").replace("rank1", "rank-1")
     ax.set_ylabel(f"{label} (%)")
-    ax.set_title(f"{_run(run_name)}{label} by condition (k={evaluation.k})", fontsize=10)
+    ax.set_title(f"{_run(run_name)}{label} by condition{_k_note(evaluation, table.columns)}", fontsize=10)
     ax.legend(fontsize=8, loc="upper center", ncols=len(table.columns), frameon=False)
     return _save(fig, path)
 
@@ -107,7 +108,7 @@ def plot_view_by_condition(evaluation: Evaluation, path: str | Path, run_name: s
                     ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
                             color="white" if value < 60 else "black")
     fig.colorbar(image, ax=axes[0].tolist(), label="cross-view rank-1 (%)", shrink=0.8)
-    fig.suptitle(f"{_run(run_name)}cross-view rank-1 by condition and probe view (k={evaluation.k})",
+    fig.suptitle(f"{_run(run_name)}cross-view rank-1 by condition and probe view{_k_note(evaluation, methods)}",
                  fontsize=10)
     return _save(fig, path)
 
@@ -126,6 +127,14 @@ def save_evaluation_plots(evaluation: Evaluation, out_dir: str | Path, run_name:
         for method in sorted(evaluation.pairs.method.unique()):
             paths.append(plot_view_matrices(evaluation, method, out / f"views_{method}.png"))
     return paths
+
+
+def _k_note(evaluation: Evaluation, methods: Iterable[str]) -> str:
+    """k belongs to the clip vote alone: a title names it only where that rule is drawn."""
+    methods = set(methods)
+    if CLIP_KNN not in methods:
+        return ""
+    return f" (k={evaluation.k})" if methods == {CLIP_KNN} else f" ({CLIP_KNN} k={evaluation.k})"
 
 
 def _run(run_name: str) -> str:
