@@ -1,4 +1,4 @@
-"""GaitCopy on real CASIA-B silhouettes (view 090), end to end, in one command (issue 9).
+"""GaitCopy on real CASIA-B silhouettes (view 090), end to end, in one command.
 
 The chain, each stage a toolkit command run in this process (so a stage's wall time is its
 work, not a fresh interpreter's imports):

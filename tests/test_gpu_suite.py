@@ -68,3 +68,11 @@ def test_finished_sections_are_on_disk_before_the_next_one_runs(tmp_path, monkey
         suite.main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")])
     assert list(seen[0]["sections"]) == ["first"] and seen[0]["sections"]["first"]["rows"] == [{"status": "ok",
                                                                                                 "value": 1}]
+
+
+def test_the_timed_models_are_registered():
+    """The full (device) run builds every name; one missing from the registry fails only there."""
+    from benchmarks.gpu_suite import SPEED_MODELS
+    from training.models import MODEL_NAMES
+
+    assert set(SPEED_MODELS) <= set(MODEL_NAMES)
