@@ -124,6 +124,25 @@ def test_resume_with_another_config_names_the_runs_config(tmp_path):
         RunDir.create(tmp_path / "r", config_from_dict({"optim": {"lr": 0.2}}), {"role": "master"}, resume=True)
 
 
+def test_a_master_resumes_past_changes_to_settings_it_never_reads(tmp_path):
+    """The students' and the copy's settings share the master's config file; changing them
+    between a stopped master and its resume must not refuse the master, and anything the
+    master reads still must."""
+    from training.config import config_from_dict
+    from training.runs import RunDir
+    from training.tasks import MASTER_UNREAD
+
+    RunDir.create(tmp_path / "r", config_from_dict({}), {"role": "master"}, resume=False)
+    students = config_from_dict({"loss": {"copy_weight": 0.3, "copy_ce_weight": 0.1},
+                                 "student_train": {"seed": 4}, "student": {"model": "setnet-gray"}})
+    assert RunDir.create(tmp_path / "r", students, {"role": "master"}, resume=True, unread=MASTER_UNREAD).path
+    with pytest.raises(Exception, match=r"in loss\.copy_ce_weight, loss\.copy_weight, student\.model, student_train;"):
+        RunDir.create(tmp_path / "r", students, {"role": "master"}, resume=True)  # a student's run reads them
+    with pytest.raises(Exception, match=r"in loss\.ce_weight;"):
+        RunDir.create(tmp_path / "r", config_from_dict({"loss": {"ce_weight": 0.5}}), {"role": "master"},
+                      resume=True, unread=MASTER_UNREAD)
+
+
 def test_empty_master_dir_and_version(tmp_path, toy):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"store": str(toy.store.path), "split": str(toy.split)}}))

@@ -47,15 +47,18 @@ class RunDir:
 
     # ------------------------------------------------------------------ creation
     @classmethod
-    def create(cls, path: str | os.PathLike[str], cfg: Config, info: dict[str, Any], resume: bool) -> RunDir:
-        """Start a run (empty or absent dir), or reopen one for ``resume`` (same config)."""
+    def create(cls, path: str | os.PathLike[str], cfg: Config, info: dict[str, Any], resume: bool,
+               unread: tuple[str, ...] = ()) -> RunDir:
+        """Start a run (empty or absent dir), or reopen one for ``resume`` (same config, except
+        settings under the ``unread`` prefixes, which this run's role never reads)."""
         run = cls(path)
         if run.config_path.is_file():
             if not resume:
                 raise RunError(f"{run.path}: already holds a run; pass --resume to continue it "
                                "or choose another directory")
             old = load_config(run.config_path)
-            differ = _config_differences(old.to_dict(), cfg.to_dict())
+            differ = [key for key in _config_differences(old.to_dict(), cfg.to_dict())
+                      if not key.startswith(unread)]
             if differ:
                 raise RunError(f"{run.path}: --resume with a config that differs from the run's own "
                                f"{run.config_path} in {', '.join(differ)}; resume with that config, "

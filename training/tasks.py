@@ -37,9 +37,15 @@ from training.walks import build_walk_index, for_modality
 CLIPS_FILE = "clips.parquet"
 
 
-def _open_run(out: str | Path, cfg: Config, info: dict[str, Any], resume: bool, ctx: DeviceContext) -> RunDir:
+#: Settings a master never reads: one config serves the master and its students, so a resume of
+#: the master after a change to the students' or the copy's settings is still the same run.
+MASTER_UNREAD = ("student", "loss.copy")  # student.*, student_train (absent or not), loss.copy*
+
+
+def _open_run(out: str | Path, cfg: Config, info: dict[str, Any], resume: bool, ctx: DeviceContext,
+              unread: tuple[str, ...] = ()) -> RunDir:
     if ctx.is_main:
-        run = RunDir.create(out, cfg, info, resume)
+        run = RunDir.create(out, cfg, info, resume, unread)
     barrier(ctx)
     return RunDir(out) if not ctx.is_main else run
 
@@ -80,7 +86,7 @@ def _model_info(cfg: Config, role: str, model_cfg: Any, model: nn.Module, n_clas
 
 def train_master(cfg: Config, out: str | Path, resume: bool = False) -> RunDir:
     ctx = setup_device(cfg.train)
-    run = _open_run(out, cfg, {"role": "master", "model": cfg.master.model}, resume, ctx)
+    run = _open_run(out, cfg, {"role": "master", "model": cfg.master.model}, resume, ctx, MASTER_UNREAD)
     clips = _training_clips(run, cfg, ctx)
     n_classes = int(clips["label"].nunique()) if cfg.loss.ce_weight > 0 else 0
     seed_everything(cfg.train.seed)  # the initial weights are part of what a seed reproduces
