@@ -65,7 +65,7 @@ from training.config import OptimConfig, load_config
 from training.losses import LossSet
 from training.model_build import build_net
 from training.models import build_model, count_parameters
-from training.trainer import bf16_supported, build_optimizer
+from training.trainer import bf16_supported, build_optimizer, cpu_bf16_flags
 
 if TYPE_CHECKING:
     from training.data import PKBatchSampler
@@ -161,16 +161,6 @@ class Result:
 
 
 # ------------------------------------------------------------------------------- machine
-def cpu_flags() -> dict[str, bool]:
-    """Whether /proc/cpuinfo lists the bf16 instructions oneDNN uses (AVX512-BF16, AMX-BF16)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"avx512_bf16": False, "amx_bf16": False}
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return {name: name in flags for name in ("avx512_bf16", "amx_bf16")}
-
-
 def matmul_gflops(dtype: torch.dtype, size: int = MATMUL_SIZE, repeats: int = 3) -> float:
     """Best GFLOPS of a size x size matmul in ``dtype``: the ceiling a network's convs can reach
     with this thread count (best of ``repeats``: other load on the machine only slows it)."""
@@ -397,7 +387,7 @@ class Machine:
     def measure(cls) -> Machine:
         peak = {"bf16": matmul_gflops(torch.bfloat16), "fp32": matmul_gflops(torch.float32)}
         return cls(cpu_name(), torch.get_num_threads(), torch.__version__, bf16_supported(torch.device("cpu")),
-                   cpu_flags(), peak)
+                   cpu_bf16_flags(), peak)
 
     def lines(self) -> list[str]:
         flags = ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in self.flags.items())

@@ -120,3 +120,19 @@ def test_sharded_signatures_equal_the_single_process_ones(two_ranks):
     assert r0["signatures"].shape == single.shape == (len(clips), 2, 16)
     assert torch.equal(r0["signatures"], r1["signatures"])
     torch.testing.assert_close(r0["signatures"], single, atol=1e-5, rtol=0)
+
+
+def test_bf16_is_decided_by_the_cpu_flags_where_torch_lacks_onednns_probe(monkeypatch):
+    """oneDNN's bf16 probe is a private op; a torch without it must still choose, not crash
+    every CPU run."""
+    from training import trainer
+
+    with_probe = trainer.bf16_supported(torch.device("cpu"))
+    assert with_probe == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    monkeypatch.setattr(torch.ops, "mkldnn", object())  # a namespace without the op
+    monkeypatch.setattr(trainer, "cpu_bf16_flags", lambda: {"avx512_bf16": False, "amx_bf16": True})
+    assert trainer.bf16_supported(torch.device("cpu"))
+    monkeypatch.setattr(trainer, "cpu_bf16_flags", lambda: {"avx512_bf16": False, "amx_bf16": False})
+    assert not trainer.bf16_supported(torch.device("cpu"))
+    assert trainer.precision(torch.device("cpu"), amp=True) == "fp32"
+    assert trainer.bf16_supported(torch.device("cuda")) and not trainer.bf16_supported(torch.device("meta"))

@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -93,10 +94,27 @@ def setup_device(train_cfg: TrainConfig) -> DeviceContext:
 
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast runs on fast kernels here: CUDA, or a CPU with bf16 instructions
-    (without them oneDNN emulates bf16 and is slower than fp32)."""
+    (without them oneDNN emulates bf16 and is slower than fp32). oneDNN's own answer is a
+    private torch op; where a torch release lacks it, the CPU's flags answer instead."""
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if device.type != "cpu":
+        return False
+    onednn_probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if onednn_probe is not None:
+        return bool(onednn_probe())
+    return any(cpu_bf16_flags().values())
+
+
+def cpu_bf16_flags() -> dict[str, bool]:
+    """Whether /proc/cpuinfo lists the bf16 instructions oneDNN uses (AVX512-BF16, AMX-BF16);
+    both False where there is no /proc/cpuinfo (not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"avx512_bf16": False, "amx_bf16": False}
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {name: name in flags for name in ("avx512_bf16", "amx_bf16")}
 
 
 def autocast_enabled(device: torch.device, amp: bool) -> bool:
