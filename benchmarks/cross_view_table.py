@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.evaluate import Evaluation, condition_order, cross_view_by_probe_view
+from training.evaluate import SEQUENCE_MEAN, Evaluation, condition_order, cross_view_by_probe_view
 
 #: The decision rule of set networks and of the template: sequence 1-NN (one signature per walk).
-RULE = "sequence-mean"
+RULE = SEQUENCE_MEAN
 #: Published CASIA-B LT cross-view rank-1 (%), NM / BG / CL, identical views excluded, 50 test subjects.
 ANCHORS: dict[str, tuple[float, float, float]] = {
     "GaitSet": (95.0, 87.2, 70.4),

@@ -21,7 +21,7 @@ import pandas as pd
 
 from benchmarks.machine import cpu_name
 from training.config import Config
-from training.evaluate import condition_order
+from training.evaluate import CLIP_KNN, SEQUENCE_MEAN, condition_order
 from training.runs import RunDir
 
 RUNS = {"master": "flow master", "student-copy": "copy student", "student-copy-s0": "copy student",
@@ -41,9 +41,9 @@ def rule_label(method: str, config: Config) -> str | None:
     the clip k-NN vote is the clip family's (the authors') rule, and over one row per walk it
     would be a vote among whole walks, which nobody reports."""
     if config.data.unit == "walk":
-        return "sequence 1-NN (whole walk)" if method == "sequence-mean" else None
-    return {"sequence-mean": "sequence 1-NN (mean of clips)",
-            "clip-knn": f"clip {config.eval.k}-NN vote"}.get(method, method)
+        return "sequence 1-NN (whole walk)" if method == SEQUENCE_MEAN else None
+    return {SEQUENCE_MEAN: "sequence 1-NN (mean of clips)",
+            CLIP_KNN: f"clip {config.eval.k}-NN vote"}.get(method, method)
 
 
 def rank1_table(summary_csv: Path) -> str:

@@ -41,7 +41,7 @@ from gaittools.deploy.net_input import fit_to_input
 from gaittools.store.zarr_store import Store
 from training.clips import read_split
 from training.data import FLOW, GRAY, crop_size
-from training.evaluate import Evaluation, evaluate
+from training.evaluate import SEQUENCE_MEAN, Evaluation, evaluate
 from training.models.parts import InputCut
 from training.walks import build_walk_index, read_walk
 
@@ -52,7 +52,7 @@ GEI_SIZE, GEI_WIDTH = 64, 44
 COMPONENTS = 150
 MODEL_FILE = "template.npz"
 #: The evaluator rule that is the template's own (sequence 1-NN over one row per walk).
-RULE = "sequence-mean"
+RULE = SEQUENCE_MEAN
 #: Probe conditions in the field's order (CASIA-B), for what is printed.
 FIELD_ORDER: tuple[str, ...] = ("NM", "BG", "CL")
 
